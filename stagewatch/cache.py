@@ -1,0 +1,299 @@
+"""The content-hash cache: stage keys, entry files, and the library API (compute_key & co.)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from stagewatch.codedeps import find_code_dependencies, resolve_module_source
+from stagewatch.freshness import CorruptEntry, Decision, Digests, Entry, Fingerprint, decide
+from stagewatch.hashing import DigestCache, sha256_bytes
+from stagewatch.inputs import expand
+from stagewatch.paths import CACHE_DIR, IgnoreRules, absolute, label, posix
+from stagewatch.stage import Stage
+
+log = structlog.get_logger(__name__)
+
+ENTRY_VERSION = 2
+ARGV_LABEL = "(argv)"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def stage_key(name: str, code_hex: str, deps: Digests, inputs: Digests) -> str:
+    """The key, byte for byte as DESIGN §1 lays it out."""
+    h = hashlib.sha256()
+    h.update(name.encode())
+    h.update(b"code:" + code_hex.encode())
+    for rel, digest in sorted(deps):
+        h.update(b"dep:" + rel.encode() + b"=" + digest.encode())
+    for rel, digest in sorted(set(inputs)):
+        h.update(b"in:" + rel.encode() + b"=" + digest.encode())
+    return h.hexdigest()
+
+
+def command_code_hex(argv: tuple[str, ...]) -> str:
+    return sha256_bytes("\0".join(argv).encode())
+
+
+# --- Entry files: format and parse are pure; the Workspace does the I/O. ---
+
+
+def format_entry(
+    key: str, fingerprint: Fingerprint | None, finished: datetime, duration_s: float | None
+) -> str:
+    lines = [f"version={ENTRY_VERSION}", f"key={key}"]
+    if fingerprint is not None and fingerprint.key == key and fingerprint.code is not None:
+        code_label, code_hex = fingerprint.code
+        lines.append(f"code={code_hex} {code_label}")
+        lines += [f"dep={digest} {rel}" for rel, digest in fingerprint.deps]
+        lines += [f"in={digest} {rel}" for rel, digest in fingerprint.inputs]
+    lines.append("finished=" + finished.astimezone(UTC).isoformat(timespec="seconds"))
+    if duration_s is not None:
+        lines.append(f"duration_s={duration_s:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def _digest_line(value: str) -> tuple[str, str]:
+    digest, sep, rel = value.partition(" ")
+    if not _HEX64.fullmatch(digest) or not sep or not rel:
+        raise ValueError(f"expected '<64 hex> <path>', got {value!r}")
+    return rel, digest
+
+
+def parse_entry(text: str, path: str, mtime: float) -> Entry | CorruptEntry:
+    """Read an entry: the key=value format, or a legacy file holding only the key."""
+    stripped = text.strip()
+    if _HEX64.fullmatch(stripped):
+        return Entry(key=stripped, mtime=mtime, legacy=True)
+    fields: dict[str, str] = {}
+    deps: list[tuple[str, str]] = []
+    inputs: list[tuple[str, str]] = []
+    code: tuple[str, str] | None = None
+    duration_s = None
+    try:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            name, sep, value = line.partition("=")
+            if not sep:
+                raise ValueError(f"line {number} is not key=value")
+            if name == "dep":
+                deps.append(_digest_line(value))
+            elif name == "in":
+                inputs.append(_digest_line(value))
+            elif name == "code":
+                code = _digest_line(value)
+            else:
+                fields[name] = value
+        key = fields.get("key", "")
+        if not _HEX64.fullmatch(key):
+            raise ValueError("no valid key= line")
+        if "duration_s" in fields:
+            duration_s = float(fields["duration_s"])
+    except ValueError as exc:
+        return CorruptEntry(path, str(exc))
+    return Entry(
+        key=key,
+        mtime=mtime,
+        code=code,
+        deps=tuple(sorted(deps)),
+        inputs=tuple(sorted(inputs)),
+        finished=fields.get("finished"),
+        duration_s=duration_s,
+    )
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file so that a crash leaves the old one or the new one, never half of either."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            # fsync before rename: a crash must never leave an empty entry under the real name.
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class Workspace:
+    """One output_dir's cache: fingerprints of stages, and the entry files in _build/.cache."""
+
+    def __init__(self, output_dir: Path | str, *, persistent_digests: bool = False) -> None:
+        self.output_dir = Path(os.path.abspath(output_dir))
+        self.root = posix(self.output_dir)
+        self.cache_dir = self.output_dir / CACHE_DIR
+        db = self.cache_dir / "digests.sqlite" if persistent_digests else None
+        if db is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.digests = DigestCache(db)
+        self._rules: dict[tuple[str, ...], IgnoreRules] = {}
+
+    def close(self) -> None:
+        self.digests.close()
+
+    def rules(self, stage: Stage) -> IgnoreRules:
+        rules = self._rules.get(stage.ignore)
+        if rules is None:
+            rules = self._rules[stage.ignore] = IgnoreRules(self.root, stage.ignore)
+        return rules
+
+    def search_path(self, stage: Stage) -> list[str]:
+        return [absolute(entry, self.root) for entry in stage.python_path]
+
+    def module_source(self, stage: Stage) -> str | None:
+        assert stage.module is not None
+        return resolve_module_source(stage.module, self.search_path(stage))
+
+    def fingerprint(self, stage: Stage) -> Fingerprint:
+        """Hash the stage's code, code dependencies and inputs as they are now."""
+        rules = self.rules(stage)
+        missing: list[str] = []
+        code_path: str | None = None
+        dep_paths: list[str] = []
+        if stage.module is not None:
+            code_path = self.module_source(stage)
+            if code_path is None:
+                missing.append(f"module {stage.module} (not found on python_path)")
+            else:
+                dep_paths = find_code_dependencies(stage.module, self.search_path(stage))
+        sources = expand(stage.sources, self.root, rules)
+        inputs = expand(stage.inputs, self.root, rules)
+        missing += sources.missing
+        missing += inputs.missing
+        dep_files = sorted(set(dep_paths) | set(sources.files))
+        wanted = [*dep_files, *inputs.files] + ([code_path] if code_path else [])
+        digests = self.digests.digests(wanted)
+        vanished = [label(path, self.root) for path in wanted if digests.get(path) is None]
+        missing += vanished
+
+        def pairs(paths: list[str] | tuple[str, ...]) -> Digests:
+            found = ((label(p, self.root), digests.get(p)) for p in paths)
+            return tuple(sorted((rel, hx) for rel, hx in found if hx is not None))
+
+        if stage.command is not None:
+            code: tuple[str, str] | None = (ARGV_LABEL, command_code_hex(stage.command))
+        elif code_path is not None and digests.get(code_path):
+            code = (label(code_path, self.root), digests[code_path] or "")
+        else:
+            code = None
+        deps, input_digests = pairs(dep_files), pairs(inputs.files)
+        key = None
+        if not missing and code is not None:
+            key = stage_key(stage.name, code[1], deps, input_digests)
+        return Fingerprint(key, code, deps, input_digests, tuple(dict.fromkeys(missing)))
+
+    def missing_outputs(self, stage: Stage) -> tuple[str, ...]:
+        missing = []
+        for output in stage.outputs:
+            path = absolute(output, self.root)
+            present = os.path.isdir(path) if output.endswith("/") else os.path.exists(path)
+            if not present:
+                missing.append(output)
+        return tuple(missing)
+
+    def entry_path(self, name: str) -> Path:
+        return self.cache_dir / f"{name}.hash"
+
+    def read_entry(self, name: str) -> Entry | CorruptEntry | None:
+        path = self.entry_path(name)
+        try:
+            mtime = path.stat().st_mtime
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            entry: Entry | CorruptEntry = CorruptEntry(str(path), str(exc))
+        else:
+            entry = parse_entry(text, str(path), mtime)
+        if isinstance(entry, CorruptEntry):
+            log.warning("cache.entry_corrupt", stage=name, path=entry.path, problem=entry.problem)
+        return entry
+
+    def decide(self, stage: Stage, now: float | None = None, force: bool = False) -> Decision:
+        fingerprint = self.fingerprint(stage)
+        return self.decide_with(stage, fingerprint, now, force)
+
+    def decide_with(
+        self, stage: Stage, fingerprint: Fingerprint, now: float | None = None, force: bool = False
+    ) -> Decision:
+        return decide(
+            stage,
+            self.read_entry(stage.name),
+            fingerprint,
+            self.missing_outputs(stage),
+            time.time() if now is None else now,
+            force,
+        )
+
+    def record_success(
+        self, stage: Stage, key: str, fingerprint: Fingerprint | None, duration_s: float | None
+    ) -> None:
+        """Write the entry of a successful run: the key it started from, details if they match."""
+        text = format_entry(key, fingerprint, datetime.now(UTC), duration_s)
+        write_atomic(self.entry_path(stage.name), text)
+
+    def remove_entry(self, name: str) -> bool:
+        try:
+            self.entry_path(name).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+
+# --- The library API, with the seed's names. ---
+
+
+def compute_key(stage: Stage, output_dir: Path | str) -> str | None:
+    """The stage's key now, or None when an explicit input (or its module) is missing."""
+    workspace = Workspace(output_dir)
+    try:
+        return workspace.fingerprint(stage).key
+    finally:
+        workspace.close()
+
+
+def should_skip(stage: Stage, output_dir: Path | str) -> bool:
+    """Whether the skip rule (DESIGN §1) lets the stage be skipped now."""
+    workspace = Workspace(output_dir)
+    try:
+        return not workspace.decide(stage).run
+    finally:
+        workspace.close()
+
+
+def mark_done(stage: Stage, output_dir: Path | str, key: str | None = None) -> None:
+    """Record a successful run; pass the key computed before the run began (DESIGN §1)."""
+    workspace = Workspace(output_dir)
+    try:
+        fingerprint = workspace.fingerprint(stage)
+        if key is None:
+            if fingerprint.key is None:
+                raise ValueError(f"stage {stage.name!r}: no key, missing: {', '.join(fingerprint.missing)}")
+            key = fingerprint.key
+        workspace.record_success(stage, key, fingerprint, None)
+    finally:
+        workspace.close()
+
+
+def invalidate(stage: Stage, output_dir: Path | str) -> bool:
+    """Remove the stage's entry so it runs next time; True when there was one."""
+    return Workspace(output_dir).remove_entry(stage.name)

@@ -1,0 +1,319 @@
+"""TOML pipeline file -> Pipeline of Stage values, every problem reported in one line."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from stagewatch.durations import parse_duration
+from stagewatch.errors import ConfigError
+from stagewatch.graph import CycleError, build_graph, output_feeds
+from stagewatch.paths import CACHE_DIR, IgnoreRules, PathKind, absolute, classify, is_within, posix
+from stagewatch.stage import MODULE_NAME, STAGE_NAME, OnBusy, Pipeline, Stage, WatcherKind
+
+DEFAULT_CONFIG = "stagewatch.toml"
+CONFIG_ENV = "STAGEWATCH_CONFIG"
+TOP_KEYS = ("pipeline", "stage")
+PIPELINE_KEYS = ("output_dir", "python_path", "jobs", "debounce", "ignore", "on_busy", "rescan", "watcher")
+STAGE_KEYS = (
+    "name", "module", "function", "command", "inputs", "outputs", "ttl", "timeout",
+    "after", "sources", "on_busy",
+)  # fmt: skip
+
+
+def locate_config(explicit: str | None, environ: Mapping[str, str] = os.environ) -> Path:
+    """--config, else $STAGEWATCH_CONFIG, else ./stagewatch.toml (DESIGN §2)."""
+    if explicit:
+        return Path(explicit)
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    return Path(DEFAULT_CONFIG)
+
+
+def load_pipeline(path: Path) -> Pipeline:
+    """Read and validate a pipeline file; ConfigError lists every problem, one per line."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file (pass --config PATH, set {CONFIG_ENV}, or create ./{DEFAULT_CONFIG})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_pipeline(data, path)
+
+
+def _did_you_mean(key: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _show(value: object) -> str:
+    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _type_name(value: object) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)  # fmt: skip
+
+
+class _Reader:
+    """Reads one table's keys, recording each problem as "<file>: <where>: <message>"."""
+
+    def __init__(self, problems: list[str], file: str, where: str, table: Mapping[str, Any]) -> None:
+        self.problems = problems
+        self.prefix = f"{file}: {where}: "
+        self.table = table
+
+    def problem(self, message: str) -> None:
+        self.problems.append(self.prefix + message)
+
+    def unknown_keys(self, known: tuple[str, ...]) -> None:
+        for key in self.table:
+            if key not in known:
+                self.problem(f'unknown key "{key}"{_did_you_mean(key, known)}')
+
+    def string(self, key: str, default: str | None = None) -> str | None:
+        value = self.table.get(key, default)
+        if value is None or isinstance(value, str):
+            return value
+        self.problem(f'"{key}" must be a string, got {_type_name(value)} {_show(value)}')
+        return default
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.table.get(key, [])
+        if isinstance(value, list) and all(isinstance(item, str) and item for item in value):
+            return tuple(value)
+        if isinstance(value, list):
+            self.problem(f'"{key}" must be a list of non-empty strings, got {_show(value)}')
+        else:
+            self.problem(f'"{key}" must be a list of strings, got {_type_name(value)} {_show(value)}')
+        return ()
+
+    def duration(self, key: str, default: float | None, positive: bool) -> float | None:
+        if key not in self.table:
+            return default
+        try:
+            seconds = parse_duration(self.table[key])
+        except ValueError as exc:
+            self.problem(f'"{key}": {exc}')
+            return default
+        if positive and seconds <= 0:
+            self.problem(f'"{key}" must be longer than 0, got {_show(self.table[key])}')
+            return default
+        return seconds
+
+    def choice(self, key: str, enum: type[OnBusy] | type[WatcherKind]) -> Any:
+        value = self.table.get(key)
+        if value is None:
+            return None
+        options = [member.value for member in enum]
+        if value not in options:
+            shown = " or ".join(f'"{option}"' for option in options)
+            self.problem(f'"{key}" must be {shown}, got {_show(value)}')
+            return None
+        return enum(value)
+
+
+def _table(problems: list[str], file: str, where: str, value: object) -> Mapping[str, Any]:
+    if isinstance(value, dict):
+        return value
+    problems.append(f"{file}: {where}: must be a table, got {_type_name(value)}")
+    return {}
+
+
+def parse_pipeline(data: Mapping[str, Any], path: Path) -> Pipeline:
+    """Validate parsed TOML into a Pipeline; relative paths resolve against output_dir."""
+    file = str(path)
+    problems: list[str] = []
+    for key in data:
+        if key not in TOP_KEYS:
+            hint = _did_you_mean(key, TOP_KEYS)
+            if key == "stages":
+                hint = ' (did you mean "[[stage]]"?)'
+            problems.append(f'{file}: unknown table "{key}"{hint}')
+    pipeline_table = _table(problems, file, "[pipeline]", data.get("pipeline", {}))
+    settings = _Reader(problems, file, "[pipeline]", pipeline_table)
+    settings.unknown_keys(PIPELINE_KEYS)
+    config_dir = Path(os.path.abspath(path)).parent
+    output_dir = config_dir / (settings.string("output_dir") or ".")
+    output_dir = Path(os.path.normpath(output_dir))
+    root = posix(output_dir)
+    python_path = settings.strings("python_path") if "python_path" in settings.table else (".",)
+    ignore = settings.strings("ignore")
+    jobs = settings.table.get("jobs", 2)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        settings.problem(f'"jobs" must be a whole number >= 1, got {_show(jobs)}')
+        jobs = 2
+    debounce_s = settings.duration("debounce", 0.1, positive=False)
+    rescan_s = settings.duration("rescan", 600.0, positive=False)
+    on_busy = settings.choice("on_busy", OnBusy) or OnBusy.QUEUE
+    watcher = settings.choice("watcher", WatcherKind) or WatcherKind.NATIVE
+
+    raw_stages = data.get("stage", [])
+    if not isinstance(raw_stages, list):
+        problems.append(f'{file}: "stage" must be an array of tables: write each stage as [[stage]]')
+        raw_stages = []
+    if not raw_stages and not problems:
+        problems.append(f"{file}: no stages: add at least one [[stage]] table")
+    stages: list[Stage] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_stages, start=1):
+        stage = _parse_stage(problems, file, index, raw, root, python_path, ignore, seen)
+        if stage is not None:
+            stages.append(stage)
+    _check_references(problems, file, stages, root, ignore)
+    if problems:
+        raise ConfigError(problems)
+    pipeline = Pipeline(
+        config_path=Path(os.path.abspath(path)),
+        output_dir=output_dir,
+        stages=tuple(stages),
+        jobs=jobs,
+        debounce_s=debounce_s or 0.0,
+        ignore=ignore,
+        on_busy=on_busy,
+        rescan_s=rescan_s or 0.0,
+        watcher=watcher,
+        python_path=python_path,
+    )
+    try:
+        build_graph(pipeline.stages, root, ignore)
+    except CycleError as exc:
+        via = "; ".join(f"{e.upstream} -> {e.downstream}: {e.via}" for e in exc.edges)
+        raise ConfigError(f'{file}: stage "{exc.cycle[0]}": cycle {" -> ".join(exc.cycle)} ({via})') from None
+    return pipeline
+
+
+def _parse_stage(
+    problems: list[str],
+    file: str,
+    index: int,
+    raw: object,
+    root: str,
+    python_path: tuple[str, ...],
+    ignore: tuple[str, ...],
+    seen: dict[str, int],
+) -> Stage | None:
+    table = _table(problems, file, f"stage #{index}", raw)
+    name = table.get("name")
+    where = f'stage "{name}"' if isinstance(name, str) and name else f"stage #{index}"
+    reader = _Reader(problems, file, where, table)
+    before = len(problems)
+    reader.unknown_keys(STAGE_KEYS)
+    if "name" not in table:
+        reader.problem('missing "name"')
+    elif not isinstance(name, str) or not STAGE_NAME.fullmatch(name):
+        reader.problem(f'"name" {_show(name)} is invalid: use letters, digits, "_", "-" and "."')
+    elif name in seen:
+        reader.problem(f'duplicate name (stage #{seen[name]} is also "{name}")')
+    else:
+        seen[name] = index
+    module = reader.string("module")
+    function = reader.string("function")
+    command: tuple[str, ...] | None = None
+    if "command" in table:
+        value = table["command"]
+        if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+            command = tuple(value)
+        elif isinstance(value, str):
+            reader.problem(
+                f'"command" must be a list of strings (argv, no shell), got a string; for a shell'
+                f' write ["sh", "-c", {_show(value)}]'
+            )
+        else:
+            reader.problem(f'"command" must be a non-empty list of strings, got {_show(value)}')
+    if "module" in table and "command" in table:
+        reader.problem('give either "module" or "command", not both')
+    elif "module" not in table and "command" not in table:
+        reader.problem('missing "module" or "command": say what the stage runs')
+    if module is not None and not MODULE_NAME.fullmatch(module):
+        reader.problem(f'"module" {_show(module)} is not a dotted Python module name')
+    if function is not None:
+        if "command" in table:
+            reader.problem('"function" only goes with "module", not with "command"')
+        elif not function.isidentifier():
+            reader.problem(f'"function" {_show(function)} is not a Python identifier')
+    inputs = reader.strings("inputs")
+    outputs = reader.strings("outputs")
+    after = reader.strings("after")
+    sources = reader.strings("sources")
+    ttl_s = reader.duration("ttl", None, positive=True)
+    timeout_s = reader.duration("timeout", None, positive=True)
+    on_busy = reader.choice("on_busy", OnBusy)
+    cache = posix(absolute(CACHE_DIR, root))
+    for output in outputs:
+        target = absolute(output, root)
+        if classify(output) is PathKind.GLOB:
+            reader.problem(f'"outputs": "{output}" is a glob; outputs must be files or folders ending in "/"')
+        elif target == root or not is_within(target, root):
+            reader.problem(f'"outputs": "{output}" is outside output_dir ({root})')
+        elif is_within(target, cache) or is_within(cache, target):
+            reader.problem(f'"outputs": "{output}" overlaps stagewatch\'s own cache ({CACHE_DIR}/)')
+    if len(problems) > before or not isinstance(name, str):
+        return None
+    rules = IgnoreRules(root, ignore)
+    for output in outputs:
+        for read in inputs + sources:
+            if output_feeds(output, read, root, rules):
+                key = "inputs" if read in inputs else "sources"
+                reader.problem(
+                    f'"{key}": "{read}" reads the stage\'s own output "{output}"'
+                    + (
+                        " (add the output folder to [pipeline] ignore if it never holds inputs)"
+                        if classify(read) is PathKind.GLOB
+                        else ""
+                    )
+                )
+                break
+    if len(problems) > before:
+        return None
+    return Stage(
+        name=name,
+        module=module,
+        function=function or "run",
+        command=command,
+        inputs=inputs,
+        outputs=outputs,
+        ttl_s=ttl_s,
+        timeout_s=timeout_s,
+        after=after,
+        sources=sources,
+        python_path=python_path,
+        ignore=ignore,
+        on_busy=on_busy,
+    )
+
+
+def _check_references(
+    problems: list[str], file: str, stages: list[Stage], root: str, ignore: tuple[str, ...]
+) -> None:
+    names = [stage.name for stage in stages]
+    writers: dict[str, str] = {}
+    for stage in stages:
+        for before in stage.after:
+            if before == stage.name:
+                problems.append(f'{file}: stage "{stage.name}": "after" names the stage itself')
+            elif before not in names:
+                hint = _did_you_mean(before, tuple(names))
+                problems.append(f'{file}: stage "{stage.name}": "after": no stage named "{before}"{hint}')
+        for output in stage.outputs:
+            target = absolute(output, root)
+            other = writers.get(target)
+            if other is not None and other != stage.name:
+                problems.append(
+                    f'{file}: stage "{stage.name}": "outputs": "{output}"'
+                    f' is also an output of stage "{other}"'
+                )
+            writers[target] = stage.name

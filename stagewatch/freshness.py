@@ -1,0 +1,213 @@
+"""Decide whether a stage runs, and why, from what was recorded and what is observed now (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stagewatch.durations import format_duration
+from stagewatch.stage import Stage
+
+Digests = tuple[tuple[str, str], ...]  # (label, sha256 hex), sorted by label
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What a stage's key is made of, observed now; key is None when an explicit file is missing."""
+
+    key: str | None
+    code: tuple[str, str] | None  # (label, hex); label is "(argv)" for a command
+    deps: Digests
+    inputs: Digests
+    missing: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A cache entry as read back: the last successful run's key, details when the file has them."""
+
+    key: str
+    mtime: float
+    legacy: bool = False
+    code: tuple[str, str] | None = None
+    deps: Digests = ()
+    inputs: Digests = ()
+    finished: str | None = None
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CorruptEntry:
+    """An entry file that could not be read or parsed: the stage is stale, never a crash."""
+
+    path: str
+    problem: str
+
+
+# --- Reasons: each is a value; str() is the sentence people read. ---
+
+
+@dataclass(frozen=True, slots=True)
+class Forced:
+    def __str__(self) -> str:
+        return "forced"
+
+
+@dataclass(frozen=True, slots=True)
+class AlwaysRuns:
+    def __str__(self) -> str:
+        return "no inputs and no ttl: runs every time"
+
+
+@dataclass(frozen=True, slots=True)
+class NeverBuilt:
+    def __str__(self) -> str:
+        return "no successful run recorded"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryUnreadable:
+    problem: str
+
+    def __str__(self) -> str:
+        return f"cache entry unreadable: {self.problem}"
+
+
+@dataclass(frozen=True, slots=True)
+class MissingFile:
+    path: str
+
+    def __str__(self) -> str:
+        return f"declared file missing: {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class CodeChanged:
+    path: str
+
+    def __str__(self) -> str:
+        return f"code changed: {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class FileChanged:
+    role: str  # "input" or "code dependency"
+    path: str
+    change: str  # "changed", "added", "removed"
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.change}: {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDiffers:
+    def __str__(self) -> str:
+        return "key differs from the last successful run"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputMissing:
+    path: str
+
+    def __str__(self) -> str:
+        return f"output missing: {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class TtlExpired:
+    age_s: float
+    ttl_s: float
+
+    def __str__(self) -> str:
+        return f"ttl expired: entry is {format_duration(self.age_s)} old, ttl {format_duration(self.ttl_s)}"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRuns:
+    stage: str
+
+    def __str__(self) -> str:
+        return f"runs after upstream {self.stage}, if its outputs change"
+
+
+Reason = (
+    Forced
+    | AlwaysRuns
+    | NeverBuilt
+    | EntryUnreadable
+    | MissingFile
+    | CodeChanged
+    | FileChanged
+    | KeyDiffers
+    | OutputMissing
+    | TtlExpired
+    | UpstreamRuns
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether to run, every reason found, and the key a run would record."""
+
+    run: bool
+    reasons: tuple[Reason, ...]
+    key: str | None
+    age_s: float | None = None
+    ttl_left_s: float | None = None
+
+
+def _diff(role: str, recorded: Digests, observed: Digests) -> list[Reason]:
+    before, now = dict(recorded), dict(observed)
+    changes: list[Reason] = []
+    for path in sorted(before.keys() | now.keys()):
+        if path not in now:
+            changes.append(FileChanged(role, path, "removed"))
+        elif path not in before:
+            changes.append(FileChanged(role, path, "added"))
+        elif before[path] != now[path]:
+            changes.append(FileChanged(role, path, "changed"))
+    return changes
+
+
+def key_changes(entry: Entry, fingerprint: Fingerprint) -> list[Reason]:
+    """What differs between a recorded entry and the fingerprint, as precisely as the entry allows."""
+    if fingerprint.key == entry.key:
+        return []
+    changes: list[Reason] = []
+    if not entry.legacy and entry.code is not None and fingerprint.code is not None:
+        if entry.code != fingerprint.code:
+            changes.append(CodeChanged(fingerprint.code[0]))
+        changes += _diff("code dependency", entry.deps, fingerprint.deps)
+        changes += _diff("input", entry.inputs, fingerprint.inputs)
+    return changes or [KeyDiffers()]
+
+
+def decide(
+    stage: Stage,
+    entry: Entry | CorruptEntry | None,
+    fingerprint: Fingerprint,
+    missing_outputs: tuple[str, ...],
+    now: float,
+    force: bool = False,
+) -> Decision:
+    """Apply the skip rule (DESIGN §1) and collect every reason to run."""
+    reasons: list[Reason] = []
+    if force:
+        reasons.append(Forced())
+    if not stage.skippable:
+        reasons.append(AlwaysRuns())
+    reasons += [MissingFile(path) for path in fingerprint.missing]
+    age_s = ttl_left_s = None
+    if entry is None:
+        reasons.append(NeverBuilt())
+    elif isinstance(entry, CorruptEntry):
+        reasons.append(EntryUnreadable(entry.problem))
+    else:
+        if fingerprint.key is not None:
+            reasons += key_changes(entry, fingerprint)
+        age_s = max(0.0, now - entry.mtime)
+        if stage.ttl_s is not None:
+            ttl_left_s = stage.ttl_s - age_s
+            if ttl_left_s <= 0:
+                reasons.append(TtlExpired(age_s, stage.ttl_s))
+    reasons += [OutputMissing(path) for path in missing_outputs]
+    return Decision(bool(reasons), tuple(reasons), fingerprint.key, age_s, ttl_left_s)

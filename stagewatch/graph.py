@@ -1,0 +1,168 @@
+"""Stages -> ordered graph: which stage feeds which, cycles, topological order, up/downstream."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, glob_matches, glob_may_match_below
+from stagewatch.paths import is_within as within
+from stagewatch.stage import Stage
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """upstream comes before downstream; `via` says why, for people."""
+
+    upstream: str
+    downstream: str
+    via: str
+    order_only: bool = False
+
+
+def output_feeds(output: str, read: str, root: str, rules: IgnoreRules) -> bool:
+    """Whether something written as `output` can be read through the input pattern `read` (DESIGN §3)."""
+    out = absolute(output, root)
+    target = absolute(read, root)
+    kind = classify(read)
+    if not output.endswith("/"):
+        if out == target and kind is not PathKind.GLOB:
+            return True  # named exactly: never left out
+        if rules.ignores(out):
+            return False
+        if kind is PathKind.GLOB:
+            return glob_matches(target, out)
+        # A file input may be a folder written without its "/": reading below it counts.
+        return within(out, target)
+    if rules.ignores(out, is_dir=True):
+        return False
+    if kind is PathKind.GLOB:
+        return glob_may_match_below(target, out)
+    return within(target, out) or within(out, target)
+
+
+def _reads(stage: Stage) -> tuple[str, ...]:
+    return stage.inputs + stage.sources
+
+
+def stage_edges(stages: Sequence[Stage], root: str, ignore: tuple[str, ...] = ()) -> list[Edge]:
+    """Every data edge (an output that an input can read) and every `after` edge, self-loops included."""
+    rules = IgnoreRules(root, ignore)
+    edges: list[Edge] = []
+    for writer in stages:
+        for reader in stages:
+            for output in writer.outputs:
+                read = next((r for r in _reads(reader) if output_feeds(output, r, root, rules)), None)
+                if read is not None:
+                    edges.append(Edge(writer.name, reader.name, f'"{output}" -> "{read}"'))
+                    break
+    names = {stage.name for stage in stages}
+    edges += [
+        Edge(before, stage.name, "after", order_only=True)
+        for stage in stages
+        for before in stage.after
+        if before in names
+    ]
+    return edges
+
+
+def find_cycle(names: Sequence[str], edges: Iterable[Edge]) -> list[str] | None:
+    """A cycle as [a, b, ..., a], or None; self-loops are cycles of one."""
+    successors: dict[str, list[str]] = {name: [] for name in names}
+    for edge in edges:
+        successors[edge.upstream].append(edge.downstream)
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        path.append(name)
+        for nxt in successors[name]:
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        path.pop()
+        state[name] = 2
+        return None
+
+    for name in names:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return None
+
+
+@dataclass(frozen=True)
+class Graph:
+    """An acyclic stage graph: topological order (file order among equals) and neighbours."""
+
+    order: tuple[str, ...]
+    edges: tuple[Edge, ...]
+    upstream: dict[str, frozenset[str]] = field(repr=False)
+    downstream: dict[str, frozenset[str]] = field(repr=False)
+
+    def ancestors(self, names: Iterable[str]) -> set[str]:
+        return _closure(names, self.upstream)
+
+    def descendants(self, names: Iterable[str]) -> set[str]:
+        return _closure(names, self.downstream)
+
+
+def _closure(start: Iterable[str], neighbours: dict[str, frozenset[str]]) -> set[str]:
+    seen: set[str] = set()
+    pending = list(start)
+    while pending:
+        for nxt in neighbours[pending.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                pending.append(nxt)
+    return seen
+
+
+class CycleError(ValueError):
+    def __init__(self, cycle: list[str], edges: list[Edge]) -> None:
+        self.cycle = cycle
+        self.edges = edges
+        super().__init__(" -> ".join(cycle))
+
+
+def build_graph(stages: Sequence[Stage], root: str, ignore: tuple[str, ...] = ()) -> Graph:
+    """The ordered graph; CycleError (with the edges on the cycle) when there is none."""
+    names = [stage.name for stage in stages]
+    edges = stage_edges(stages, root, ignore)
+    cycle = find_cycle(names, edges)
+    if cycle is not None:
+        on_cycle = [
+            next(e for e in edges if e.upstream == a and e.downstream == b)
+            for a, b in itertools.pairwise(cycle)
+        ]
+        raise CycleError(cycle, on_cycle)
+    upstream: dict[str, set[str]] = {name: set() for name in names}
+    downstream: dict[str, set[str]] = {name: set() for name in names}
+    for edge in edges:
+        upstream[edge.downstream].add(edge.upstream)
+        downstream[edge.upstream].add(edge.downstream)
+    position = {name: index for index, name in enumerate(names)}
+    waiting = {name: len(upstream[name]) for name in names}
+    ready = [(position[name], name) for name in names if waiting[name] == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        _, name = heapq.heappop(ready)
+        order.append(name)
+        for nxt in downstream[name]:
+            waiting[nxt] -= 1
+            if waiting[nxt] == 0:
+                heapq.heappush(ready, (position[nxt], nxt))
+    return Graph(
+        order=tuple(order),
+        edges=tuple(edges),
+        upstream={k: frozenset(v) for k, v in upstream.items()},
+        downstream={k: frozenset(v) for k, v in downstream.items()},
+    )

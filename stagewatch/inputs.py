@@ -1,0 +1,61 @@
+"""Expand a stage's declared files, folders and globs into the files they name today."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, glob_base, glob_matches
+
+
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """The files a list of patterns names (absolute, unique), and the explicit ones that are missing."""
+
+    files: tuple[str, ...]
+    missing: tuple[str, ...]
+
+
+def walk_files(folder: str, rules: IgnoreRules) -> Iterator[str]:
+    """Every file below folder, pruning ignored folders as it goes; symlinked folders are not entered."""
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in entries:
+            path = posixpath.join(current, entry.name)
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if is_dir:
+                    if not rules.ignores_entry(path, True):
+                        stack.append(path)
+                elif entry.is_file() and not rules.ignores_entry(path, False):
+                    yield path
+            except OSError:
+                # A file that vanished mid-walk (an editor's temp, say) is simply not there.
+                continue
+
+
+def expand(patterns: Iterable[str], output_dir: str, rules: IgnoreRules) -> Expansion:
+    """Files first named explicitly, then found by folders and globs; a missing file or folder is reported."""
+    found: set[str] = set()
+    missing: list[str] = []
+    for pattern in patterns:
+        kind = classify(pattern)
+        path = absolute(pattern, output_dir)
+        if kind is PathKind.GLOB:
+            base = glob_base(path)
+            found.update(p for p in walk_files(base, rules) if glob_matches(path, p))
+        elif os.path.isdir(path):
+            # A folder named without its trailing "/" is still read as the folder it is.
+            found.update(walk_files(path, rules))
+        elif kind is PathKind.FILE and os.path.isfile(path):
+            found.add(path)
+        else:
+            missing.append(pattern)
+    return Expansion(files=tuple(sorted(found)), missing=tuple(missing))

@@ -1,0 +1,164 @@
+"""Path rules, without I/O: input kinds, glob matching with "**", and what is ignored."""
+
+from __future__ import annotations
+
+import enum
+import os
+import posixpath
+from fnmatch import fnmatchcase
+from functools import lru_cache
+
+CACHE_DIR = "_build/.cache"
+
+# Editors' temporary and backup names (see shared/REFERENCES.md, "Editors replace files").
+EDITOR_TEMP_PATTERNS = (
+    "*.swp",
+    "*.swx",
+    "*.swo",
+    "*~",
+    ".#*",
+    "#*#",
+    "4913",
+    "*___jb_tmp___",
+    "*___jb_old___",
+    "*___jb_bak___",
+    ".goutputstream-*",
+    ".sb-*",
+    "*.kate-swp",
+)
+# Version-control metadata and Python's bytecode: a stage importing its own module writes
+# __pycache__, which must never change a key or wake the daemon.
+IGNORED_DIR_NAMES = frozenset({".git", ".hg", ".svn", "__pycache__"})
+_MAGIC = frozenset("*?[")
+
+
+class PathKind(enum.Enum):
+    """How an entry of inputs/outputs/sources is read."""
+
+    FILE = "file"
+    FOLDER = "folder"
+    GLOB = "glob"
+
+
+def classify(pattern: str) -> PathKind:
+    if pattern.endswith("/"):
+        return PathKind.FOLDER
+    if any(char in _MAGIC for char in pattern):
+        return PathKind.GLOB
+    return PathKind.FILE
+
+
+def absolute(pattern: str, output_dir: str) -> str:
+    """The pattern as a normalized absolute posix path (no trailing slash); relative ones join output_dir."""
+    return posixpath.normpath(posixpath.join(output_dir, pattern.rstrip("/") or "/"))
+
+
+def label(path: str, output_dir: str) -> str:
+    """The path as the key and people see it: relative to output_dir when inside it, else absolute."""
+    if is_within(path, output_dir):
+        return posixpath.relpath(path, output_dir)
+    return path
+
+
+def is_within(path: str, folder: str) -> bool:
+    """Whether path is folder itself or lies below it (both absolute and normalized)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def is_editor_temp(name: str) -> bool:
+    return any(fnmatchcase(name, pattern) for pattern in EDITOR_TEMP_PATTERNS)
+
+
+def split(path: str) -> tuple[str, ...]:
+    return tuple(part for part in path.split("/") if part)
+
+
+def glob_base(pattern: str) -> str:
+    """The longest leading folder of an absolute glob that holds no wildcard."""
+    literal: list[str] = []
+    for part in split(pattern):
+        if any(char in _MAGIC for char in part):
+            break
+        literal.append(part)
+    return "/" + "/".join(literal)
+
+
+@lru_cache(maxsize=4096)
+def _match(pattern: tuple[str, ...], path: tuple[str, ...], prefix_only: bool) -> bool:
+    if not pattern:
+        return not path
+    if not path:
+        # A folder prefix that a longer pattern can still go on below.
+        return prefix_only or all(part == "**" for part in pattern)
+    head = pattern[0]
+    if head == "**":
+        return _match(pattern[1:], path, prefix_only) or _match(pattern, path[1:], prefix_only)
+    return fnmatchcase(path[0], head) and _match(pattern[1:], path[1:], prefix_only)
+
+
+def glob_matches(pattern: str, path: str) -> bool:
+    """Whether an absolute path matches an absolute glob; "**" spans any number of folders."""
+    return _match(split(pattern), split(path), False)
+
+
+def glob_may_match_below(pattern: str, folder: str) -> bool:
+    """Whether some path below folder could match the glob (for the graph's folder edges)."""
+    return _match(split(pattern), split(folder), True)
+
+
+class IgnoreRules:
+    """What globs, folder inputs and the watcher leave out, for one output_dir and its `ignore` list."""
+
+    def __init__(self, output_dir: str, patterns: tuple[str, ...] = ()) -> None:
+        self.output_dir = output_dir
+        self.cache_dir = posixpath.join(output_dir, CACHE_DIR)
+        self._anchored: list[tuple[str, bool]] = []
+        self._names: list[tuple[str, bool]] = []
+        for raw in patterns:
+            dir_only = raw.endswith("/")
+            text = raw.rstrip("/")
+            if "/" in text:
+                self._anchored.append((absolute(text, output_dir), dir_only))
+            else:
+                self._names.append((text, dir_only))
+
+    def ignores_name(self, name: str, is_dir: bool) -> bool:
+        """The rules that look at one name, for a walk that prunes as it goes."""
+        if is_dir:
+            if name in IGNORED_DIR_NAMES:
+                return True
+        elif is_editor_temp(name):
+            return True
+        return any(
+            fnmatchcase(name, pattern) and (is_dir or not dir_only) for pattern, dir_only in self._names
+        )
+
+    def ignores_entry(self, path: str, is_dir: bool) -> bool:
+        """Whether this one entry is left out, its folders being already known to be kept."""
+        if self.ignores_name(posixpath.basename(path), is_dir):
+            return True
+        if is_within(path, self.cache_dir):
+            return True
+        return any(
+            glob_matches(pattern, path) and (is_dir or not dir_only) for pattern, dir_only in self._anchored
+        )
+
+    def ignores(self, path: str, is_dir: bool = False) -> bool:
+        """Whether an absolute path is left out, by its own name or by a folder above it.
+
+        Folders are looked at up to output_dir, not above: the rules speak of the project.
+        """
+        if self.ignores_entry(path, is_dir):
+            return True
+        if not is_within(path, self.output_dir):
+            return False
+        parent = posixpath.dirname(path)
+        while is_within(parent, self.output_dir) and parent != self.output_dir:
+            if self.ignores_entry(parent, True):
+                return True
+            parent = posixpath.dirname(parent)
+        return False
+
+
+def posix(path: os.PathLike[str] | str) -> str:
+    return os.fspath(path).replace(os.sep, "/")

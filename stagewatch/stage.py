@@ -1,0 +1,116 @@
+"""The Stage and Pipeline values: frozen, validated when built, no I/O."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+STAGE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+class OnBusy(enum.Enum):
+    """What a change to a running stage's inputs does."""
+
+    QUEUE = "queue"
+    RESTART = "restart"
+
+
+class WatcherKind(enum.Enum):
+    """Which watchdog observer the daemon uses."""
+
+    NATIVE = "native"
+    POLLING = "polling"
+
+
+def _as_tuple(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(cast("Iterable[str]", value))
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One unit of work: a module's function or a command, its declared files and its timing."""
+
+    name: str
+    module: str | None = None
+    function: str = "run"
+    command: tuple[str, ...] | None = None
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    ttl_s: float | None = None
+    timeout_s: float | None = None
+    after: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    python_path: tuple[str, ...] = (".",)
+    ignore: tuple[str, ...] = ()
+    on_busy: OnBusy | None = None
+
+    def __post_init__(self) -> None:
+        # Library callers may pass lists; the value stays hashable and immutable either way.
+        for name in ("inputs", "outputs", "after", "sources", "python_path", "ignore"):
+            object.__setattr__(self, name, _as_tuple(getattr(self, name)))
+        if self.command is not None:
+            object.__setattr__(self, "command", _as_tuple(self.command))
+        if not STAGE_NAME.fullmatch(self.name):
+            raise ValueError(f"invalid stage name {self.name!r}: use letters, digits, '_', '-' and '.'")
+        if (self.module is None) == (self.command is None):
+            raise ValueError(f"stage {self.name!r}: give exactly one of module or command")
+        if self.module is not None and not MODULE_NAME.fullmatch(self.module):
+            raise ValueError(f"stage {self.name!r}: invalid module name {self.module!r}")
+        if self.command is not None and not self.command:
+            raise ValueError(f"stage {self.name!r}: command must not be empty")
+        if self.ttl_s is not None and self.ttl_s <= 0:
+            raise ValueError(f"stage {self.name!r}: ttl must be > 0")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError(f"stage {self.name!r}: timeout must be > 0")
+
+    @property
+    def skippable(self) -> bool:
+        """Whether the stage opted in to skipping, by declaring inputs or a ttl."""
+        return bool(self.inputs) or self.ttl_s is not None
+
+    @property
+    def code_label(self) -> str:
+        """What runs, for people: "pipeline.render:run" or the command line."""
+        if self.command is not None:
+            return " ".join(self.command)
+        return f"{self.module}:{self.function}"
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """A loaded pipeline file: where it lives, its settings, and its stages in file order."""
+
+    config_path: Path
+    output_dir: Path
+    stages: tuple[Stage, ...]
+    jobs: int = 2
+    debounce_s: float = 0.1
+    ignore: tuple[str, ...] = ()
+    on_busy: OnBusy = OnBusy.QUEUE
+    rescan_s: float = 600.0
+    watcher: WatcherKind = WatcherKind.NATIVE
+    python_path: tuple[str, ...] = (".",)
+    _by_name: dict[str, Stage] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {stage.name: stage for stage in self.stages})
+
+    def stage(self, name: str) -> Stage:
+        return self._by_name[name]
+
+    def has_stage(self, name: str) -> bool:
+        return name in self._by_name
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(stage.name for stage in self.stages)
+
+    def on_busy_for(self, stage: Stage) -> OnBusy:
+        return stage.on_busy if stage.on_busy is not None else self.on_busy
