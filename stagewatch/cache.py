@@ -16,7 +16,7 @@ import structlog
 from stagewatch.codedeps import find_code_dependencies, resolve_module_source
 from stagewatch.freshness import CorruptEntry, Decision, Digests, Entry, Fingerprint, decide
 from stagewatch.hashing import DigestCache, sha256_bytes
-from stagewatch.inputs import expand
+from stagewatch.inputs import expand, missing_outputs
 from stagewatch.paths import CACHE_DIR, IgnoreRules, absolute, label, posix
 from stagewatch.stage import Stage
 
@@ -202,13 +202,7 @@ class Workspace:
         return Fingerprint(key, code, deps, input_digests, tuple(dict.fromkeys(missing)))
 
     def missing_outputs(self, stage: Stage) -> tuple[str, ...]:
-        missing = []
-        for output in stage.outputs:
-            path = absolute(output, self.root)
-            present = os.path.isdir(path) if output.endswith("/") else os.path.exists(path)
-            if not present:
-                missing.append(output)
-        return tuple(missing)
+        return missing_outputs(stage.outputs, self.root)
 
     def entry_path(self, name: str) -> Path:
         return self.cache_dir / f"{name}.hash"

@@ -1,4 +1,4 @@
-"""Expand a stage's declared files, folders and globs into the files they name today."""
+"""Look at a stage's declared files: expand inputs (folders, globs) to files, and check outputs."""
 
 from __future__ import annotations
 
@@ -59,3 +59,14 @@ def expand(patterns: Iterable[str], output_dir: str, rules: IgnoreRules) -> Expa
         else:
             missing.append(pattern)
     return Expansion(files=tuple(sorted(found)), missing=tuple(missing))
+
+
+def missing_outputs(outputs: Iterable[str], output_dir: str) -> tuple[str, ...]:
+    """The declared outputs that are not there; one ending in "/" must be a folder."""
+    missing = []
+    for output in outputs:
+        path = absolute(output, output_dir)
+        present = os.path.isdir(path) if output.endswith("/") else os.path.exists(path)
+        if not present:
+            missing.append(output)
+    return tuple(missing)

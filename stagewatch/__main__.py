@@ -1,0 +1,5 @@
+"""`python -m stagewatch` works like `stagewatch`."""
+
+from stagewatch.cli import run
+
+run()

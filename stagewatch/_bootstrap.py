@@ -1,0 +1,26 @@
+"""Run one stage function in a fresh interpreter: `python -c <this file> MODULE FUNCTION`.
+
+It uses only the standard library, so the stage's interpreter needs no stagewatch.
+Returning is success; an exception or sys.exit(n) with n != 0 is failure.
+"""
+
+import importlib
+import os
+import pathlib
+import sys
+
+
+def main() -> int:
+    module_name, function_name = sys.argv[1], sys.argv[2]
+    module = importlib.import_module(module_name)
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        where = getattr(module, "__file__", module_name)
+        sys.stderr.write(f"stagewatch: {where} has no function {function_name!r} to call\n")
+        return 1
+    function(pathlib.Path(os.environ["STAGEWATCH_OUTPUT_DIR"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""argv -> a command; the one place that turns stagewatch's errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any, TextIO
+
+import structlog
+
+from stagewatch import __version__
+from stagewatch.build import BuildRound, plan, select_stages
+from stagewatch.cache import Workspace
+from stagewatch.config import load_pipeline, locate_config
+from stagewatch.durations import format_duration
+from stagewatch.errors import StagewatchError, UsageError
+from stagewatch.freshness import CorruptEntry, Decision, Entry
+from stagewatch.graph import Graph, build_graph
+from stagewatch.lock import PipelineLock, lock_owner
+from stagewatch.log import Resolved, configure_logging, line_sink, resolve_format
+from stagewatch.paths import posix
+from stagewatch.runner import StageRunner
+from stagewatch.stage import Pipeline
+from stagewatch.state import Attempt, new_state, read_state
+
+log = structlog.get_logger(__name__)
+
+Command = Callable[[argparse.Namespace, Pipeline, Graph, Resolved, TextIO], int]
+
+# Commands whose output *is* the log go to stdout; the others keep stdout for their data.
+_LOGS_ON_STDOUT = {"build"}
+
+
+class Stopped(Exception):
+    """SIGTERM arrived: unwind like Ctrl-C so running stages are stopped."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="pipeline file (default: $STAGEWATCH_CONFIG, else ./stagewatch.toml)",
+    )
+    common.add_argument(
+        "--log-format",
+        choices=("auto", "console", "json"),
+        default=argparse.SUPPRESS,
+        help="auto: console on a terminal, JSON lines otherwise",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_const",
+        const=1,
+        dest="verbosity",
+        default=argparse.SUPPRESS,
+        help="also log fresh stages and details",
+    )
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_const",
+        const=-1,
+        dest="verbosity",
+        default=argparse.SUPPRESS,
+        help="only warnings and errors",
+    )
+    parser = argparse.ArgumentParser(
+        prog="stagewatch", parents=[common],
+        description="Keep a pipeline of stages up to date by content hash.",
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"stagewatch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    build = commands.add_parser("build", parents=[common], help="bring stages up to date once")
+    build.add_argument("stages", nargs="*", metavar="STAGE", help="these stages and what they depend on")
+    build.add_argument("--force", action="store_true", help="run the selected stages even if fresh")
+    build.add_argument("--dry-run", action="store_true", help="print what would run and why")
+    build.add_argument("--jobs", "-j", type=_positive_int, metavar="N", help="stages at once")
+
+    status = commands.add_parser("status", parents=[common], help="one row per stage: fresh, stale, ...")
+    status.add_argument("--json", action="store_true", help="machine-readable")
+
+    explain = commands.add_parser("explain", parents=[common], help="why a stage would run")
+    explain.add_argument("stage", metavar="STAGE")
+
+    invalidate = commands.add_parser("invalidate", parents=[common], help="make stages run next round")
+    invalidate.add_argument("stages", nargs="*", metavar="STAGE")
+    invalidate.add_argument("--all", action="store_true", help="every stage")
+
+    accept = commands.add_parser("accept", parents=[common], help="record current inputs as built")
+    accept.add_argument("stages", nargs="+", metavar="STAGE")
+
+    graph = commands.add_parser("graph", parents=[common], help="print the stage graph")
+    graph.add_argument("--format", choices=("text", "dot", "json"), default="text")
+
+    commands.add_parser("check", parents=[common], help="validate the pipeline file")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    log_stream: TextIO = sys.stdout if args.command in _LOGS_ON_STDOUT else sys.stderr
+    fmt = resolve_format(getattr(args, "log_format", "auto"), log_stream)
+    configure_logging(fmt, getattr(args, "verbosity", 0), log_stream)
+    try:
+        pipeline = load_pipeline(locate_config(getattr(args, "config", None)))
+        graph = build_graph(pipeline.stages, posix(pipeline.output_dir), pipeline.ignore)
+        handler: Command = _COMMANDS[args.command]
+        return handler(args, pipeline, graph, fmt, log_stream)
+    except StagewatchError as exc:
+        print(f"stagewatch: {exc}" if exc.exit_code != 2 or not _has_file_prefix(exc) else str(exc),
+              file=sys.stderr)  # fmt: skip
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("stagewatch: interrupted", file=sys.stderr)
+        return 1
+    except Stopped:
+        print("stagewatch: stopped by SIGTERM", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"stagewatch: error{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+def _has_file_prefix(exc: StagewatchError) -> bool:
+    return bool(getattr(exc, "problems", None))
+
+
+def _stage_names(pipeline: Pipeline, names: Sequence[str]) -> list[str]:
+    unknown = [name for name in names if not pipeline.has_stage(name)]
+    if unknown:
+        raise UsageError(
+            f"no stage named {', '.join(repr(n) for n in unknown)} (stages: {', '.join(pipeline.names)})"
+        )
+    return list(names)
+
+
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise Stopped()
+
+
+def cmd_build(
+    args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
+) -> int:
+    selected = select_stages(pipeline, graph, args.stages)
+    workspace = Workspace(pipeline.output_dir, persistent_digests=True)
+    try:
+        if args.dry_run:
+            _print_plan(plan(pipeline, graph, workspace, selected, args.force))
+            return 0
+        with PipelineLock(pipeline.output_dir) as lock:
+            lock.acquire("build")
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+            try:
+                runner = StageRunner(pipeline.output_dir, on_line=line_sink(fmt, stream))
+                state = new_state(pipeline.output_dir, "build")
+                report = BuildRound(pipeline, graph, workspace, runner, state).run(
+                    selected, force=args.force, jobs=args.jobs
+                )
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+        return 0 if report.ok else 1
+    finally:
+        workspace.close()
+
+
+def _print_plan(decisions: list[tuple[str, Decision]]) -> None:
+    width = max((len(name) for name, _ in decisions), default=0)
+    for name, decision in decisions:
+        if decision.run:
+            print(f"run    {name:<{width}}  {'; '.join(str(r) for r in decision.reasons)}")
+        else:
+            print(f"fresh  {name}")
+    count = sum(1 for _, d in decisions if d.run)
+    print(f"{count} of {len(decisions)} stages would run")
+
+
+def _ago(iso: str | None, now: datetime) -> str:
+    if not iso:
+        return "-"
+    try:
+        then = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    return format_duration((now - then).total_seconds()) + " ago"
+
+
+def _stage_status(
+    name: str, decision: Decision, entry: Entry | CorruptEntry | None, attempt: Attempt | None, daemon: bool
+) -> tuple[str, list[str]]:
+    reasons = [str(reason) for reason in decision.reasons]
+    if attempt is not None and attempt.result == "running" and daemon:
+        return "running", reasons
+    if attempt is not None and attempt.result == "failed" and decision.run:
+        return "failed", [f"last run failed: {attempt.error}", *reasons]
+    if entry is None and decision.run:
+        return "never run", reasons
+    return ("stale" if decision.run else "fresh"), reasons
+
+
+def cmd_status(
+    args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
+) -> int:
+    owner = lock_owner(pipeline.output_dir)
+    state = read_state(pipeline.output_dir)
+    daemon = owner is not None and owner[1] == "watch"
+    now = datetime.now(UTC)
+    workspace = Workspace(pipeline.output_dir, persistent_digests=True)
+    rows: list[dict[str, Any]] = []
+    try:
+        for name in graph.order:
+            stage = pipeline.stage(name)
+            decision = workspace.decide(stage, now=time.time())
+            entry = workspace.read_entry(name)
+            attempt = state.stages.get(name)
+            state_name, reasons = _stage_status(name, decision, entry, attempt, daemon)
+            rows.append({
+                "name": name,
+                "state": state_name,
+                "reasons": reasons,
+                "last_success": entry.finished if isinstance(entry, Entry) else None,
+                "ttl_left_s": None if decision.ttl_left_s is None else round(decision.ttl_left_s, 1),
+                "last_attempt": None if attempt is None else {
+                    "result": attempt.result, "finished": attempt.finished,
+                    "duration_s": attempt.duration_s, "error": attempt.error,
+                },
+            })  # fmt: skip
+    finally:
+        workspace.close()
+    running_owner = {"pid": owner[0], "mode": owner[1]} if owner else None
+    if args.json:
+        print(
+            json.dumps(
+                {"config": str(pipeline.config_path), "locked_by": running_owner, "stages": rows}, indent=1
+            )
+        )
+        return 0
+    if owner is not None:
+        print(f"stagewatch {owner[1] or '?'} running (pid {owner[0]})")
+    else:
+        print("no daemon watching this pipeline")
+    width = max(len(row["name"]) for row in rows)
+    print(f"{'STAGE':<{width}}  {'STATE':<9}  {'LAST SUCCESS':<13}  {'TTL LEFT':<9}  WHY")
+    for row in rows:
+        ttl = row["ttl_left_s"]
+        ttl_text = "-" if ttl is None else ("due" if ttl <= 0 else format_duration(ttl))
+        why = "; ".join(row["reasons"]) if row["state"] != "fresh" else ""
+        ago = _ago(row["last_success"], now)
+        print(f"{row['name']:<{width}}  {row['state']:<9}  {ago:<13}  {ttl_text:<9}  {why}".rstrip())
+    return 0
+
+
+def cmd_explain(
+    args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
+) -> int:
+    name = _stage_names(pipeline, [args.stage])[0]
+    stage = pipeline.stage(name)
+    workspace = Workspace(pipeline.output_dir, persistent_digests=True)
+    try:
+        fingerprint = workspace.fingerprint(stage)
+        decision = workspace.decide_with(stage, fingerprint)
+        entry = workspace.read_entry(name)
+    finally:
+        workspace.close()
+    print(f"stage {name} ({stage.code_label})")
+    if decision.run:
+        print("  would run:")
+        for reason in decision.reasons:
+            print(f"    - {reason}")
+    else:
+        print("  fresh: inputs, code and outputs match the last successful run")
+    if isinstance(entry, Entry):
+        took = f", took {format_duration(entry.duration_s)}" if entry.duration_s is not None else ""
+        print(f"  last successful run: {entry.finished or 'unknown time'}{took}")
+        print(f"  recorded key: {entry.key}" + ("  (legacy entry: key only)" if entry.legacy else ""))
+    print(f"  current key:  {fingerprint.key or '(none: ' + ', '.join(fingerprint.missing) + ')'}")
+    counts = f"{len(fingerprint.inputs)} input files, {len(fingerprint.deps)} code dependencies"
+    print(f"  reads: {counts}")
+    if stage.ttl_s is not None:
+        if decision.age_s is None:
+            print(f"  ttl: {format_duration(stage.ttl_s)}, no entry yet: due now")
+        else:
+            left = decision.ttl_left_s or 0.0
+            due = f"{format_duration(left)} left" if left > 0 else "due now"
+            print(
+                f"  ttl: {format_duration(stage.ttl_s)}, entry age {format_duration(decision.age_s)}: {due}"
+            )
+    upstream = sorted(graph.upstream[name])
+    if upstream:
+        print(f"  after: {', '.join(upstream)} (checked again when they run)")
+    return 0
+
+
+def cmd_invalidate(
+    args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: str, stream: TextIO
+) -> int:
+    if args.all == bool(args.stages):
+        raise UsageError("invalidate: name the stages, or give --all")
+    names = list(pipeline.names) if args.all else _stage_names(pipeline, args.stages)
+    workspace = Workspace(pipeline.output_dir)
+    for name in names:
+        removed = workspace.remove_entry(name)
+        print(f"{name}: {'invalidated' if removed else 'no entry (already runs next round)'}")
+    return 0
+
+
+def cmd_accept(
+    args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
+) -> int:
+    names = _stage_names(pipeline, args.stages)
+    workspace = Workspace(pipeline.output_dir, persistent_digests=True)
+    refused = 0
+    try:
+        for name in names:
+            stage = pipeline.stage(name)
+            fingerprint = workspace.fingerprint(stage)
+            missing_outputs = workspace.missing_outputs(stage)
+            if fingerprint.key is None:
+                print(f"{name}: not accepted: missing {', '.join(fingerprint.missing)}", file=sys.stderr)
+                refused += 1
+            elif missing_outputs:
+                print(f"{name}: not accepted: output missing: {', '.join(missing_outputs)}", file=sys.stderr)
+                refused += 1
+            else:
+                workspace.record_success(stage, fingerprint.key, fingerprint, None)
+                print(f"{name}: accepted (current inputs recorded as built)")
+    finally:
+        workspace.close()
+    return 1 if refused else 0
+
+
+def cmd_graph(
+    args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
+) -> int:
+    if args.format == "json":
+        data = {
+            "order": list(graph.order),
+            "stages": [
+                {"name": n, "upstream": sorted(graph.upstream[n]), "downstream": sorted(graph.downstream[n])}
+                for n in graph.order
+            ],
+            "edges": [
+                {"from": e.upstream, "to": e.downstream, "via": e.via, "order_only": e.order_only}
+                for e in graph.edges
+            ],
+        }
+        print(json.dumps(data, indent=1))
+    elif args.format == "dot":
+        print("digraph stagewatch {\n  rankdir=LR;")
+        for name in graph.order:
+            print(f"  {json.dumps(name)};")
+        for e in graph.edges:
+            style = ", style=dashed" if e.order_only else ""
+            ends = f"{json.dumps(e.upstream)} -> {json.dumps(e.downstream)}"
+            print(f"  {ends} [label={json.dumps(e.via)}{style}];")
+        print("}")
+    else:
+        for name in graph.order:
+            edges = [e for e in graph.edges if e.downstream == name]
+            print(name)
+            for e in edges:
+                print(f"  <- {e.upstream}  ({'after' if e.order_only else e.via})")
+    return 0
+
+
+def cmd_check(
+    args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
+) -> int:
+    print(f"{pipeline.config_path}: valid, {len(pipeline.stages)} stages, output_dir {pipeline.output_dir}")
+    for index, name in enumerate(graph.order, start=1):
+        stage = pipeline.stage(name)
+        extra = f", ttl {format_duration(stage.ttl_s)}" if stage.ttl_s is not None else ""
+        files = f"{len(stage.inputs)} inputs, {len(stage.outputs)} outputs{extra}"
+        print(f"{index:>3}. {name}: {stage.code_label} ({files})")
+    return 0
+
+
+_COMMANDS: dict[str, Command] = {
+    "build": cmd_build,
+    "status": cmd_status,
+    "explain": cmd_explain,
+    "invalidate": cmd_invalidate,
+    "accept": cmd_accept,
+    "graph": cmd_graph,
+    "check": cmd_check,
+}
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -1,0 +1,151 @@
+"""structlog set-up, done once: a readable console story on a terminal, JSON lines elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Literal, TextIO
+
+import structlog
+
+from stagewatch.durations import format_duration
+from stagewatch.runner import LineSink
+
+LogFormat = Literal["auto", "console", "json"]
+Resolved = Literal["console", "json"]
+
+_RESET, _DIM, _BOLD = "\033[0m", "\033[2m", "\033[1m"
+_RED, _GREEN, _YELLOW, _CYAN = "\033[31m", "\033[32m", "\033[33m", "\033[36m"
+_LEVEL_COLORS = {"warning": _YELLOW, "error": _RED, "critical": _RED}
+_write_lock = threading.Lock()
+
+
+def resolve_format(requested: LogFormat, stream: TextIO, environ: Mapping[str, str] = os.environ) -> Resolved:
+    """auto: JSON lines under journald or when the stream is not a terminal, console otherwise."""
+    if requested != "auto":
+        return requested
+    if environ.get("JOURNAL_STREAM"):
+        return "json"
+    try:
+        return "console" if stream.isatty() else "json"
+    except (AttributeError, ValueError):
+        return "json"
+
+
+def _seconds(value: object) -> str:
+    return format_duration(float(value)) if isinstance(value, int | float) else str(value)
+
+
+class StoryRenderer:
+    """Renders known events as sentences a person reads at a glance; others as `event key=value`."""
+
+    def __init__(self, colors: bool) -> None:
+        self.colors = colors
+
+    def _c(self, color: str, text: str) -> str:
+        return f"{color}{text}{_RESET}" if self.colors else text
+
+    def __call__(self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> str:
+        fields = dict(event_dict)
+        event = str(fields.pop("event", ""))
+        level = str(fields.pop("level", "info"))
+        stamp = str(fields.pop("timestamp", ""))
+        tail = fields.pop("tail", None)
+        text = self._sentence(event, fields, len(tail or ()))
+        if text is None:
+            rest = " ".join(f"{key}={value}" for key, value in fields.items())
+            text = f"{self._c(_BOLD, event)} {rest}".rstrip()
+        if level in _LEVEL_COLORS:
+            text = self._c(_LEVEL_COLORS[level], f"{level}: ") + text
+        line = f"{self._c(_DIM, stamp)} {text}" if stamp else text
+        if tail:
+            marker = self._c(_DIM, "  ---")
+            lines = "\n".join(f"  | {entry}" for entry in tail)
+            line += f"\n{lines}\n{marker}"
+        return line
+
+    def _sentence(self, event: str, f: dict[str, Any], tail_lines: int) -> str | None:
+        stage = f.get("stage", "")
+        if event == "stage.started":
+            why = "; ".join(f.get("reasons", ())) or "stale"
+            return f"{self._c(_CYAN, '▶')} {self._c(_BOLD, stage)} runs: {why}"
+        if event == "stage.succeeded":
+            return f"{self._c(_GREEN, '✓')} {self._c(_BOLD, stage)} done in {_seconds(f.get('duration_s'))}"
+        if event == "stage.failed":
+            where = f"; last {tail_lines} lines of its output:" if tail_lines else ""
+            return (
+                f'{self._c(_RED, "✗")} stage "{stage}" failed ({f.get("error")})'
+                f" after {_seconds(f.get('duration_s'))}{where}"
+            )
+        if event == "stage.blocked":
+            return f"{self._c(_YELLOW, '⊘')} {self._c(_BOLD, stage)} not run: upstream {f.get('by')} failed"
+        if event == "stage.skipped":
+            return f"{self._c(_DIM, '·')} {stage} fresh"
+        if event == "build.started":
+            return f"checking {f.get('stages')} stages ({f.get('jobs')} at once)"
+        if event == "build.finished":
+            parts = [f"{f.get(k, 0)} {k}" for k in ("ran", "fresh", "failed", "blocked") if f.get(k)]
+            summary = ", ".join(parts) or "nothing to do"
+            mark = self._c(_RED, "build failed") if f.get("failed") else self._c(_GREEN, "build done")
+            return f"{mark} in {_seconds(f.get('duration_s'))}: {summary}"
+        return None
+
+
+def configure_logging(fmt: Resolved, verbosity: int, stream: TextIO) -> None:
+    """Configure structlog for this process; verbosity -1 quiet, 0 normal, 1 debug."""
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    if fmt == "json":
+        processors: list[Any] = [
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        processors = [
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
+            StoryRenderer(colors=_supports_color(stream)),
+        ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _supports_color(stream: TextIO) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def line_sink(fmt: Resolved, stream: TextIO) -> LineSink:
+    """Where stages' own output lines go: prefixed lines on a console, stage.output events in JSON."""
+    if fmt == "json":
+        out = structlog.get_logger("stagewatch.stage")
+
+        def to_events(stage: str, stream_name: str, line: str) -> None:
+            out.info("stage.output", stage=stage, stream=stream_name, line=line)
+
+        return to_events
+    colors = _supports_color(stream)
+
+    def to_console(stage: str, stream_name: str, line: str) -> None:
+        prefix = f"{_DIM}{stage} |{_RESET}" if colors else f"{stage} |"
+        with _write_lock:
+            stream.write(f"{prefix} {line}\n")
+            stream.flush()
+
+    return to_console
+
+
+def default_stream() -> TextIO:
+    return sys.stdout

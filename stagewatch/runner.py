@@ -1,0 +1,207 @@
+"""Run one stage in its own process group: environment, timeout and kill, output capture -> RunResult."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from stagewatch.durations import format_duration
+from stagewatch.inputs import missing_outputs
+from stagewatch.paths import CACHE_DIR, absolute, posix
+from stagewatch.stage import Stage
+
+BOOTSTRAP = (Path(__file__).with_name("_bootstrap.py")).read_text(encoding="utf-8")
+GRACE_S = 5.0
+TAIL_LINES = 20
+
+LineSink = Callable[[str, str, str], None]
+"""Receives (stage name, "stdout" or "stderr", one line without its newline)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How one run ended. `error` is None exactly when ok."""
+
+    ok: bool
+    exit_code: int | None
+    duration_s: float
+    error: str | None = None
+    output_tail: tuple[str, ...] = ()
+    timed_out: bool = False
+    cancelled: bool = False
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
+
+
+def stage_argv(stage: Stage) -> list[str]:
+    if stage.command is not None:
+        return list(stage.command)
+    assert stage.module is not None
+    return [sys.executable, "-c", BOOTSTRAP, stage.module, stage.function]
+
+
+def stage_env(stage: Stage, output_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env["STAGEWATCH_STAGE"] = stage.name
+    env["STAGEWATCH_OUTPUT_DIR"] = str(output_dir)
+    if stage.module is not None:
+        root = posix(output_dir)
+        search = [absolute(entry, root) for entry in stage.python_path]
+        if env.get("PYTHONPATH"):
+            search.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(search)
+        env["PYTHONUNBUFFERED"] = "1"  # lines reach the log as they are printed
+    return env
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+class StageRunner:
+    """Starts stage processes, each in a new session; can stop all of them at once."""
+
+    def __init__(self, output_dir: Path, on_line: LineSink | None = None, grace_s: float = GRACE_S) -> None:
+        self.output_dir = output_dir
+        self.on_line = on_line
+        self.grace_s = grace_s
+        self._running: dict[int, subprocess.Popen[bytes]] = {}
+        self._cancelled: set[int] = set()
+        self._lock = threading.Lock()
+
+    def log_path(self, stage: Stage) -> Path:
+        return self.output_dir / CACHE_DIR / f"{stage.name}.log"
+
+    def run(self, stage: Stage) -> RunResult:
+        log_path = self.log_path(stage)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with open(log_path, "w", encoding="utf-8", errors="replace") as log_file:
+            try:
+                process = subprocess.Popen(
+                    stage_argv(stage),
+                    cwd=self.output_dir,
+                    env=stage_env(stage, self.output_dir),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,  # its own process group: a timeout kills all of it
+                )
+            except OSError as exc:
+                message = f"could not start {stage_argv(stage)[0]!r}: {exc.strerror or exc}"
+                log_file.write(message + "\n")
+                return RunResult(False, None, time.monotonic() - started, message, (message,))
+            with self._lock:
+                self._running[process.pid] = process
+            try:
+                return self._supervise(stage, process, log_file, started)
+            finally:
+                with self._lock:
+                    self._running.pop(process.pid, None)
+                    self._cancelled.discard(process.pid)
+
+    def _supervise(
+        self, stage: Stage, process: subprocess.Popen[bytes], log_file: IO[str], started: float
+    ) -> RunResult:
+        write_lock = threading.Lock()
+        errors: deque[str] = deque(maxlen=TAIL_LINES)
+        everything: deque[str] = deque(maxlen=TAIL_LINES)
+
+        def pump(pipe: IO[bytes], stream: str) -> None:
+            for raw in iter(pipe.readline, b""):
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                with write_lock:
+                    log_file.write(line + "\n")
+                    everything.append(line)
+                    if stream == "stderr":
+                        errors.append(line)
+                if self.on_line is not None:
+                    self.on_line(stage.name, stream, line)
+            pipe.close()
+
+        assert process.stdout is not None and process.stderr is not None
+        pumps = [
+            threading.Thread(target=pump, args=(process.stdout, "stdout"), daemon=True),
+            threading.Thread(target=pump, args=(process.stderr, "stderr"), daemon=True),
+        ]
+        for thread in pumps:
+            thread.start()
+        timed_out = False
+        try:
+            process.wait(timeout=stage.timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            self._stop_group(process)
+        # Whatever the stage left running in its group is the stage's: it must not outlive it.
+        leftovers = _signal_group(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
+        for thread in pumps:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if leftovers:
+            _signal_group(process.pid, signal.SIGKILL)
+        for thread in pumps:
+            # A process that left the group may still hold the pipes; its output is not waited for.
+            thread.join(1.0)
+        duration_s = time.monotonic() - started
+        code = process.returncode
+        tail = tuple(errors) or tuple(everything)
+        with self._lock:
+            cancelled = process.pid in self._cancelled
+        if cancelled:
+            return RunResult(False, code, duration_s, "stopped by stagewatch", tail, cancelled=True)
+        if timed_out:
+            assert stage.timeout_s is not None
+            error = f"timed out after {format_duration(stage.timeout_s)}"
+            return RunResult(False, code, duration_s, error, tail, timed_out=True)
+        if code != 0:
+            return RunResult(False, code, duration_s, describe_exit(code), tail)
+        missing = missing_outputs(stage.outputs, posix(self.output_dir))
+        if missing:
+            error = "exit 0 but declared output missing: " + ", ".join(missing)
+            return RunResult(False, code, duration_s, error, tail)
+        return RunResult(True, code, duration_s, None, tail)
+
+    def _stop_group(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGTERM to the group, a grace period, then SIGKILL."""
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=self.grace_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def cancel_all(self) -> None:
+        """Stop every running stage (no entry is written for them); returns once they are gone."""
+        with self._lock:
+            running = list(self._running.values())
+            self._cancelled.update(process.pid for process in running)
+        threads = [threading.Thread(target=self._stop_group, args=(p,)) for p in running]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    @property
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._running)
