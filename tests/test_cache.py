@@ -1,0 +1,307 @@
+"""The content-hash cache: the key byte for byte, entry files, and the seed's library API."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from stagewatch import Stage, compute_key, invalidate, mark_done, should_skip
+from stagewatch.cache import Workspace, parse_entry, write_atomic
+from stagewatch.freshness import CorruptEntry, Entry
+from stagewatch.hashing import RACY_WINDOW_NS, DigestCache, _Known
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "__init__.py").write_text("")
+    (tmp_path / "pipeline" / "helpers.py").write_text("X = 1\n")
+    (tmp_path / "pipeline" / "render.py").write_text(
+        "from pipeline import helpers\n\ndef run(out):\n    pass\n"
+    )
+    (tmp_path / "content").mkdir()
+    (tmp_path / "content" / "b.md").write_text("bee\n")
+    (tmp_path / "content" / "a.md").write_text("ay\n")
+    return tmp_path
+
+
+def render_stage(**overrides: object) -> Stage:
+    fields: dict[str, object] = {
+        "name": "render",
+        "module": "pipeline.render",
+        "inputs": ("content/*.md",),
+        "outputs": ("out.html",),
+    }
+    fields.update(overrides)
+    return Stage(**fields)  # type: ignore[arg-type]
+
+
+def test_key_matches_the_byte_layout_of_the_design(site: Path) -> None:
+    h = hashlib.sha256()
+    h.update(b"render")
+    h.update(b"code:" + sha((site / "pipeline/render.py").read_bytes()).encode())
+    for rel in ("pipeline/__init__.py", "pipeline/helpers.py"):
+        h.update(b"dep:" + rel.encode() + b"=" + sha((site / rel).read_bytes()).encode())
+    for rel in ("content/a.md", "content/b.md"):
+        h.update(b"in:" + rel.encode() + b"=" + sha((site / rel).read_bytes()).encode())
+    assert compute_key(render_stage(), site) == h.hexdigest()
+
+
+def test_command_key_hashes_argv_joined_by_nul(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("x")
+    stage = Stage(name="css", command=("sassc", "a b", "c"), inputs=("in.txt",))
+    h = hashlib.sha256()
+    h.update(b"css")
+    h.update(b"code:" + sha(b"sassc\0a b\0c").encode())
+    h.update(b"in:in.txt=" + sha(b"x").encode())
+    assert compute_key(stage, tmp_path) == h.hexdigest()
+
+
+def test_an_input_named_twice_counts_once(site: Path) -> None:
+    twice = render_stage(inputs=("content/*.md", "content/a.md"))
+    assert compute_key(twice, site) == compute_key(render_stage(), site)
+
+
+def test_input_outside_output_dir_keeps_its_absolute_path(tmp_path: Path) -> None:
+    outside = tmp_path / "shared.txt"
+    outside.write_text("s")
+    project = tmp_path / "project"
+    project.mkdir()
+    stage = Stage(name="s", command=("true",), inputs=(str(outside),))
+    fingerprint = Workspace(project).fingerprint(stage)
+    assert fingerprint.inputs == ((str(outside), sha(b"s")),)
+
+
+def test_key_does_not_depend_on_where_the_project_lives(
+    site: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    moved = tmp_path_factory.mktemp("moved") / "site"
+    os.rename(site, moved)
+    key_there = compute_key(render_stage(), moved)
+    os.rename(moved, site)
+    assert key_there == compute_key(render_stage(), site)
+
+
+def test_missing_explicit_input_means_no_key(site: Path) -> None:
+    assert compute_key(render_stage(inputs=("content/nope.md",)), site) is None
+
+
+def test_missing_module_means_no_key(site: Path) -> None:
+    assert compute_key(render_stage(module="pipeline.gone"), site) is None
+
+
+def test_a_helper_module_edit_changes_the_key(site: Path) -> None:
+    before = compute_key(render_stage(), site)
+    (site / "pipeline" / "helpers.py").write_text("X = 2\n")
+    assert compute_key(render_stage(), site) != before
+
+
+def test_sources_count_as_code_dependencies(site: Path) -> None:
+    (site / "templates").mkdir()
+    (site / "templates" / "page.html").write_text("<p>")
+    stage = render_stage(sources=("templates/**",))
+    fingerprint = Workspace(site).fingerprint(stage)
+    assert ("templates/page.html", sha(b"<p>")) in fingerprint.deps
+
+
+def test_should_skip_only_after_mark_done_and_with_outputs(site: Path) -> None:
+    stage = render_stage()
+    assert not should_skip(stage, site)
+    (site / "out.html").write_text("html")
+    mark_done(stage, site)
+    assert should_skip(stage, site)
+    (site / "out.html").unlink()
+    assert not should_skip(stage, site)
+
+
+def test_changed_input_makes_the_stage_stale(site: Path) -> None:
+    stage = render_stage()
+    (site / "out.html").write_text("html")
+    mark_done(stage, site)
+    (site / "content" / "a.md").write_text("changed\n")
+    assert not should_skip(stage, site)
+
+
+def test_mark_done_records_the_key_it_is_given(site: Path) -> None:
+    stage = render_stage()
+    (site / "out.html").write_text("html")
+    key_before_run = compute_key(stage, site)
+    (site / "content" / "a.md").write_text("edited while running\n")
+    mark_done(stage, site, key=key_before_run)
+    assert not should_skip(stage, site)
+
+
+def test_stage_without_inputs_or_ttl_is_never_skipped(tmp_path: Path) -> None:
+    stage = Stage(name="always", command=("true",))
+    mark_done(stage, tmp_path)
+    assert not should_skip(stage, tmp_path)
+
+
+def test_no_input_ttl_stage_is_fresh_until_its_entry_is_older_than_ttl(tmp_path: Path) -> None:
+    stage = Stage(name="fetch", command=("curl", "x"), ttl_s=3600)
+    mark_done(stage, tmp_path)
+    assert should_skip(stage, tmp_path)
+    entry = tmp_path / "_build" / ".cache" / "fetch.hash"
+    old = time.time() - 3601
+    os.utime(entry, (old, old))
+    assert not should_skip(stage, tmp_path)
+
+
+def test_invalidate_removes_the_entry(site: Path) -> None:
+    stage = render_stage()
+    (site / "out.html").write_text("html")
+    mark_done(stage, site)
+    assert invalidate(stage, site) is True
+    assert not should_skip(stage, site)
+    assert invalidate(stage, site) is False
+
+
+def test_entry_file_is_key_value_text(site: Path) -> None:
+    stage = render_stage()
+    mark_done(stage, site)
+    lines = (site / "_build/.cache/render.hash").read_text().splitlines()
+    assert lines[0] == "version=2"
+    assert lines[1] == f"key={compute_key(stage, site)}"
+    assert lines[2].startswith("code=") and lines[2].endswith(" pipeline/render.py")
+    assert [line.split(" ", 1)[1] for line in lines if line.startswith("dep=")] == [
+        "pipeline/__init__.py",
+        "pipeline/helpers.py",
+    ]
+    assert [line.split(" ", 1)[1] for line in lines if line.startswith("in=")] == [
+        "content/a.md",
+        "content/b.md",
+    ]
+    assert any(line.startswith("finished=") for line in lines)
+
+
+def test_legacy_one_line_entry_is_honoured(site: Path) -> None:
+    stage = render_stage()
+    (site / "out.html").write_text("html")
+    entry = site / "_build/.cache/render.hash"
+    entry.parent.mkdir(parents=True)
+    entry.write_text(f"{compute_key(stage, site)}\n")
+    assert should_skip(stage, site)
+    parsed = parse_entry(entry.read_text(), str(entry), 0.0)
+    assert isinstance(parsed, Entry) and parsed.legacy
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "garbage\n",
+        "version=2\nkey=xyz\n",
+        "version=2\nkey=" + "a" * 64 + "\nin=notahash path\n",
+        "\x00\x01",
+    ],
+)
+def test_corrupt_entry_is_stale_with_a_warning(site: Path, text: str) -> None:
+    stage = render_stage()
+    (site / "out.html").write_text("html")
+    entry = site / "_build/.cache/render.hash"
+    entry.parent.mkdir(parents=True)
+    entry.write_text(text)
+    with capture_logs() as logs:
+        assert not should_skip(stage, site)
+    assert [log["event"] for log in logs] == ["cache.entry_corrupt"]
+    assert logs[0]["stage"] == "render"
+
+
+def test_binary_entry_is_stale_not_a_crash(site: Path) -> None:
+    entry = site / "_build/.cache/render.hash"
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b"\xff\xfe\x00garbage")
+    assert isinstance(Workspace(site).read_entry("render"), CorruptEntry)
+
+
+def test_atomic_write_leaves_the_old_entry_when_the_rename_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "x.hash"
+    target.write_text("old\n")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        write_atomic(target, "new\n")
+    assert target.read_text() == "old\n"
+    assert os.listdir(tmp_path) == ["x.hash"]
+
+
+def test_atomic_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    write_atomic(tmp_path / "a" / "x.hash", "new\n")
+    assert os.listdir(tmp_path / "a") == ["x.hash"]
+
+
+def test_entry_mtime_is_the_finish_time(site: Path) -> None:
+    before = time.time()
+    mark_done(render_stage(), site)
+    mtime = (site / "_build/.cache/render.hash").stat().st_mtime
+    assert before - 1 <= mtime <= time.time() + 1
+
+
+def test_digest_cache_reuses_a_digest_while_stat_is_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_text("one")
+    old = time.time() - 10
+    os.utime(path, (old, old))
+    cache = DigestCache(tmp_path / "d.sqlite")
+    assert cache.digests([str(path)]) == {str(path): sha(b"one")}
+    cache.close()
+    warm = DigestCache(tmp_path / "d.sqlite")
+    calls: list[str] = []
+    original = hashlib.file_digest
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append("hash")
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hashlib, "file_digest", counting)
+        assert warm.digests([str(path)]) == {str(path): sha(b"one")}
+    assert calls == []
+
+
+def test_digest_cache_sees_an_edit(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_text("one")
+    cache = DigestCache(None)
+    cache.digests([str(path)])
+    path.write_text("two")
+    assert cache.digests([str(path)]) == {str(path): sha(b"two")}
+
+
+def test_racy_digest_is_not_trusted() -> None:
+    mtime_ns = 5 * 10**9
+    racy = _Known(3, mtime_ns, 7, mtime_ns, mtime_ns + RACY_WINDOW_NS // 2, "d")
+    settled = _Known(3, mtime_ns, 7, mtime_ns, mtime_ns + RACY_WINDOW_NS * 2, "d")
+    st = os.stat_result((0o644, 7, 0, 1, 0, 0, 3, 5, 5, 5, 5.0, 5.0, 5.0, mtime_ns, mtime_ns, mtime_ns))
+    assert not racy.still_valid(st)
+    assert settled.still_valid(st)
+
+
+def test_corrupt_digest_database_costs_only_a_rehash(tmp_path: Path) -> None:
+    db = tmp_path / "d.sqlite"
+    db.write_bytes(b"this is not sqlite" * 100)
+    path = tmp_path / "f"
+    path.write_text("one")
+    with capture_logs() as logs:
+        cache = DigestCache(db)
+        assert cache.digests([str(path)]) == {str(path): sha(b"one")}
+        cache.close()
+    assert "digests.unreadable" in [log["event"] for log in logs]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM digests").fetchone() == (1,)
+    conn.close()

@@ -1,0 +1,164 @@
+"""One stage run in a real subprocess: environment, output capture, failure, timeout, process group."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stagewatch.runner import StageRunner
+from stagewatch.stage import Stage
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purpose.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_until(predicate: object, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def write_module(root: Path, name: str, body: str) -> None:
+    path = root / "stages" / f"{name}.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body)
+
+
+def test_module_stage_runs_its_function_with_output_dir(tmp_path: Path) -> None:
+    write_module(
+        tmp_path,
+        "hello",
+        "import os, sys\n"
+        "def run(out):\n"
+        "    (out / 'hello.txt').write_text(f\"{out}|{os.environ['STAGEWATCH_STAGE']}|{os.getcwd()}\")\n"
+        "    (out / 'mods.txt').write_text(str('stagewatch' in sys.modules))\n",
+    )
+    stage = Stage(name="hello", module="stages.hello", outputs=("hello.txt",))
+    result = StageRunner(tmp_path).run(stage)
+    assert result.ok, result
+    assert (tmp_path / "hello.txt").read_text() == f"{tmp_path}|hello|{tmp_path}"
+    # The stage's interpreter never imports stagewatch: it needs only the standard library.
+    assert (tmp_path / "mods.txt").read_text() == "False"
+
+
+def test_module_stage_calls_the_named_function(tmp_path: Path) -> None:
+    write_module(tmp_path, "two", "def other(out):\n    (out / 'o.txt').write_text('other')\n")
+    result = StageRunner(tmp_path).run(
+        Stage(name="t", module="stages.two", function="other", outputs=("o.txt",))
+    )
+    assert result.ok
+    assert (tmp_path / "o.txt").read_text() == "other"
+
+
+def test_missing_function_is_a_clear_failure(tmp_path: Path) -> None:
+    write_module(tmp_path, "nofn", "X = 1\n")
+    result = StageRunner(tmp_path).run(Stage(name="t", module="stages.nofn"))
+    assert not result.ok
+    assert any("has no function 'run'" in line for line in result.output_tail)
+
+
+def test_command_stage_runs_argv_without_a_shell(tmp_path: Path) -> None:
+    stage = Stage(
+        name="cmd",
+        command=(
+            sys.executable,
+            "-c",
+            "import sys; open('args.txt','w').write(repr(sys.argv[1:]))",
+            "$HOME",
+            "a b",
+        ),
+        outputs=("args.txt",),
+    )
+    assert StageRunner(tmp_path).run(stage).ok
+    assert (tmp_path / "args.txt").read_text() == "['$HOME', 'a b']"
+
+
+def test_failure_carries_exit_code_and_the_tail_of_stderr(tmp_path: Path) -> None:
+    code = "import sys\nfor i in range(30): print('err', i, file=sys.stderr)\nprint('out')\nsys.exit(3)"
+    result = StageRunner(tmp_path).run(Stage(name="bad", command=(sys.executable, "-c", code)))
+    assert not result.ok
+    assert result.exit_code == 3
+    assert result.error == "exit 3"
+    assert result.output_tail[-1] == "err 29"
+    assert len(result.output_tail) == 20
+
+
+def test_exception_in_module_stage_fails_with_its_traceback(tmp_path: Path) -> None:
+    write_module(tmp_path, "boom", "def run(out):\n    raise RuntimeError('kaboom')\n")
+    result = StageRunner(tmp_path).run(Stage(name="boom", module="stages.boom"))
+    assert not result.ok and result.exit_code == 1
+    assert result.output_tail[-1] == "RuntimeError: kaboom"
+
+
+def test_exit_zero_without_declared_output_is_a_failure(tmp_path: Path) -> None:
+    result = StageRunner(tmp_path).run(Stage(name="lazy", command=("true",), outputs=("never.txt", "dir/")))
+    assert not result.ok
+    assert result.error == "exit 0 but declared output missing: never.txt, dir/"
+
+
+def test_output_is_kept_in_the_stage_log_and_streamed(tmp_path: Path) -> None:
+    seen: list[tuple[str, str, str]] = []
+    code = "import sys; print('to out'); print('to err', file=sys.stderr)"
+    runner = StageRunner(tmp_path, on_line=lambda *line: seen.append(line))
+    assert runner.run(Stage(name="talk", command=(sys.executable, "-c", code))).ok
+    log = (tmp_path / "_build/.cache/talk.log").read_text().splitlines()
+    assert sorted(log) == ["to err", "to out"]
+    assert sorted(seen) == [("talk", "stderr", "to err"), ("talk", "stdout", "to out")]
+
+
+def test_unstartable_command_is_a_failure_not_a_crash(tmp_path: Path) -> None:
+    result = StageRunner(tmp_path).run(Stage(name="nope", command=("no-such-program-xyz",)))
+    assert not result.ok
+    assert result.exit_code is None
+    assert "could not start 'no-such-program-xyz'" in (result.error or "")
+
+
+@pytest.mark.timeout(30)
+def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    # The stage starts a grandchild that ignores nothing and would outlive a plain kill of the leader.
+    script = "sleep 60 & echo $! > child.pid; wait"
+    stage = Stage(name="slow", command=("sh", "-c", script), timeout_s=0.5)
+    started = time.monotonic()
+    result = StageRunner(tmp_path, grace_s=1.0).run(stage)
+    assert result.timed_out and not result.ok
+    assert result.error == "timed out after 0.5s"
+    assert time.monotonic() - started < 10
+    child = int((tmp_path / "child.pid").read_text())
+    assert wait_until(lambda: not pid_alive(child), 5)
+
+
+@pytest.mark.timeout(30)
+def test_timeout_escalates_to_sigkill_after_the_grace_period(tmp_path: Path) -> None:
+    # SIGTERM is ignored from the first instruction on (inherited through exec): no race with start-up.
+    stage = Stage(name="stubborn", command=("sh", "-c", "trap '' TERM; exec sleep 60"), timeout_s=0.5)
+    started = time.monotonic()
+    result = StageRunner(tmp_path, grace_s=0.5).run(stage)
+    assert result.timed_out
+    assert result.exit_code == -9
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.timeout(30)
+def test_leftover_background_processes_do_not_outlive_the_stage(tmp_path: Path) -> None:
+    script = "sleep 60 > /dev/null 2>&1 & echo $! > child.pid"
+    result = StageRunner(tmp_path, grace_s=1.0).run(Stage(name="bg", command=("sh", "-c", script)))
+    assert result.ok
+    child = int((tmp_path / "child.pid").read_text())
+    assert wait_until(lambda: not pid_alive(child), 5)
