@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.machinery import PathFinder
@@ -87,7 +88,10 @@ def _imported_names(tree: ast.AST, module: ModuleFile) -> list[str]:
 
 def _parse(path: str) -> ast.AST | None:
     try:
-        with open(path, "rb") as handle:
+        with open(path, "rb") as handle, warnings.catch_warnings():
+            # A SyntaxWarning about the user's code ("\d" in a string) is not ours to print,
+            # and under -W error it must not hide the module's imports.
+            warnings.simplefilter("ignore")
             return ast.parse(handle.read(), filename=path)
     except (OSError, SyntaxError, ValueError):
         # An unreadable or broken module adds no dependencies; its run will say what is wrong.

@@ -137,12 +137,17 @@ def parse_pipeline(data: Mapping[str, Any], path: Path) -> Pipeline:
     """Validate parsed TOML into a Pipeline; relative paths resolve against output_dir."""
     file = str(path)
     problems: list[str] = []
-    for key in data:
-        if key not in TOP_KEYS:
-            hint = _did_you_mean(key, TOP_KEYS)
-            if key == "stages":
-                hint = ' (did you mean "[[stage]]"?)'
-            problems.append(f'{file}: unknown table "{key}"{hint}')
+    for key, value in data.items():
+        if key in TOP_KEYS:
+            continue
+        if not isinstance(value, dict | list):
+            hint = " (settings go in [pipeline])" if key in PIPELINE_KEYS else ""
+            problems.append(f'{file}: unknown key "{key}" outside any table{hint}')
+            continue
+        hint = _did_you_mean(key, TOP_KEYS)
+        if key == "stages":
+            hint = ' (did you mean "[[stage]]"?)'
+        problems.append(f'{file}: unknown table "{key}"{hint}')
     pipeline_table = _table(problems, file, "[pipeline]", data.get("pipeline", {}))
     settings = _Reader(problems, file, "[pipeline]", pipeline_table)
     settings.unknown_keys(PIPELINE_KEYS)
@@ -173,7 +178,10 @@ def parse_pipeline(data: Mapping[str, Any], path: Path) -> Pipeline:
         stage = _parse_stage(problems, file, index, raw, root, python_path, ignore, seen)
         if stage is not None:
             stages.append(stage)
-    _check_references(problems, file, stages, root, ignore)
+    declared = [
+        raw["name"] for raw in raw_stages if isinstance(raw, dict) and isinstance(raw.get("name"), str)
+    ]
+    _check_references(problems, file, stages, declared, root)
     if problems:
         raise ConfigError(problems)
     pipeline = Pipeline(
@@ -257,7 +265,9 @@ def _parse_stage(
         target = absolute(output, root)
         if classify(output) is PathKind.GLOB:
             reader.problem(f'"outputs": "{output}" is a glob; outputs must be files or folders ending in "/"')
-        elif target == root or not is_within(target, root):
+        elif target == root:
+            reader.problem(f'"outputs": "{output}" is output_dir itself; name a file or folder inside it')
+        elif not is_within(target, root):
             reader.problem(f'"outputs": "{output}" is outside output_dir ({root})')
         elif is_within(target, cache) or is_within(cache, target):
             reader.problem(f'"outputs": "{output}" overlaps stagewatch\'s own cache ({CACHE_DIR}/)')
@@ -297,10 +307,12 @@ def _parse_stage(
 
 
 def _check_references(
-    problems: list[str], file: str, stages: list[Stage], root: str, ignore: tuple[str, ...]
+    problems: list[str], file: str, stages: list[Stage], declared: list[str], root: str
 ) -> None:
-    names = [stage.name for stage in stages]
+    """`after` names a declared stage; no two stages write the same file (or into each other's folder)."""
+    names = declared
     writers: dict[str, str] = {}
+    folders: list[tuple[str, str, str]] = []  # (absolute folder, as written, stage)
     for stage in stages:
         for before in stage.after:
             if before == stage.name:
@@ -317,3 +329,14 @@ def _check_references(
                     f' is also an output of stage "{other}"'
                 )
             writers[target] = stage.name
+            if output.endswith("/"):
+                folders.append((target, output, stage.name))
+    for stage in stages:
+        for output in stage.outputs:
+            target = absolute(output, root)
+            for folder, written, owner in folders:
+                if owner != stage.name and target != folder and is_within(target, folder):
+                    problems.append(
+                        f'{file}: stage "{stage.name}": "outputs": "{output}" lies inside the output'
+                        f' folder "{written}" of stage "{owner}"'
+                    )

@@ -14,7 +14,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration, got {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"duration {value!r} is too large") from None
     elif isinstance(value, str):
         match = _DURATION.fullmatch(value)
         if match is None:
@@ -33,7 +36,9 @@ def format_duration(seconds: float) -> str:
     """A short human form: "0.8s", "42s", "3m 20s", "5h 2m", "2d 3h"."""
     if seconds < 0:
         return "-" + format_duration(-seconds)
-    if seconds < 10:
+    if not math.isfinite(seconds):
+        return "forever"
+    if round(seconds, 1) < 10:
         return f"{seconds:.1f}s"
     whole = round(seconds)
     if whole < 60:

@@ -36,6 +36,8 @@ def output_feeds(output: str, read: str, root: str, rules: IgnoreRules) -> bool:
             return glob_matches(target, out)
         # A file input may be a folder written without its "/": reading below it counts.
         return within(out, target)
+    if kind is PathKind.FILE and within(target, out):
+        return True  # a file named exactly is read even inside an ignored folder
     if rules.ignores(out, is_dir=True):
         return False
     if kind is PathKind.GLOB:

@@ -49,11 +49,17 @@ def expand(patterns: Iterable[str], output_dir: str, rules: IgnoreRules) -> Expa
         kind = classify(pattern)
         path = absolute(pattern, output_dir)
         if kind is PathKind.GLOB:
+            if os.path.isfile(path):
+                found.add(path)  # a file whose name only looks like a glob ("data[1].csv")
+                continue
             base = glob_base(path)
-            found.update(p for p in walk_files(base, rules) if glob_matches(path, p))
+            if not rules.ignores(base, is_dir=True):
+                found.update(p for p in walk_files(base, rules) if glob_matches(path, p))
         elif os.path.isdir(path):
-            # A folder named without its trailing "/" is still read as the folder it is.
-            found.update(walk_files(path, rules))
+            # A folder named without its trailing "/" is still read as the folder it is;
+            # inside an ignored folder it reads as empty, as the graph and the watcher see it.
+            if not rules.ignores(path, is_dir=True):
+                found.update(walk_files(path, rules))
         elif kind is PathKind.FILE and os.path.isfile(path):
             found.add(path)
         else:

@@ -86,7 +86,8 @@ def glob_base(pattern: str) -> str:
 @lru_cache(maxsize=4096)
 def _match(pattern: tuple[str, ...], path: tuple[str, ...], prefix_only: bool) -> bool:
     if not pattern:
-        return not path
+        # Both used up: the path itself matches; in prefix mode nothing below it can.
+        return not path and not prefix_only
     if not path:
         # A folder prefix that a longer pattern can still go on below.
         return prefix_only or all(part == "**" for part in pattern)

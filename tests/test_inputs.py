@@ -188,11 +188,6 @@ def test_glob_leaves_out_dir_only_ignore_pattern(tmp_path: Path, write_file: Wri
     assert rel_files(tmp_path, expansion) == ["web/app.js"]
 
 
-@pytest.mark.xfail(
-    reason="expand judges only the entries below a glob's base folder, not the base itself, so a glob "
-    "rooted inside an ignored folder keeps files IgnoreRules.ignores() says are ignored",
-    strict=True,
-)
 def test_glob_rooted_in_ignored_folder_leaves_out_its_files(tmp_path: Path, write_file: WriteFile) -> None:
     write_file("vendor/lib.js", "x")
     rules = IgnoreRules(posix(tmp_path), ("vendor/",))
