@@ -21,10 +21,9 @@ from stagewatch.config import load_pipeline, locate_config
 from stagewatch.durations import format_duration
 from stagewatch.errors import StagewatchError, UsageError
 from stagewatch.freshness import CorruptEntry, Decision, Entry
-from stagewatch.graph import Graph, build_graph
+from stagewatch.graph import Graph
 from stagewatch.lock import PipelineLock, lock_owner
 from stagewatch.log import Resolved, configure_logging, line_sink, resolve_format
-from stagewatch.paths import posix
 from stagewatch.runner import StageRunner
 from stagewatch.stage import Pipeline
 from stagewatch.state import Attempt, new_state, read_state
@@ -123,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(fmt, getattr(args, "verbosity", 0), log_stream)
     try:
         pipeline = load_pipeline(locate_config(getattr(args, "config", None)))
-        graph = build_graph(pipeline.stages, posix(pipeline.output_dir), pipeline.ignore)
+        graph = pipeline.graph
         handler: Command = _COMMANDS[args.command]
         return handler(args, pipeline, graph, fmt, log_stream)
     except StagewatchError as exc:

@@ -11,7 +11,7 @@ from typing import Any
 
 from stagewatch.durations import parse_duration
 from stagewatch.errors import ConfigError
-from stagewatch.graph import CycleError, build_graph, output_feeds
+from stagewatch.graph import CycleError, output_feeds
 from stagewatch.paths import CACHE_DIR, IgnoreRules, PathKind, absolute, classify, is_within, posix
 from stagewatch.stage import MODULE_NAME, STAGE_NAME, OnBusy, Pipeline, Stage, WatcherKind
 
@@ -174,8 +174,9 @@ def parse_pipeline(data: Mapping[str, Any], path: Path) -> Pipeline:
         problems.append(f"{file}: no stages: add at least one [[stage]] table")
     stages: list[Stage] = []
     seen: dict[str, int] = {}
+    rules = IgnoreRules(root, ignore)
     for index, raw in enumerate(raw_stages, start=1):
-        stage = _parse_stage(problems, file, index, raw, root, python_path, ignore, seen)
+        stage = _parse_stage(problems, file, index, raw, root, python_path, ignore, seen, rules)
         if stage is not None:
             stages.append(stage)
     declared = [
@@ -197,7 +198,7 @@ def parse_pipeline(data: Mapping[str, Any], path: Path) -> Pipeline:
         python_path=python_path,
     )
     try:
-        build_graph(pipeline.stages, root, ignore)
+        pipeline.graph  # noqa: B018 - built now, so a cycle is a config error
     except CycleError as exc:
         via = "; ".join(f"{e.upstream} -> {e.downstream}: {e.via}" for e in exc.edges)
         raise ConfigError(f'{file}: stage "{exc.cycle[0]}": cycle {" -> ".join(exc.cycle)} ({via})') from None
@@ -213,6 +214,7 @@ def _parse_stage(
     python_path: tuple[str, ...],
     ignore: tuple[str, ...],
     seen: dict[str, int],
+    rules: IgnoreRules,
 ) -> Stage | None:
     table = _table(problems, file, f"stage #{index}", raw)
     name = table.get("name")
@@ -273,7 +275,6 @@ def _parse_stage(
             reader.problem(f'"outputs": "{output}" overlaps stagewatch\'s own cache ({CACHE_DIR}/)')
     if len(problems) > before or not isinstance(name, str):
         return None
-    rules = IgnoreRules(root, ignore)
     for output in outputs:
         for read in inputs + sources:
             if output_feeds(output, read, root, rules):

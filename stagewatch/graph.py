@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
+import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -49,17 +51,81 @@ def _reads(stage: Stage) -> tuple[str, ...]:
     return stage.inputs + stage.sources
 
 
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """One input or source pattern of one stage, resolved once."""
+
+    stage: int
+    order: int
+    kind: PathKind
+    path: str
+    text: str
+
+
+def _ancestors(path: str) -> list[str]:
+    found = []
+    while path != "/":
+        path = posixpath.dirname(path)
+        found.append(path)
+    return found
+
+
+class _ReadIndex:
+    """Every stage's reads, indexed so that each output finds its readers without a scan of all.
+
+    Gives the same answers as output_feeds, pattern by pattern.
+    """
+
+    def __init__(self, stages: Sequence[Stage], root: str) -> None:
+        self.plain: dict[str, list[_Read]] = {}
+        self.globs: list[_Read] = []
+        for index, stage in enumerate(stages):
+            for order, text in enumerate(_reads(stage)):
+                read = _Read(index, order, classify(text), absolute(text, root), text)
+                if read.kind is PathKind.GLOB:
+                    self.globs.append(read)
+                else:
+                    self.plain.setdefault(read.path, []).append(read)
+        self.keys = sorted(self.plain)
+
+    def _at_or_below(self, folder: str) -> list[_Read]:
+        # Paths below `folder` sort between folder + "/" and folder + "0" ("0" follows "/").
+        start, end = bisect.bisect_left(self.keys, folder), bisect.bisect_left(self.keys, folder + "0")
+        return [r for key in self.keys[start:end] if within(key, folder) for r in self.plain[key]]
+
+    def _above(self, path: str) -> list[_Read]:
+        return [r for folder in _ancestors(path) for r in self.plain.get(folder, ())]
+
+    def fed_by(self, output: str, out: str, rules: IgnoreRules) -> list[_Read]:
+        """The reads that can see what `output` (absolute: `out`) writes."""
+        if not output.endswith("/"):
+            hits = list(self.plain.get(out, ()))  # named exactly: never left out
+            if rules.ignores(out):
+                return hits
+            return hits + self._above(out) + [g for g in self.globs if glob_matches(g.path, out)]
+        below = self._at_or_below(out)
+        hits = [r for r in below if r.kind is PathKind.FILE]  # read even inside an ignored folder
+        if rules.ignores(out, is_dir=True):
+            return hits
+        hits += [r for r in below if r.kind is not PathKind.FILE]
+        return hits + self._above(out) + [g for g in self.globs if glob_may_match_below(g.path, out)]
+
+
 def stage_edges(stages: Sequence[Stage], root: str, ignore: tuple[str, ...] = ()) -> list[Edge]:
     """Every data edge (an output that an input can read) and every `after` edge, self-loops included."""
     rules = IgnoreRules(root, ignore)
+    index = _ReadIndex(stages, root)
     edges: list[Edge] = []
     for writer in stages:
-        for reader in stages:
-            for output in writer.outputs:
-                read = next((r for r in _reads(reader) if output_feeds(output, r, root, rules)), None)
-                if read is not None:
-                    edges.append(Edge(writer.name, reader.name, f'"{output}" -> "{read}"'))
-                    break
+        first: dict[int, tuple[str, _Read]] = {}  # reader -> (output, read), first output wins
+        for output in writer.outputs:
+            for read in index.fed_by(output, absolute(output, root), rules):
+                known = first.get(read.stage)
+                if known is None or (known[0] == output and read.order < known[1].order):
+                    first[read.stage] = (output, read)
+        for reader in sorted(first):
+            output, read = first[reader]
+            edges.append(Edge(writer.name, stages[reader].name, f'"{output}" -> "{read.text}"'))
     names = {stage.name for stage in stages}
     edges += [
         Edge(before, stage.name, "after", order_only=True)

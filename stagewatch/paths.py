@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import enum
+import fnmatch
 import os
 import posixpath
+import re
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
@@ -65,8 +68,17 @@ def is_within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+def _any_of(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    """One compiled regex for a list of fnmatch patterns: one match per name instead of one per pattern."""
+    patterns = list(patterns)
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)) if patterns else None
+
+
+_EDITOR_TEMP = _any_of(EDITOR_TEMP_PATTERNS)
+
+
 def is_editor_temp(name: str) -> bool:
-    return any(fnmatchcase(name, pattern) for pattern in EDITOR_TEMP_PATTERNS)
+    return _EDITOR_TEMP is not None and _EDITOR_TEMP.match(name) is not None
 
 
 def split(path: str) -> tuple[str, ...]:
@@ -122,6 +134,8 @@ class IgnoreRules:
                 self._anchored.append((absolute(text, output_dir), dir_only))
             else:
                 self._names.append((text, dir_only))
+        self._any_name = _any_of(pattern for pattern, _ in self._names)
+        self._file_names = _any_of(pattern for pattern, dir_only in self._names if not dir_only)
 
     def ignores_name(self, name: str, is_dir: bool) -> bool:
         """The rules that look at one name, for a walk that prunes as it goes."""
@@ -130,9 +144,8 @@ class IgnoreRules:
                 return True
         elif is_editor_temp(name):
             return True
-        return any(
-            fnmatchcase(name, pattern) and (is_dir or not dir_only) for pattern, dir_only in self._names
-        )
+        names = self._any_name if is_dir else self._file_names
+        return names is not None and names.match(name) is not None
 
     def ignores_entry(self, path: str, is_dir: bool) -> bool:
         """Whether this one entry is left out, its folders being already known to be kept."""

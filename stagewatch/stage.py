@@ -7,7 +7,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from stagewatch.graph import Graph
 
 STAGE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -98,9 +101,21 @@ class Pipeline:
     watcher: WatcherKind = WatcherKind.NATIVE
     python_path: tuple[str, ...] = (".",)
     _by_name: dict[str, Stage] = field(init=False, repr=False, compare=False)
+    _graph: Graph | None = field(init=False, default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {stage.name: stage for stage in self.stages})
+
+    @property
+    def graph(self) -> Graph:
+        """The stage graph, built once; CycleError when the stages form a cycle."""
+        if self._graph is None:
+            from stagewatch.graph import build_graph  # graph.py imports this module
+
+            graph = build_graph(self.stages, self.output_dir.as_posix(), self.ignore)
+            object.__setattr__(self, "_graph", graph)
+            return graph
+        return self._graph
 
     def stage(self, name: str) -> Stage:
         return self._by_name[name]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from stagewatch.graph import CycleError, Edge, build_graph, find_cycle, stage_edges
+from stagewatch.graph import CycleError, Edge, build_graph, find_cycle, output_feeds, stage_edges
+from stagewatch.paths import IgnoreRules
 from stagewatch.stage import Stage
 
 ROOT = "/proj"
@@ -259,3 +262,40 @@ def test_cycle_error_message_prints_the_cycle() -> None:
     with pytest.raises(CycleError) as caught:
         build_graph([a, b], ROOT)
     assert str(caught.value) == "a -> b -> a"
+
+
+def _brute_force_edges(stages: list[Stage], root: str, ignore: tuple[str, ...]) -> set[tuple[str, str]]:
+    rules = IgnoreRules(root, ignore)
+    return {
+        (writer.name, reader.name)
+        for writer in stages
+        for reader in stages
+        if any(
+            output_feeds(o, r, root, rules) for o in writer.outputs for r in reader.inputs + reader.sources
+        )
+    }
+
+
+def test_indexed_edges_agree_with_the_plain_rule_on_generated_pipelines() -> None:
+    rng = random.Random(20261124)
+    parts = ["a", "b", "a/b", "a/b/c", "_build", "_build/x", "node_modules", "a-b", "a.b"]
+    names = ["f.md", "g.html", "x.json", "c"]
+    globs = ["**/*.md", "a/*", "a/**", "_build/*.html", "*/b/*", "a/b/*.md", "**/c"]
+
+    def some_path(folder: bool) -> str:
+        path = rng.choice(parts) + ("/" if folder else "/" + rng.choice(names))
+        return path
+
+    for _ in range(300):
+        stages = []
+        for number in range(rng.randint(2, 6)):
+            reads = [
+                rng.choice(globs) if rng.random() < 0.3 else some_path(rng.random() < 0.3) for _ in range(3)
+            ]
+            outputs = [some_path(rng.random() < 0.4) for _ in range(2)]
+            stages.append(
+                Stage(name=f"s{number}", command=("true",), inputs=tuple(reads), outputs=tuple(outputs))
+            )
+        ignore = rng.choice([(), ("node_modules/",), ("_build/**",), ("a/b/",)])
+        indexed = {(e.upstream, e.downstream) for e in stage_edges(stages, ROOT, ignore) if not e.order_only}
+        assert indexed == _brute_force_edges(stages, ROOT, ignore), (stages, ignore)
