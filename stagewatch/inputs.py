@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import posixpath
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -27,14 +26,15 @@ def walk_files(folder: str, rules: IgnoreRules) -> Iterator[str]:
             entries = list(os.scandir(current))
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
+        prefix = current.rstrip("/") + "/"
         for entry in entries:
-            path = posixpath.join(current, entry.name)
+            name = entry.name
+            path = prefix + name
             try:
-                is_dir = entry.is_dir(follow_symlinks=False)
-                if is_dir:
-                    if not rules.ignores_entry(path, True):
+                if entry.is_dir(follow_symlinks=False):
+                    if not rules.ignores_entry(path, True, name):
                         stack.append(path)
-                elif entry.is_file() and not rules.ignores_entry(path, False):
+                elif entry.is_file() and not rules.ignores_entry(path, False, name):
                     yield path
             except OSError:
                 # A file that vanished mid-walk (an editor's temp, say) is simply not there.
