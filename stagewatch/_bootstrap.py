@@ -10,7 +10,23 @@ import pathlib
 import sys
 
 
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when stagewatch dies, even by SIGKILL."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != os.environ.get("STAGEWATCH_PARENT_PID", str(os.getppid())):
+        os._exit(1)  # stagewatch died before the request took hold
+
+
 def main() -> int:
+    die_with_parent()
     module_name, function_name = sys.argv[1], sys.argv[2]
     module = importlib.import_module(module_name)
     function = getattr(module, function_name, None)

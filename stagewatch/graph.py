@@ -52,8 +52,8 @@ def _reads(stage: Stage) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Read:
-    """One input or source pattern of one stage, resolved once."""
+class Read:
+    """One input or source pattern of one stage (by index), resolved once."""
 
     stage: int
     order: int
@@ -70,35 +70,36 @@ def _ancestors(path: str) -> list[str]:
     return found
 
 
-class _ReadIndex:
-    """Every stage's reads, indexed so that each output finds its readers without a scan of all.
+class ReadIndex:
+    """Every stage's reads, indexed so that a path finds its readers without a scan of them all.
 
-    Gives the same answers as output_feeds, pattern by pattern.
+    The graph asks it which stages read an output; the daemon, which stages read a changed
+    path. It gives the same answers as output_feeds, pattern by pattern.
     """
 
     def __init__(self, stages: Sequence[Stage], root: str) -> None:
-        self.plain: dict[str, list[_Read]] = {}
-        self.globs: list[_Read] = []
+        self.plain: dict[str, list[Read]] = {}
+        self.globs: list[Read] = []
         for index, stage in enumerate(stages):
             for order, text in enumerate(_reads(stage)):
-                read = _Read(index, order, classify(text), absolute(text, root), text)
+                read = Read(index, order, classify(text), absolute(text, root), text)
                 if read.kind is PathKind.GLOB:
                     self.globs.append(read)
                 else:
                     self.plain.setdefault(read.path, []).append(read)
         self.keys = sorted(self.plain)
 
-    def _at_or_below(self, folder: str) -> list[_Read]:
+    def _at_or_below(self, folder: str) -> list[Read]:
         # Paths below `folder` sort between folder + "/" and folder + "0" ("0" follows "/").
         start, end = bisect.bisect_left(self.keys, folder), bisect.bisect_left(self.keys, folder + "0")
         return [r for key in self.keys[start:end] if within(key, folder) for r in self.plain[key]]
 
-    def _above(self, path: str) -> list[_Read]:
+    def _above(self, path: str) -> list[Read]:
         return [r for folder in _ancestors(path) for r in self.plain.get(folder, ())]
 
-    def fed_by(self, output: str, out: str, rules: IgnoreRules) -> list[_Read]:
-        """The reads that can see what `output` (absolute: `out`) writes."""
-        if not output.endswith("/"):
+    def readers_of(self, out: str, is_dir: bool, rules: IgnoreRules) -> list[Read]:
+        """The reads that can see the file `out` (absolute), or something in the folder `out`."""
+        if not is_dir:
             hits = list(self.plain.get(out, ()))  # named exactly: never left out
             if rules.ignores(out):
                 return hits
@@ -114,12 +115,12 @@ class _ReadIndex:
 def stage_edges(stages: Sequence[Stage], root: str, ignore: tuple[str, ...] = ()) -> list[Edge]:
     """Every data edge (an output that an input can read) and every `after` edge, self-loops included."""
     rules = IgnoreRules(root, ignore)
-    index = _ReadIndex(stages, root)
+    index = ReadIndex(stages, root)
     edges: list[Edge] = []
     for writer in stages:
-        first: dict[int, tuple[str, _Read]] = {}  # reader -> (output, read), first output wins
+        first: dict[int, tuple[str, Read]] = {}  # reader -> (output, read), first output wins
         for output in writer.outputs:
-            for read in index.fed_by(output, absolute(output, root), rules):
+            for read in index.readers_of(absolute(output, root), output.endswith("/"), rules):
                 known = first.get(read.stage)
                 if known is None or (known[0] == output and read.order < known[1].order):
                     first[read.stage] = (output, read)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,8 +50,16 @@ def describe_exit(code: int) -> str:
     return f"exit {code}"
 
 
+# A stage must not outlive a stagewatch killed with SIGKILL (a restarted daemon would race the
+# orphan for the same outputs). Linux's parent-death signal does it: module stages ask for it
+# in the bootstrap; commands are started through setpriv, which asks and then execs them.
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+
+
 def stage_argv(stage: Stage) -> list[str]:
     if stage.command is not None:
+        if _SETPRIV is not None:
+            return [_SETPRIV, "--pdeathsig", "KILL", "--", *stage.command]
         return list(stage.command)
     assert stage.module is not None
     return [sys.executable, "-c", BOOTSTRAP, stage.module, stage.function]
@@ -60,6 +69,7 @@ def stage_env(stage: Stage, output_dir: Path, base: dict[str, str] | None = None
     env = dict(os.environ if base is None else base)
     env["STAGEWATCH_STAGE"] = stage.name
     env["STAGEWATCH_OUTPUT_DIR"] = str(output_dir)
+    env["STAGEWATCH_PARENT_PID"] = str(os.getpid())
     if stage.module is not None:
         root = posix(output_dir)
         search = [absolute(entry, root) for entry in stage.python_path]
@@ -86,6 +96,7 @@ class StageRunner:
         self.on_line = on_line
         self.grace_s = grace_s
         self._running: dict[int, subprocess.Popen[bytes]] = {}
+        self._by_stage: dict[str, int] = {}
         self._cancelled: set[int] = set()
         self._lock = threading.Lock()
 
@@ -96,12 +107,17 @@ class StageRunner:
         log_path = self.log_path(stage)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
+        env = stage_env(stage, self.output_dir)
         with open(log_path, "w", encoding="utf-8", errors="replace") as log_file:
+            problem = self._unstartable(stage, env)
+            if problem is not None:
+                log_file.write(problem + "\n")
+                return RunResult(False, None, time.monotonic() - started, problem, (problem,))
             try:
                 process = subprocess.Popen(
                     stage_argv(stage),
                     cwd=self.output_dir,
-                    env=stage_env(stage, self.output_dir),
+                    env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
@@ -113,12 +129,27 @@ class StageRunner:
                 return RunResult(False, None, time.monotonic() - started, message, (message,))
             with self._lock:
                 self._running[process.pid] = process
+                self._by_stage[stage.name] = process.pid
             try:
                 return self._supervise(stage, process, log_file, started)
             finally:
                 with self._lock:
                     self._running.pop(process.pid, None)
+                    self._by_stage.pop(stage.name, None)
                     self._cancelled.discard(process.pid)
+
+    def _unstartable(self, stage: Stage, env: dict[str, str]) -> str | None:
+        """Why a command cannot be started, said before trying (setpriv would hide it)."""
+        if stage.command is None:
+            return None
+        program = stage.command[0]
+        if "/" in program:
+            found = os.path.join(self.output_dir, program)
+            usable = os.path.isfile(found) and os.access(found, os.X_OK)
+            return None if usable else f"could not start {program!r}: no executable file there"
+        if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+            return f"could not start {program!r}: not found on PATH"
+        return None
 
     def _supervise(
         self, stage: Stage, process: subprocess.Popen[bytes], log_file: IO[str], started: float
@@ -189,6 +220,17 @@ class StageRunner:
         except subprocess.TimeoutExpired:
             _signal_group(process.pid, signal.SIGKILL)
             process.wait()
+
+    def cancel(self, name: str) -> bool:
+        """Stop one stage's run (its result says cancelled); returns once it is gone."""
+        with self._lock:
+            pid = self._by_stage.get(name)
+            process = self._running.get(pid) if pid is not None else None
+            if process is None:
+                return False
+            self._cancelled.add(process.pid)
+        self._stop_group(process)
+        return True
 
     def cancel_all(self) -> None:
         """Stop every running stage (no entry is written for them); returns once they are gone."""

@@ -1,0 +1,40 @@
+"""Decide when things are due, as pure arithmetic on times: TTL stages, failure backoff, debounce."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BACKOFF_FIRST_S = 30.0
+DEBOUNCE_CAP_S = 2.0
+
+
+def ttl_due_at(entry_mtime: float | None, ttl_s: float, now: float) -> float:
+    """When a TTL stage is next due (wall clock): entry mtime + ttl; with no entry, now."""
+    return now if entry_mtime is None else entry_mtime + ttl_s
+
+
+def backoff_s(failures: int, ttl_s: float | None) -> float:
+    """Wait after the n-th failure in a row: 30 s, 1 min, 2 min, ... capped at ttl (if any)."""
+    if failures <= 0:
+        return 0.0
+    delay = BACKOFF_FIRST_S * 2.0 ** min(failures - 1, 32)
+    return min(delay, ttl_s) if ttl_s is not None else delay
+
+
+@dataclass(frozen=True, slots=True)
+class Burst:
+    """A run of changes being collected: when the first and the last arrived (monotonic)."""
+
+    first_s: float
+    last_s: float
+
+    def due_at(self, quiet_s: float, cap_s: float = DEBOUNCE_CAP_S) -> float:
+        """Act after `quiet_s` without changes, but never later than `cap_s` after the first."""
+        return min(self.last_s + quiet_s, self.first_s + max(cap_s, quiet_s))
+
+    def add(self, now: float) -> Burst:
+        return Burst(self.first_s, max(self.last_s, now))
+
+
+def start_burst(now: float) -> Burst:
+    return Burst(now, now)
