@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 
 import structlog
 
@@ -18,7 +17,7 @@ from stagewatch.freshness import Decision, Fingerprint, UpstreamRuns
 from stagewatch.graph import Graph
 from stagewatch.runner import RunResult, StageRunner
 from stagewatch.stage import Pipeline, Stage
-from stagewatch.state import Attempt, PipelineState, write_state
+from stagewatch.state import StateRecorder
 
 log = structlog.get_logger(__name__)
 
@@ -65,10 +64,6 @@ def select_stages(pipeline: Pipeline, graph: Graph, names: Iterable[str]) -> lis
     return [name for name in graph.order if name in keep]
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def plan(
     pipeline: Pipeline, graph: Graph, workspace: Workspace, selected: list[str], force: bool
 ) -> list[tuple[str, Decision]]:
@@ -99,7 +94,7 @@ class BuildRound:
         graph: Graph,
         workspace: Workspace,
         runner: StageRunner,
-        state: PipelineState | None = None,
+        state: StateRecorder | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.graph = graph
@@ -179,41 +174,30 @@ class BuildRound:
             log.debug("stage.skipped", stage=name)
             return StageReport(name, Outcome.FRESH, decision)
         log.info("stage.started", stage=name, reasons=[str(reason) for reason in decision.reasons])
-        self._record(name, Attempt("running", _now_iso()))
+        if self.state is not None:
+            self.state.started(name)
         return pool.submit(self.runner.run, stage), (stage, fingerprint, decision)
 
     def _finished(
         self, stage: Stage, fingerprint: Fingerprint, decision: Decision, result: RunResult
     ) -> StageReport:
-        previous = self.state.stages.get(stage.name) if self.state else None
-        attempt = Attempt(
-            "succeeded" if result.ok else ("cancelled" if result.cancelled else "failed"),
-            previous.started if previous else _now_iso(),
-            _now_iso(),
-            round(result.duration_s, 3),
-            result.exit_code,
-            result.error,
-            () if result.ok else result.output_tail,
-        )
+        if self.state is not None:
+            self.state.finished(stage.name, result)
         if result.ok:
             if fingerprint.key is not None:
                 self.workspace.record_success(stage, fingerprint.key, fingerprint, result.duration_s)
             log.info("stage.succeeded", stage=stage.name, duration_s=round(result.duration_s, 3))
-            self._record(stage.name, attempt)
             return StageReport(stage.name, Outcome.SUCCEEDED, decision, result)
-        log.error(
-            "stage.failed",
-            stage=stage.name,
-            error=result.error,
-            exit_code=result.exit_code,
-            duration_s=round(result.duration_s, 3),
-            tail=list(result.output_tail),
-        )
-        self._record(stage.name, attempt)
+        log_failure(stage.name, result)
         return StageReport(stage.name, Outcome.FAILED, decision, result)
 
-    def _record(self, name: str, attempt: Attempt) -> None:
-        if self.state is None:
-            return
-        self.state.stages[name] = attempt
-        write_state(self.workspace.output_dir, self.state)
+
+def log_failure(name: str, result: RunResult) -> None:
+    log.error(
+        "stage.failed",
+        stage=name,
+        error=result.error,
+        exit_code=result.exit_code,
+        duration_s=round(result.duration_s, 3),
+        tail=list(result.output_tail),
+    )

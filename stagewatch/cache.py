@@ -227,7 +227,12 @@ class Workspace:
         return self.decide_with(stage, fingerprint, now, force)
 
     def decide_with(
-        self, stage: Stage, fingerprint: Fingerprint, now: float | None = None, force: bool = False
+        self,
+        stage: Stage,
+        fingerprint: Fingerprint,
+        now: float | None = None,
+        force: bool = False,
+        always_run_unskippable: bool = True,
     ) -> Decision:
         return decide(
             stage,
@@ -236,6 +241,7 @@ class Workspace:
             self.missing_outputs(stage),
             time.time() if now is None else now,
             force,
+            always_run_unskippable,
         )
 
     def record_success(

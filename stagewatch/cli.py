@@ -26,7 +26,7 @@ from stagewatch.lock import PipelineLock, lock_owner
 from stagewatch.log import Resolved, configure_logging, line_sink, resolve_format
 from stagewatch.runner import StageRunner
 from stagewatch.stage import Pipeline
-from stagewatch.state import Attempt, new_state, read_state
+from stagewatch.state import Attempt, StateRecorder, read_state
 
 log = structlog.get_logger(__name__)
 
@@ -172,7 +172,7 @@ def cmd_build(
             previous = signal.signal(signal.SIGTERM, _on_sigterm)
             try:
                 runner = StageRunner(pipeline.output_dir, on_line=line_sink(fmt, stream))
-                state = new_state(pipeline.output_dir, "build")
+                state = StateRecorder(pipeline.output_dir, "build")
                 report = BuildRound(pipeline, graph, workspace, runner, state).run(
                     selected, force=args.force, jobs=args.jobs
                 )

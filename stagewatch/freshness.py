@@ -188,12 +188,18 @@ def decide(
     missing_outputs: tuple[str, ...],
     now: float,
     force: bool = False,
+    always_run_unskippable: bool = True,
 ) -> Decision:
-    """Apply the skip rule (DESIGN §1) and collect every reason to run."""
+    """Apply the skip rule (DESIGN §1) and collect every reason to run.
+
+    A stage with neither inputs nor ttl runs every time in a build; the daemon passes
+    always_run_unskippable=False after catching up, so it reruns only when its code
+    changes or its entry is removed.
+    """
     reasons: list[Reason] = []
     if force:
         reasons.append(Forced())
-    if not stage.skippable:
+    if not stage.skippable and always_run_unskippable:
         reasons.append(AlwaysRuns())
     reasons += [MissingFile(path) for path in fingerprint.missing]
     age_s = ttl_left_s = None

@@ -1,22 +1,24 @@
-"""_build/.cache/state.json: each stage's last attempt (result, times, error tail), rewritten atomically."""
+"""_build/.cache/state.json: each stage's last attempt and last failure, rewritten atomically."""
 
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from stagewatch.cache import write_atomic
 from stagewatch.paths import CACHE_DIR
+from stagewatch.runner import RunResult
 
 STATE_NAME = "state.json"
 
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One stage's last attempt, as status shows it."""
+    """One run of a stage, as status shows it."""
 
     result: str  # "running", "succeeded", "failed", "cancelled"
     started: str
@@ -32,21 +34,29 @@ class PipelineState:
     pid: int | None = None
     mode: str | None = None
     stages: dict[str, Attempt] = field(default_factory=dict)
+    failures: dict[str, Attempt] = field(default_factory=dict)
 
 
 def state_path(output_dir: Path) -> Path:
     return output_dir / CACHE_DIR / STATE_NAME
 
 
+def _attempts(records: Any) -> dict[str, Attempt]:
+    return {
+        name: Attempt(**{**record, "tail": tuple(record.get("tail", ()))}) for name, record in records.items()
+    }
+
+
 def read_state(output_dir: Path) -> PipelineState:
     """What was recorded; an unreadable file reads as nothing recorded (it is rewritten soon)."""
     try:
         data: Any = json.loads(state_path(output_dir).read_text(encoding="utf-8"))
-        stages = {
-            name: Attempt(**{**record, "tail": tuple(record.get("tail", ()))})
-            for name, record in data.get("stages", {}).items()
-        }
-        return PipelineState(data.get("pid"), data.get("mode"), stages)
+        return PipelineState(
+            data.get("pid"),
+            data.get("mode"),
+            _attempts(data.get("stages", {})),
+            _attempts(data.get("failures", {})),
+        )
     except (OSError, ValueError, TypeError, AttributeError):
         return PipelineState()
 
@@ -56,15 +66,54 @@ def write_state(output_dir: Path, state: PipelineState) -> None:
         "pid": state.pid,
         "mode": state.mode,
         "stages": {name: asdict(attempt) for name, attempt in sorted(state.stages.items())},
+        "failures": {name: asdict(attempt) for name, attempt in sorted(state.failures.items())},
     }
     write_atomic(state_path(output_dir), json.dumps(data, indent=1) + "\n")
 
 
-def new_state(output_dir: Path, mode: str) -> PipelineState:
-    """The state carried over from before, now owned by this process."""
-    state = read_state(output_dir)
-    state.pid, state.mode = os.getpid(), mode
-    for name, attempt in list(state.stages.items()):
-        if attempt.result == "running":  # its owner is gone: that run never finished
-            state.stages[name] = Attempt("cancelled", attempt.started, error="stagewatch stopped")
-    return state
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class StateRecorder:
+    """Owns state.json for one build or daemon: records each start and each end, at once."""
+
+    def __init__(self, output_dir: Path, mode: str) -> None:
+        self.output_dir = output_dir
+        self.state = read_state(output_dir)
+        self.state.pid, self.state.mode = os.getpid(), mode
+        for name, attempt in list(self.state.stages.items()):
+            if attempt.result == "running":  # its owner is gone: that run never finished
+                self.state.stages[name] = Attempt("cancelled", attempt.started, error="stagewatch stopped")
+
+    def started(self, name: str) -> None:
+        self.state.stages[name] = Attempt("running", _now_iso())
+        write_state(self.output_dir, self.state)
+
+    def finished(self, name: str, result: RunResult) -> None:
+        previous = self.state.stages.get(name)
+        attempt = Attempt(
+            "succeeded" if result.ok else ("cancelled" if result.cancelled else "failed"),
+            previous.started if previous else _now_iso(),
+            _now_iso(),
+            round(result.duration_s, 3),
+            result.exit_code,
+            result.error,
+            () if result.ok else result.output_tail,
+        )
+        self.state.stages[name] = attempt
+        if attempt.result == "failed":
+            self.state.failures[name] = attempt
+        write_state(self.output_dir, self.state)
+
+    def keep_only(self, names: set[str]) -> None:
+        """Forget stages that are no longer in the pipeline (after a reload)."""
+        for table in (self.state.stages, self.state.failures):
+            for name in set(table) - names:
+                del table[name]
+        write_state(self.output_dir, self.state)
+
+    def close(self) -> None:
+        """Mark that no stagewatch owns the state any more."""
+        self.state.pid = None
+        write_state(self.output_dir, self.state)

@@ -1,0 +1,196 @@
+"""watchdog observer -> "these paths changed"; the only module that imports watchdog."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import posixpath
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver, ObservedWatch
+from watchdog.observers.polling import PollingObserver
+
+from stagewatch.paths import is_within
+from stagewatch.stage import WatcherKind
+
+log = structlog.get_logger(__name__)
+
+POLL_INTERVAL_S = 1.0
+STOP_TIMEOUT_S = 2.0
+SYSCTL_HINT = "sudo sysctl fs.inotify.max_user_watches=524288 (and max_user_instances)"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One end of what the filesystem reported: a path that appeared, changed or went away."""
+
+    path: str
+    is_dir: bool
+    gone: bool  # deleted, or moved away
+
+
+ChangeSink = Callable[[list[Change]], None]
+"""Receives changes on watchdog's thread: it must only hand them to the daemon's loop."""
+TroubleSink = Callable[[str], None]
+"""Receives a reason ("overflow", "watch-failed") to distrust the watcher and rescan everything."""
+
+
+def plan_watches(
+    wanted: Mapping[str, bool], exists: Callable[[str], bool] = os.path.isdir
+) -> dict[str, bool]:
+    """Folders to watch (path -> recursive) for the folders wanted.
+
+    A folder that does not exist yet is stood in for by its nearest existing parent, so its
+    creation is seen. Every watched folder's parent is watched too (not recursively): a
+    watch dies with its folder, and only the parent sees it come back (`rm -rf x && git
+    checkout x`). Folders inside a recursive watch need no watch of their own.
+    """
+    plan: dict[str, bool] = {}
+
+    def add(path: str, recursive: bool) -> None:
+        while not exists(path) and path != "/":
+            path, recursive = posixpath.dirname(path), False
+        plan[path] = plan.get(path, False) or recursive
+
+    for folder, recursive in wanted.items():
+        add(folder, recursive)
+    for folder in list(plan):
+        if folder != "/":
+            add(posixpath.dirname(folder), False)
+    recursive_roots = [path for path, recursive in plan.items() if recursive]
+    return {
+        path: recursive
+        for path, recursive in sorted(plan.items())
+        if not any(root != path and is_within(path, root) for root in recursive_roots)
+    }
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, sink: ChangeSink) -> None:
+        self.sink = sink
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        kind = event.event_type
+        if kind in ("opened", "closed_no_write"):
+            return
+        src = os.fsdecode(event.src_path)
+        is_dir = event.is_directory
+        if kind == "moved":
+            self.sink([Change(src, is_dir, True), Change(os.fsdecode(event.dest_path), is_dir, False)])
+        else:
+            self.sink([Change(src, is_dir, kind == "deleted")])
+
+
+class _OverflowHook(logging.Handler):
+    """watchdog notices a kernel queue overflow but only logs it; this turns it into a rescan.
+
+    (gorakhargosh/watchdog #654: older versions dropped it silently; the periodic
+    reconciliation covers those.)
+    """
+
+    def __init__(self, on_trouble: TroubleSink) -> None:
+        super().__init__(logging.WARNING)
+        self.on_trouble = on_trouble
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "overflow" in message.lower():
+            self.on_trouble("overflow")
+        else:
+            log.warning("watch.library", message=message, logger=record.name)
+
+
+class Watcher:
+    """Keeps a set of folder watches in step with a plan; native events, polling as a fallback."""
+
+    def __init__(self, on_changes: ChangeSink, on_trouble: TroubleSink, kind: WatcherKind) -> None:
+        self.on_trouble = on_trouble
+        self.kind = kind
+        self._handler = _Handler(on_changes)
+        self._native: BaseObserver | None = None
+        self._polling: BaseObserver | None = None
+        self._watches: dict[str, tuple[BaseObserver, ObservedWatch, bool]] = {}
+        self._lock = threading.Lock()
+        self._hook = _OverflowHook(on_trouble)
+
+    def start(self) -> None:
+        watchdog_log = logging.getLogger("watchdog")
+        watchdog_log.addHandler(self._hook)
+        watchdog_log.propagate = False
+        if self.kind is WatcherKind.NATIVE:
+            self._native = Observer()
+            self._native.start()
+
+    def _polling_observer(self) -> BaseObserver:
+        if self._polling is None:
+            self._polling = PollingObserver(timeout=POLL_INTERVAL_S)
+            self._polling.start()
+        return self._polling
+
+    @property
+    def watched(self) -> dict[str, bool]:
+        with self._lock:
+            return {path: recursive for path, (_, _, recursive) in self._watches.items()}
+
+    @property
+    def polling_count(self) -> int:
+        with self._lock:
+            return sum(1 for observer, _, _ in self._watches.values() if observer is self._polling)
+
+    def update(self, plan: Mapping[str, bool], renew: tuple[str, ...] = ()) -> None:
+        """Add and remove watches to match the plan; renew the watches at or below `renew`."""
+        with self._lock:
+            current = dict(self._watches)
+        for path, (observer, watch, recursive) in current.items():
+            stale = plan.get(path) != recursive or any(is_within(path, again) for again in renew)
+            if stale:
+                self._unschedule(path, observer, watch)
+        with self._lock:
+            missing = [(p, r) for p, r in plan.items() if p not in self._watches]
+        for path, recursive in missing:
+            self._schedule(path, recursive)
+
+    def _unschedule(self, path: str, observer: BaseObserver, watch: ObservedWatch) -> None:
+        with contextlib.suppress(KeyError, OSError):  # its folder is gone, and the watch with it
+            observer.unschedule(watch)
+        with self._lock:
+            self._watches.pop(path, None)
+
+    def _schedule(self, path: str, recursive: bool) -> None:
+        observer = self._native if self._native is not None else self._polling_observer()
+        try:
+            watch = observer.schedule(self._handler, path, recursive=recursive)
+        except FileNotFoundError:
+            return  # gone since planning; the parent's watch sees it return
+        except OSError as exc:
+            if observer is self._polling or exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                log.error("watch.failed", path=path, error=str(exc))
+                self.on_trouble("watch-failed")
+                return
+            log.warning(
+                "watch.limit", path=path, error=exc.strerror, fallback="polling", raise_it_with=SYSCTL_HINT
+            )
+            self.on_trouble("watch-limit")
+            observer = self._polling_observer()
+            try:
+                watch = observer.schedule(self._handler, path, recursive=recursive)
+            except OSError as again:
+                log.error("watch.failed", path=path, error=str(again))
+                return
+        with self._lock:
+            self._watches[path] = (observer, watch, recursive)
+
+    def stop(self) -> None:
+        observers = [o for o in (self._native, self._polling) if o is not None]
+        for observer in observers:
+            observer.stop()
+        for observer in observers:
+            observer.join(STOP_TIMEOUT_S)
+        logging.getLogger("watchdog").removeHandler(self._hook)
