@@ -38,3 +38,25 @@ class Burst:
 
 def start_burst(now: float) -> Burst:
     return Burst(now, now)
+
+
+def hold_back(
+    failed_key: str | None,
+    key: str | None,
+    ttl_s: float | None,
+    retry_at: float | None,
+    now: float,
+) -> str | None:
+    """Why a stale stage that failed last time should not run yet, or None to run it.
+
+    Only a stage whose inputs and code are what they were when it failed is held: with no
+    ttl until something changes (the same run would fail the same way); with a ttl until its
+    backoff ends (live data may come back). Called only for stages that failed last time.
+    """
+    if key != failed_key:
+        return None
+    if ttl_s is None:
+        return "failed last time; waiting for a change to its inputs or code"
+    if retry_at is not None and now < retry_at:
+        return f"failed last time; retrying in {retry_at - now:.0f}s"
+    return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stagewatch.scheduler import Burst, backoff_s, start_burst, ttl_due_at
+from stagewatch.scheduler import Burst, backoff_s, hold_back, start_burst, ttl_due_at
 
 
 def test_ttl_stage_is_due_ttl_after_its_entry() -> None:
@@ -47,3 +47,21 @@ def test_steady_writer_cannot_delay_past_the_cap() -> None:
 
 def test_cap_is_never_shorter_than_the_quiet_time() -> None:
     assert Burst(10.0, 10.0).due_at(quiet_s=5.0, cap_s=2.0) == 15.0
+
+
+def test_failed_stage_with_unchanged_key_waits_for_a_change() -> None:
+    assert hold_back("k", "k", ttl_s=None, retry_at=None, now=0.0) is not None
+
+
+def test_failed_stage_runs_again_once_its_key_changes() -> None:
+    assert hold_back("k", "k2", ttl_s=None, retry_at=None, now=0.0) is None
+
+
+def test_failed_ttl_stage_waits_for_its_backoff() -> None:
+    assert hold_back("k", "k", ttl_s=60.0, retry_at=130.0, now=100.0) == "failed last time; retrying in 30s"
+    assert hold_back("k", "k", ttl_s=60.0, retry_at=130.0, now=130.0) is None
+
+
+def test_stage_with_a_missing_input_is_held_until_it_appears() -> None:
+    assert hold_back(None, None, ttl_s=None, retry_at=None, now=0.0) is not None
+    assert hold_back(None, "k", ttl_s=None, retry_at=None, now=0.0) is None

@@ -1,0 +1,103 @@
+"""What the daemon watches, and which stages a changed path affects (the key then decides)."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterable, Mapping
+
+from stagewatch.graph import ReadIndex
+from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, glob_base, is_within, split
+from stagewatch.stage import Pipeline
+from stagewatch.watcher import Change
+
+ENTRY_SUFFIX = ".hash"
+
+
+class ImpactMap:
+    """For one pipeline: the folders that matter, and the stages each change makes candidates."""
+
+    def __init__(self, pipeline: Pipeline, code_files: Mapping[str, Iterable[str]]) -> None:
+        self.pipeline = pipeline
+        self.root = pipeline.output_dir.as_posix()
+        self.rules = IgnoreRules(self.root, pipeline.ignore)
+        self.index = ReadIndex(pipeline.stages, self.root)
+        self.cache_dir = self.rules.cache_dir
+        self.config_path = pipeline.config_path.as_posix()
+        self.code: dict[str, set[str]] = {}
+        for name, paths in code_files.items():
+            for path in paths:
+                self.code.setdefault(path, set()).add(name)
+        self.python_roots = {
+            stage.name: [absolute(entry, self.root) for entry in stage.python_path]
+            for stage in pipeline.stages
+            if stage.module is not None
+        }
+        self.outputs = [
+            (absolute(output, self.root), stage.name) for stage in pipeline.stages for output in stage.outputs
+        ]
+
+    def wanted_watches(self) -> dict[str, bool]:
+        """Folder -> recursive: what holds inputs, globs' bases, code, outputs, the config and the cache."""
+        wanted: dict[str, bool] = {}
+
+        def want(folder: str, recursive: bool) -> None:
+            wanted[folder] = wanted.get(folder, False) or recursive
+
+        for stage in self.pipeline.stages:
+            for pattern in stage.inputs + stage.sources:
+                path = absolute(pattern, self.root)
+                kind = classify(pattern)
+                if kind is PathKind.GLOB:
+                    base = glob_base(path)
+                    rest = split(path)[len(split(base)) :]
+                    want(base, len(rest) > 1 or "**" in rest)
+                elif kind is PathKind.FOLDER or os.path.isdir(path):
+                    want(path, True)
+                else:
+                    want(posixpath.dirname(path), False)
+        for path in self.code:
+            want(posixpath.dirname(path), False)
+        for output, _ in self.outputs:
+            want(posixpath.dirname(output), False)
+        want(posixpath.dirname(self.config_path), False)
+        want(self.cache_dir, False)
+        return wanted
+
+    def is_config(self, change: Change) -> bool:
+        return change.path == self.config_path
+
+    def invalidated(self, change: Change) -> str | None:
+        """The stage whose entry this change removed (a `stagewatch invalidate`), if any."""
+        if not change.gone or posixpath.dirname(change.path) != self.cache_dir:
+            return None
+        name = posixpath.basename(change.path)
+        if name.endswith(ENTRY_SUFFIX) and self.pipeline.has_stage(name[: -len(ENTRY_SUFFIX)]):
+            return name[: -len(ENTRY_SUFFIX)]
+        return None
+
+    def affected(self, change: Change) -> set[str]:
+        """Stages whose key or outputs this change may touch."""
+        if is_within(change.path, self.cache_dir):
+            return set()
+        stages = self.pipeline.stages
+        reads = self.index.readers_of(change.path, change.is_dir, self.rules)
+        names = {stages[read.stage].name for read in reads}
+        names |= self.code.get(change.path, set())
+        if change.is_dir:
+            names |= {n for path, users in self.code.items() if is_within(path, change.path) for n in users}
+        maybe_code = change.is_dir or change.path.endswith(".py")
+        if maybe_code and not self.rules.ignores(change.path, change.is_dir):
+            # A module that appears, or one the stage will import once it exists: the key decides.
+            names |= {
+                name
+                for name, roots in self.python_roots.items()
+                if any(is_within(change.path, root) for root in roots)
+            }
+        if change.gone:
+            names |= {
+                name
+                for output, name in self.outputs
+                if is_within(output, change.path) or is_within(change.path, output)
+            }
+        return names
