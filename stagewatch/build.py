@@ -176,11 +176,13 @@ class BuildRound:
         log.info("stage.started", stage=name, reasons=[str(reason) for reason in decision.reasons])
         if self.state is not None:
             self.state.started(name)
+        self.workspace.begin_run(stage)
         return pool.submit(self.runner.run, stage), (stage, fingerprint, decision)
 
     def _finished(
         self, stage: Stage, fingerprint: Fingerprint, decision: Decision, result: RunResult
     ) -> StageReport:
+        result = settle(result, fingerprint)
         if self.state is not None:
             self.state.finished(stage.name, result)
         if result.ok:
@@ -190,6 +192,14 @@ class BuildRound:
             return StageReport(stage.name, Outcome.SUCCEEDED, decision, result)
         log_failure(stage.name, result)
         return StageReport(stage.name, Outcome.FAILED, decision, result)
+
+
+def settle(result: RunResult, fingerprint: Fingerprint) -> RunResult:
+    """A run that exits 0 while a declared input or source is missing has still failed."""
+    if result.ok and fingerprint.missing:
+        error = "exit 0 but declared file missing: " + ", ".join(fingerprint.missing)
+        return replace(result, ok=False, error=error)
+    return result
 
 
 def log_failure(name: str, result: RunResult) -> None:

@@ -251,6 +251,14 @@ class Workspace:
         text = format_entry(key, fingerprint, datetime.now(UTC), duration_s)
         write_atomic(self.entry_path(stage.name), text)
 
+    def begin_run(self, stage: Stage) -> bool:
+        """Forget the last success before a run touches the outputs; True when there was an entry.
+
+        A run that fails or is killed may leave outputs half-written: the old entry must not
+        vouch for them if the inputs later return to what they were.
+        """
+        return self.remove_entry(stage.name)
+
     def remove_entry(self, name: str) -> bool:
         try:
             self.entry_path(name).unlink()

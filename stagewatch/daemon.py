@@ -19,7 +19,7 @@ from typing import TextIO
 
 import structlog
 
-from stagewatch.build import log_failure
+from stagewatch.build import log_failure, settle
 from stagewatch.cache import Workspace
 from stagewatch.config import load_pipeline
 from stagewatch.errors import ConfigError
@@ -76,6 +76,7 @@ class Daemon:
         self.candidates: dict[str, bool] = {}  # name -> forced (an explicit invalidate)
         self.running: dict[str, asyncio.Task[None]] = {}
         self.dirty: set[str] = set()
+        self.own_removals: dict[str, int] = {}
         self.restarting: set[str] = set()
         self.catching_up: set[str] = set()
         self.failed_keys: dict[str, str | None] = {}
@@ -167,7 +168,9 @@ class Daemon:
             if self.impact.is_config(change):
                 reload = True
             invalidated = self.impact.invalidated(change)
-            if invalidated is not None:
+            if invalidated is not None and self.own_removals.get(invalidated):
+                self.own_removals[invalidated] -= 1  # our own removal when its run began
+            elif invalidated is not None:
                 affected[invalidated] = True
             for name in self.impact.affected(change):
                 affected.setdefault(name, False)
@@ -241,6 +244,8 @@ class Daemon:
                 return
         log.info("stage.started", stage=name, reasons=[str(reason) for reason in decision.reasons])
         self.recorder.started(name)
+        if self.workspace.begin_run(stage):
+            self.own_removals[name] = self.own_removals.get(name, 0) + 1
         self.busy_since_idle = True
         self.running[name] = self.loop.create_task(self._run(stage, fingerprint))
 
@@ -265,6 +270,7 @@ class Daemon:
     def _finished(self, stage: Stage, fingerprint: Fingerprint, result: RunResult) -> None:
         name = stage.name
         self.running.pop(name, None)
+        result = settle(result, fingerprint)
         self.recorder.finished(name, result)
         if self.stopping or not self.pipeline.has_stage(name):
             log.info("stage.cancelled", stage=name, duration_s=round(result.duration_s, 3))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from stagewatch.codedeps import resolve_module_source
 from stagewatch.durations import format_duration
 from stagewatch.inputs import missing_outputs
 from stagewatch.paths import CACHE_DIR, absolute, posix
@@ -139,9 +140,13 @@ class StageRunner:
                     self._cancelled.discard(process.pid)
 
     def _unstartable(self, stage: Stage, env: dict[str, str]) -> str | None:
-        """Why a command cannot be started, said before trying (setpriv would hide it)."""
-        if stage.command is None:
+        """Why a stage cannot be started, said in one line before trying (not in a traceback)."""
+        if stage.module is not None:
+            search = [absolute(entry, posix(self.output_dir)) for entry in stage.python_path]
+            if resolve_module_source(stage.module, search) is None:
+                return f"module {stage.module!r} not found on python_path ({', '.join(search)})"
             return None
+        assert stage.command is not None
         program = stage.command[0]
         if "/" in program:
             found = os.path.join(self.output_dir, program)

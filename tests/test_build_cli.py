@@ -180,7 +180,7 @@ def test_failure_writes_no_entry_and_blocks_downstream(chain: Project) -> None:
     assert [(e["stage"], e["by"]) for e in named(proc, "stage.blocked")] == [("count", "upper")]
     assert named(proc, "build.finished")[0]["failed"] == 1
     assert named(proc, "build.finished")[0]["blocked"] == 1
-    # The old entry stays, so upper is stale (its input differs) and runs again next time.
+    # The failed run removed the old entry: upper runs again next time.
     assert build(chain).returncode == 1
     assert runs(chain) == ["upper"]
 
@@ -532,3 +532,63 @@ def test_console_script_is_installed() -> None:
     proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0
     assert proc.stdout.startswith("stagewatch ")
+
+
+def test_failed_run_never_leaves_its_partial_output_marked_fresh(chain: Project) -> None:
+    build(chain)
+    runs(chain)
+    # upper writes its output, then fails: the output on disk is no longer what the entry vouched for.
+    chain.write(
+        "stages/upper.py",
+        """
+        import sys
+        from stages.common import record
+
+        def run(out):
+            record(out, "upper")
+            text = (out / "src/a.txt").read_text()
+            (out / "build/upper.txt").write_text(text.upper() + " (partial)")
+            if "FAIL" in text:
+                sys.exit(4)
+        """,
+    )
+    build(chain)  # the code changed: upper runs, succeeds
+    runs(chain)
+    chain.write("src/a.txt", "FAIL")
+    assert build(chain).returncode == 1
+    assert runs(chain) == ["upper"]
+    chain.write("src/a.txt", "abc")  # back to the inputs of the last success
+    assert build(chain).returncode == 0
+    assert runs(chain) == ["upper", "count"]
+    assert chain.read("build/upper.txt") == "ABC (partial)"
+
+
+def test_exit_zero_with_a_declared_input_missing_is_a_failure(project: Project) -> None:
+    project.config(
+        """
+        [[stage]]
+        name = "lenient"
+        command = ["sh", "-c", "echo made > out.txt"]
+        inputs = ["missing.txt"]
+        outputs = ["out.txt"]
+        """
+    )
+    proc = build(project)
+    assert proc.returncode == 1
+    assert named(proc, "stage.failed")[0]["error"] == "exit 0 but declared file missing: missing.txt"
+    assert not project.entry("lenient").exists()
+
+
+def test_missing_module_fails_in_one_line_without_starting(project: Project) -> None:
+    project.config(
+        """
+        [[stage]]
+        name = "ghost"
+        module = "nosuch.mod"
+        """
+    )
+    proc = build(project)
+    assert proc.returncode == 1
+    failed = named(proc, "stage.failed")[0]
+    assert failed["error"] == f"module 'nosuch.mod' not found on python_path ({project.root})"
+    assert named(proc, "stage.output") == []
