@@ -559,7 +559,7 @@ def test_failed_run_never_leaves_its_partial_output_marked_fresh(chain: Project)
     assert runs(chain) == ["upper"]
     chain.write("src/a.txt", "abc")  # back to the inputs of the last success
     assert build(chain).returncode == 0
-    assert runs(chain) == ["upper", "count"]
+    assert runs(chain) == ["upper"]  # count is cut off: upper's output is back to what count read
     assert chain.read("build/upper.txt") == "ABC (partial)"
 
 
