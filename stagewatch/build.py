@@ -51,6 +51,11 @@ class BuildReport:
         return self.count(Outcome.FAILED) == 0 and self.count(Outcome.BLOCKED) == 0
 
 
+def data_upstream(graph: Graph, name: str) -> set[str]:
+    """Stages whose outputs the stage reads (not those it only runs `after`)."""
+    return {edge.upstream for edge in graph.edges if edge.downstream == name and not edge.order_only}
+
+
 def select_stages(pipeline: Pipeline, graph: Graph, names: Iterable[str]) -> list[str]:
     """The named stages and everything upstream of them, in graph order; all when none are named."""
     wanted = list(names)
@@ -65,16 +70,16 @@ def select_stages(pipeline: Pipeline, graph: Graph, names: Iterable[str]) -> lis
 
 
 def plan(
-    pipeline: Pipeline, graph: Graph, workspace: Workspace, selected: list[str], force: bool
+    pipeline: Pipeline, graph: Graph, workspace: Workspace, selected: list[str], forced: frozenset[str]
 ) -> list[tuple[str, Decision]]:
     """What a round would do, without running anything (for --dry-run): every stage's decision,
     with stages downstream of a run marked as such."""
     decisions: list[tuple[str, Decision]] = []
     would_run: set[str] = set()
     for name in selected:
-        decision = workspace.decide(pipeline.stage(name), force=force)
+        decision = workspace.decide(pipeline.stage(name), force=name in forced)
         if not decision.run:
-            upstream = sorted(graph.upstream[name] & would_run)
+            upstream = sorted(data_upstream(graph, name) & would_run)
             if upstream:
                 decision = replace(decision, run=True, reasons=tuple(UpstreamRuns(u) for u in upstream))
         if decision.run:
@@ -102,7 +107,9 @@ class BuildRound:
         self.runner = runner
         self.state = state
 
-    def run(self, selected: list[str], force: bool = False, jobs: int | None = None) -> BuildReport:
+    def run(
+        self, selected: list[str], forced: frozenset[str] = frozenset(), jobs: int | None = None
+    ) -> BuildReport:
         started = time.monotonic()
         jobs = jobs or self.pipeline.jobs
         chosen = set(selected)
@@ -126,7 +133,7 @@ class BuildRound:
                 while ready or running:
                     while ready and len(running) < jobs:
                         _, name = heapq.heappop(ready)
-                        started_run = self._start(name, chosen, reports, force, pool)
+                        started_run = self._start(name, chosen, reports, name in forced, pool)
                         if isinstance(started_run, StageReport):
                             finish(started_run)
                         else:

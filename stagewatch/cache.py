@@ -10,6 +10,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import structlog
 
@@ -233,10 +234,12 @@ class Workspace:
         now: float | None = None,
         force: bool = False,
         always_run_unskippable: bool = True,
+        entry: Entry | CorruptEntry | Literal["read"] | None = "read",
     ) -> Decision:
+        """Decide from a fingerprint; the entry is read unless the caller read it already."""
         return decide(
             stage,
-            self.read_entry(stage.name),
+            self.read_entry(stage.name) if entry == "read" else entry,
             fingerprint,
             self.missing_outputs(stage),
             time.time() if now is None else now,

@@ -6,7 +6,6 @@ import argparse
 import json
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import FrameType
@@ -119,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log_stream: TextIO = sys.stdout if args.command in _LOGS_ON_STDOUT else sys.stderr
     fmt = resolve_format(getattr(args, "log_format", "auto"), log_stream)
-    configure_logging(fmt, getattr(args, "verbosity", 0), log_stream)
+    configure_logging(fmt, _verbosity(args), log_stream)
     try:
         pipeline = load_pipeline(locate_config(getattr(args, "config", None)))
         graph = pipeline.graph
@@ -139,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"stagewatch: error{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+
+
+def _verbosity(args: argparse.Namespace) -> int:
+    return int(getattr(args, "verbosity", 0))
 
 
 def _has_file_prefix(exc: StagewatchError) -> bool:
@@ -164,19 +167,23 @@ def cmd_build(
     selected = select_stages(pipeline, graph, args.stages)
     workspace = Workspace(pipeline.output_dir, persistent_digests=True)
     try:
+        # --force forces the named stages (all, when none are named); upstream is brought up to date.
+        forced = frozenset((args.stages or selected) if args.force else ())
         if args.dry_run:
-            _print_plan(plan(pipeline, graph, workspace, selected, args.force))
+            _print_plan(plan(pipeline, graph, workspace, selected, forced))
             return 0
         with PipelineLock(pipeline.output_dir) as lock:
             lock.acquire("build")
             previous = signal.signal(signal.SIGTERM, _on_sigterm)
+            state = StateRecorder(pipeline.output_dir, "build")
             try:
-                runner = StageRunner(pipeline.output_dir, on_line=line_sink(fmt, stream))
-                state = StateRecorder(pipeline.output_dir, "build")
+                sink = line_sink(fmt, stream, quiet=_verbosity(args) < 0)
+                runner = StageRunner(pipeline.output_dir, on_line=sink)
                 report = BuildRound(pipeline, graph, workspace, runner, state).run(
-                    selected, force=args.force, jobs=args.jobs
+                    selected, forced=forced, jobs=args.jobs
                 )
             finally:
+                state.close()
                 signal.signal(signal.SIGTERM, previous)
         return 0 if report.ok else 1
     finally:
@@ -205,10 +212,10 @@ def _ago(iso: str | None, now: datetime) -> str:
 
 
 def _stage_status(
-    name: str, decision: Decision, entry: Entry | CorruptEntry | None, attempt: Attempt | None, daemon: bool
+    name: str, decision: Decision, entry: Entry | CorruptEntry | None, attempt: Attempt | None, locked: bool
 ) -> tuple[str, list[str]]:
     reasons = [str(reason) for reason in decision.reasons]
-    if attempt is not None and attempt.result == "running" and daemon:
+    if attempt is not None and attempt.result == "running" and locked:
         return "running", reasons
     if attempt is not None and attempt.result == "failed" and decision.run:
         return "failed", [f"last run failed: {attempt.error}", *reasons]
@@ -222,26 +229,30 @@ def cmd_status(
 ) -> int:
     owner = lock_owner(pipeline.output_dir)
     state = read_state(pipeline.output_dir)
-    daemon = owner is not None and owner[1] == "watch"
     now = datetime.now(UTC)
     workspace = Workspace(pipeline.output_dir, persistent_digests=True)
     rows: list[dict[str, Any]] = []
     try:
         for name in graph.order:
             stage = pipeline.stage(name)
-            decision = workspace.decide(stage, now=time.time())
             entry = workspace.read_entry(name)
+            decision = workspace.decide_with(stage, workspace.fingerprint(stage), entry=entry)
             attempt = state.stages.get(name)
-            state_name, reasons = _stage_status(name, decision, entry, attempt, daemon)
+            failure = state.failures.get(name)
+            state_name, reasons = _stage_status(name, decision, entry, attempt, owner is not None)
+            ttl_left = decision.ttl_left_s
             rows.append({
                 "name": name,
                 "state": state_name,
                 "reasons": reasons,
                 "last_success": entry.finished if isinstance(entry, Entry) else None,
-                "ttl_left_s": None if decision.ttl_left_s is None else round(decision.ttl_left_s, 1),
+                "ttl_left_s": None if ttl_left is None else max(0.0, round(ttl_left, 1)),
                 "last_attempt": None if attempt is None else {
-                    "result": attempt.result, "finished": attempt.finished,
+                    "result": attempt.result, "started": attempt.started, "finished": attempt.finished,
                     "duration_s": attempt.duration_s, "error": attempt.error,
+                },
+                "last_failure": None if failure is None else {
+                    "finished": failure.finished, "error": failure.error, "tail": list(failure.tail),
                 },
             })  # fmt: skip
     finally:
@@ -258,7 +269,7 @@ def cmd_status(
         print(f"stagewatch {owner[1] or '?'} running (pid {owner[0]})")
     else:
         print("no daemon watching this pipeline")
-    width = max(len(row["name"]) for row in rows)
+    width = max(5, *(len(row["name"]) for row in rows))
     print(f"{'STAGE':<{width}}  {'STATE':<9}  {'LAST SUCCESS':<13}  {'TTL LEFT':<9}  WHY")
     for row in rows:
         ttl = row["ttl_left_s"]

@@ -127,8 +127,13 @@ def _supports_color(stream: TextIO) -> bool:
         return False
 
 
-def line_sink(fmt: Resolved, stream: TextIO) -> LineSink:
-    """Where stages' own output lines go: prefixed lines on a console, stage.output events in JSON."""
+def line_sink(fmt: Resolved, stream: TextIO, quiet: bool = False) -> LineSink:
+    """Where stages' own output lines go: prefixed lines on a console, stage.output events in JSON.
+
+    Quiet drops them (a failure still shows its last lines in stage.failed).
+    """
+    if quiet:
+        return lambda _stage, _stream, _line: None
     if fmt == "json":
         out = structlog.get_logger("stagewatch.stage")
 

@@ -114,6 +114,9 @@ class StateRecorder:
         write_state(self.output_dir, self.state)
 
     def close(self) -> None:
-        """Mark that no stagewatch owns the state any more."""
+        """Mark that no stagewatch owns the state any more; a run still marked running never ended."""
         self.state.pid = None
+        for name, attempt in list(self.state.stages.items()):
+            if attempt.result == "running":
+                self.state.stages[name] = Attempt("cancelled", attempt.started, error="stagewatch stopped")
         write_state(self.output_dir, self.state)

@@ -592,3 +592,81 @@ def test_missing_module_fails_in_one_line_without_starting(project: Project) -> 
     failed = named(proc, "stage.failed")[0]
     assert failed["error"] == f"module 'nosuch.mod' not found on python_path ({project.root})"
     assert named(proc, "stage.output") == []
+
+
+def test_force_with_a_named_stage_forces_only_that_stage(chain: Project) -> None:
+    build(chain)
+    runs(chain)
+    build(chain, "count", "--force")
+    assert runs(chain) == ["count"]
+
+
+def test_dry_run_does_not_count_an_order_only_upstream(project: Project) -> None:
+    project.config(
+        """
+        [[stage]]
+        name = "clock"
+        command = ["sh", "-c", "date > clock.txt"]
+        outputs = ["clock.txt"]
+
+        [[stage]]
+        name = "report"
+        command = ["sh", "-c", "cat in.txt > report.txt"]
+        inputs = ["in.txt"]
+        outputs = ["report.txt"]
+        after = ["clock"]
+        """
+    )
+    project.write("in.txt", "x")
+    build(project)
+    proc = build(project, "--dry-run")
+    assert "run    clock   no inputs and no ttl: runs every time" in proc.stdout
+    assert "fresh  report" in proc.stdout
+
+
+def test_quiet_console_build_shows_no_stage_output(chain: Project) -> None:
+    cmd = [sys.executable, "-m", "stagewatch", "--config", str(chain.root / "stagewatch.toml")]
+    chain.write(
+        "stages/count.py",
+        "def run(out):\n    print('chatty')\n    (out / 'build/count.txt').write_text('1')\n",
+    )
+    proc = subprocess.run(
+        [*cmd, "--log-format", "console", "-q", "build"], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 0
+    assert "chatty" not in proc.stdout
+    loud = subprocess.run(
+        [*cmd, "--log-format", "console", "build", "--force"], capture_output=True, text=True, timeout=30
+    )
+    assert "count | chatty" in loud.stdout
+
+
+@pytest.mark.timeout(60)
+def test_status_shows_a_stage_running_in_a_build(chain: Project) -> None:
+    chain.write(
+        "stages/upper.py",
+        """
+        import time
+
+        def run(out):
+            (out / "started").write_text("")
+            deadline = time.monotonic() + 30
+            while not (out / "go").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            (out / "build").mkdir(exist_ok=True)
+            (out / "build/upper.txt").write_text("X")
+        """,
+    )
+    cmd = [sys.executable, "-m", "stagewatch", "--config", str(chain.root / "stagewatch.toml"), "build"]
+    with subprocess.Popen(
+        cmd, cwd=chain.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ) as running:
+        deadline = time.monotonic() + 30
+        while not (chain.root / "started").exists():
+            assert time.monotonic() < deadline and running.poll() is None
+            time.sleep(0.01)
+        rows = {r["name"]: r for r in json.loads(chain.cli("status", "--json").stdout)["stages"]}
+        (chain.root / "go").write_text("")
+        assert running.wait(timeout=30) == 0
+    assert rows["upper"]["state"] == "running"
+    assert rows["count"]["state"] == "never run"
