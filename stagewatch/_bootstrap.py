@@ -25,16 +25,32 @@ def die_with_parent() -> None:
         os._exit(1)  # stagewatch died before the request took hold
 
 
+def print_user_traceback(error: BaseException) -> None:
+    """The traceback from the stage's own code on: the bootstrap and importlib are noise."""
+    import traceback
+
+    tb = error.__traceback__
+    while tb is not None and (
+        tb.tb_frame.f_code.co_filename == "<string>" or tb.tb_frame.f_code.co_filename.startswith("<frozen")
+    ):
+        tb = tb.tb_next
+    traceback.print_exception(type(error), error, tb)
+
+
 def main() -> int:
     die_with_parent()
     module_name, function_name = sys.argv[1], sys.argv[2]
-    module = importlib.import_module(module_name)
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        where = getattr(module, "__file__", module_name)
-        sys.stderr.write(f"stagewatch: {where} has no function {function_name!r} to call\n")
+    try:
+        module = importlib.import_module(module_name)
+        function = getattr(module, function_name, None)
+        if not callable(function):
+            where = getattr(module, "__file__", module_name)
+            sys.stderr.write(f"stagewatch: {where} has no function {function_name!r} to call\n")
+            return 1
+        function(pathlib.Path(os.environ["STAGEWATCH_OUTPUT_DIR"]))
+    except Exception as error:
+        print_user_traceback(error)
         return 1
-    function(pathlib.Path(os.environ["STAGEWATCH_OUTPUT_DIR"]))
     return 0
 
 

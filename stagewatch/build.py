@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
 import heapq
 import time
@@ -56,13 +57,22 @@ def data_upstream(graph: Graph, name: str) -> set[str]:
     return {edge.upstream for edge in graph.edges if edge.downstream == name and not edge.order_only}
 
 
+def require_stages(pipeline: Pipeline, names: Iterable[str]) -> None:
+    """UsageError naming each unknown stage, with the closest known name."""
+    problems = []
+    for name in names:
+        if not pipeline.has_stage(name):
+            close = difflib.get_close_matches(name, pipeline.names, n=1, cutoff=0.6)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            problems.append(f'no stage named "{name}"{hint}')
+    if problems:
+        raise UsageError("; ".join(problems) + f"; stages: {', '.join(pipeline.names)}")
+
+
 def select_stages(pipeline: Pipeline, graph: Graph, names: Iterable[str]) -> list[str]:
     """The named stages and everything upstream of them, in graph order; all when none are named."""
     wanted = list(names)
-    unknown = [name for name in wanted if not pipeline.has_stage(name)]
-    if unknown:
-        known = ", ".join(pipeline.names)
-        raise UsageError(f"no stage named {', '.join(repr(n) for n in unknown)} (stages: {known})")
+    require_stages(pipeline, wanted)
     if not wanted:
         return list(graph.order)
     keep = set(wanted) | graph.ancestors(wanted)

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 import structlog
 
 from stagewatch import __version__
-from stagewatch.build import BuildRound, plan, select_stages
+from stagewatch.build import BuildRound, plan, require_stages, select_stages
 from stagewatch.cache import Workspace
 from stagewatch.config import load_pipeline, locate_config
 from stagewatch.durations import format_duration
@@ -120,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fmt = resolve_format(getattr(args, "log_format", "auto"), log_stream)
     configure_logging(fmt, _verbosity(args), log_stream)
     try:
+        if getattr(args, "config", None) == "":
+            raise UsageError("--config: the path is empty")
         pipeline = load_pipeline(locate_config(getattr(args, "config", None)))
         graph = pipeline.graph
         handler: Command = _COMMANDS[args.command]
@@ -140,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def _verbosity(args: argparse.Namespace) -> int:
     return int(getattr(args, "verbosity", 0))
 
@@ -149,11 +155,7 @@ def _has_file_prefix(exc: StagewatchError) -> bool:
 
 
 def _stage_names(pipeline: Pipeline, names: Sequence[str]) -> list[str]:
-    unknown = [name for name in names if not pipeline.has_stage(name)]
-    if unknown:
-        raise UsageError(
-            f"no stage named {', '.join(repr(n) for n in unknown)} (stages: {', '.join(pipeline.names)})"
-        )
+    require_stages(pipeline, names)
     return list(names)
 
 
@@ -353,7 +355,8 @@ def cmd_accept(
                 refused += 1
             else:
                 workspace.record_success(stage, fingerprint.key, fingerprint, None)
-                print(f"{name}: accepted (current inputs recorded as built)")
+                note = "" if stage.skippable else "; it has no inputs and no ttl, so build runs it anyway"
+                print(f"{name}: accepted (current inputs recorded as built{note})")
     finally:
         workspace.close()
     return 1 if refused else 0
@@ -389,8 +392,14 @@ def cmd_graph(
             edges = [e for e in graph.edges if e.downstream == name]
             print(name)
             for e in edges:
-                print(f"  <- {e.upstream}  ({'after' if e.order_only else e.via})")
+                print(f"  <- {e.upstream}  ({'after' if e.order_only else _via(e.via)})")
     return 0
+
+
+def _via(via: str) -> str:
+    """'"x" -> "x"' says the same path twice: once is enough."""
+    written, _, read = via.partition(" -> ")
+    return written if written == read else via
 
 
 def cmd_check(
@@ -400,7 +409,7 @@ def cmd_check(
     for index, name in enumerate(graph.order, start=1):
         stage = pipeline.stage(name)
         extra = f", ttl {format_duration(stage.ttl_s)}" if stage.ttl_s is not None else ""
-        files = f"{len(stage.inputs)} inputs, {len(stage.outputs)} outputs{extra}"
+        files = f"{_count(len(stage.inputs), 'input')}, {_count(len(stage.outputs), 'output')}{extra}"
         print(f"{index:>3}. {name}: {stage.code_label} ({files})")
     return 0
 

@@ -42,6 +42,8 @@ def load_pipeline(path: Path) -> Pipeline:
         raise ConfigError(
             f"{path}: no such file (pass --config PATH, set {CONFIG_ENV}, or create ./{DEFAULT_CONFIG})"
         ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder (did you mean {path / DEFAULT_CONFIG}?)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
@@ -154,6 +156,8 @@ def parse_pipeline(data: Mapping[str, Any], path: Path) -> Pipeline:
     config_dir = Path(os.path.abspath(path)).parent
     output_dir = config_dir / (settings.string("output_dir") or ".")
     output_dir = Path(os.path.normpath(output_dir))
+    if output_dir.exists() and not output_dir.is_dir():
+        settings.problem(f'"output_dir" is not a folder: {output_dir}')
     root = posix(output_dir)
     python_path = settings.strings("python_path") if "python_path" in settings.table else (".",)
     ignore = settings.strings("ignore")
@@ -247,7 +251,9 @@ def _parse_stage(
     if "module" in table and "command" in table:
         reader.problem('give either "module" or "command", not both')
     elif "module" not in table and "command" not in table:
-        reader.problem('missing "module" or "command": say what the stage runs')
+        misspelled = any(_did_you_mean(key, ("module", "command")) for key in table if key not in STAGE_KEYS)
+        if not misspelled:  # "comand" was already pointed out
+            reader.problem('missing "module" or "command": say what the stage runs')
     if module is not None and not MODULE_NAME.fullmatch(module):
         reader.problem(f'"module" {_show(module)} is not a dotted Python module name')
     if function is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import math
 import re
 
@@ -9,26 +11,39 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*")
 
 
+def _toml(value: object) -> str:
+    """A value as it is written in TOML, for messages about a pipeline file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return repr(value)
+
+
 def parse_duration(value: object) -> float:
     """Seconds from a non-negative number or a string like "90s"; ValueError says what was wrong."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration, got {value!r}")
+        raise ValueError(f"expected a duration, got {_toml(value)}")
     if isinstance(value, int | float):
         try:
             seconds = float(value)
         except OverflowError:
-            raise ValueError(f"duration {value!r} is too large") from None
+            raise ValueError(f"duration {_toml(value)} is too large") from None
     elif isinstance(value, str):
         match = _DURATION.fullmatch(value)
         if match is None:
             raise ValueError(
-                f'bad duration {value!r} (use seconds as a number, or "250ms", "90s", "15m", "6h", "2d")'
+                f'bad duration {_toml(value)} (use seconds as a number, or "250ms", "90s", "15m", "6h", "2d")'
             )
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
-        raise ValueError(f"expected a duration, got {type(value).__name__} {value!r}")
+        raise ValueError(f"expected a duration, got {_toml(value)}")
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"duration must be a finite number of seconds >= 0, got {value!r}")
+        raise ValueError(f"duration must be a finite number of seconds >= 0, got {_toml(value)}")
     return seconds
 
 

@@ -38,10 +38,13 @@ class PipelineLock:
             pid, owner_role = _read_owner(fd)
             os.close(fd)
             who = f"pid {pid}" if pid is not None else "unknown pid"
-            what = f"stagewatch {owner_role}" if owner_role else "another stagewatch"
+            if owner_role == "watch":
+                advice = 'it keeps the pipeline fresh; use "stagewatch invalidate STAGE" to force a rerun'
+            else:
+                advice = "wait for it to finish"
             raise LockHeldError(
-                f"{what} ({who}) is already running on this pipeline (lock {self.path}); "
-                'while it runs, use "stagewatch invalidate STAGE" to force a rerun',
+                f"stagewatch {owner_role or '(another)'} ({who}) is already running on this pipeline"
+                f" (lock {self.path}); {advice}",
                 pid,
             ) from None
         os.ftruncate(fd, 0)

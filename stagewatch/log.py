@@ -75,7 +75,8 @@ class StoryRenderer:
         if event == "stage.succeeded":
             return f"{self._c(_GREEN, '✓')} {self._c(_BOLD, stage)} done in {_seconds(f.get('duration_s'))}"
         if event == "stage.failed":
-            where = f"; last {tail_lines} lines of its output:" if tail_lines else ""
+            lines = "line" if tail_lines == 1 else f"{tail_lines} lines"
+            where = f"; last {lines} of its output:" if tail_lines else ""
             return (
                 f'{self._c(_RED, "✗")} stage "{stage}" failed ({f.get("error")})'
                 f" after {_seconds(f.get('duration_s'))}{where}"
@@ -85,7 +86,8 @@ class StoryRenderer:
         if event == "stage.skipped":
             return f"{self._c(_DIM, '·')} {stage} fresh"
         if event == "build.started":
-            return f"checking {f.get('stages')} stages ({f.get('jobs')} at once)"
+            count = f.get("stages")
+            return f"checking {count} stage{'' if count == 1 else 's'} ({f.get('jobs')} at once)"
         if event == "build.finished":
             parts = [f"{f.get(k, 0)} {k}" for k in ("ran", "fresh", "failed", "blocked") if f.get(k)]
             summary = ", ".join(parts) or "nothing to do"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,7 @@ class Stage:
     def code_label(self) -> str:
         """What runs, for people: "pipeline.render:run" or the command line."""
         if self.command is not None:
-            return " ".join(self.command)
+            return shlex.join(self.command)
         return f"{self.module}:{self.function}"
 
 

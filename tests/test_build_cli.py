@@ -354,7 +354,10 @@ def test_named_stage_builds_with_its_upstream_only(chain: Project) -> None:
 def test_unknown_stage_name_is_a_usage_error(chain: Project) -> None:
     proc = build(chain, "nope")
     assert proc.returncode == 2
-    assert "no stage named 'nope' (stages: upper, count)" in proc.stderr
+    assert proc.stderr == 'stagewatch: no stage named "nope"; stages: upper, count\n'
+    near = build(chain, "uper")
+    assert near.returncode == 2
+    assert 'no stage named "uper" (did you mean "upper"?)' in near.stderr
 
 
 @pytest.mark.timeout(60)
@@ -498,7 +501,7 @@ def test_accept_refuses_when_outputs_are_missing(chain: Project) -> None:
 
 def test_graph_formats(chain: Project) -> None:
     text = chain.cli("graph").stdout
-    assert text.splitlines() == ["upper", "count", '  <- upper  ("build/upper.txt" -> "build/upper.txt")']
+    assert text.splitlines() == ["upper", "count", '  <- upper  ("build/upper.txt")']
     data = json.loads(chain.cli("graph", "--format", "json").stdout)
     assert data["order"] == ["upper", "count"]
     assert data["edges"][0]["from"] == "upper" and data["edges"][0]["to"] == "count"
@@ -510,7 +513,7 @@ def test_check_prints_the_stages_in_order(chain: Project) -> None:
     proc = chain.cli("check")
     assert proc.returncode == 0
     assert "valid, 2 stages" in proc.stdout
-    assert "  1. upper: stages.upper:run (1 inputs, 1 outputs)" in proc.stdout
+    assert "  1. upper: stages.upper:run (1 input, 1 output)" in proc.stdout
 
 
 def test_config_from_the_environment_variable(chain: Project) -> None:

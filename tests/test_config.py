@@ -460,7 +460,7 @@ def test_unparseable_ttl_is_rejected(tmp_path: Path) -> None:
         ttl = "6 hours"
         """,
     )
-    assert only_problem(path) == f'{path}: stage "render": "ttl": bad duration \'6 hours\' {DURATION_FORMS}'
+    assert only_problem(path) == f'{path}: stage "render": "ttl": bad duration "6 hours" {DURATION_FORMS}'
 
 
 def test_zero_ttl_is_rejected(tmp_path: Path) -> None:
@@ -501,9 +501,7 @@ def test_ttl_written_as_a_toml_time_is_rejected(tmp_path: Path) -> None:
         ttl = 12:00:00
         """,
     )
-    assert only_problem(path) == (
-        f'{path}: stage "render": "ttl": expected a duration, got time datetime.time(12, 0)'
-    )
+    assert only_problem(path) == (f'{path}: stage "render": "ttl": expected a duration, got 12:00:00')
 
 
 def test_ttl_too_large_for_a_float_is_a_config_error(tmp_path: Path) -> None:
@@ -544,7 +542,7 @@ def test_negative_timeout_string_is_rejected(tmp_path: Path) -> None:
         timeout = "-5s"
         """,
     )
-    assert only_problem(path) == f'{path}: stage "render": "timeout": bad duration \'-5s\' {DURATION_FORMS}'
+    assert only_problem(path) == f'{path}: stage "render": "timeout": bad duration "-5s" {DURATION_FORMS}'
 
 
 def test_zero_timeout_is_rejected(tmp_path: Path) -> None:
@@ -572,7 +570,7 @@ def test_unparseable_debounce_is_rejected(tmp_path: Path) -> None:
         module = "pipeline.render"
         """,
     )
-    assert only_problem(path) == f"{path}: [pipeline]: \"debounce\": bad duration 'fast' {DURATION_FORMS}"
+    assert only_problem(path) == f'{path}: [pipeline]: "debounce": bad duration "fast" {DURATION_FORMS}'
 
 
 def test_nan_debounce_is_rejected(tmp_path: Path) -> None:
@@ -604,7 +602,7 @@ def test_unparseable_rescan_is_rejected(tmp_path: Path) -> None:
         module = "pipeline.render"
         """,
     )
-    assert only_problem(path) == f"{path}: [pipeline]: \"rescan\": bad duration '10 min' {DURATION_FORMS}"
+    assert only_problem(path) == f'{path}: [pipeline]: "rescan": bad duration "10 min" {DURATION_FORMS}'
 
 
 # --- outputs -----------------------------------------------------------------------------------
@@ -935,7 +933,7 @@ def test_after_naming_a_stage_that_has_its_own_problem_reports_only_that_problem
         after = ["fetch"]
         """,
     )
-    assert only_problem(path) == f'{path}: stage "fetch": "ttl": bad duration \'soon\' {DURATION_FORMS}'
+    assert only_problem(path) == f'{path}: stage "fetch": "ttl": bad duration "soon" {DURATION_FORMS}'
 
 
 # --- the file itself ---------------------------------------------------------------------------
@@ -1050,7 +1048,7 @@ def test_every_problem_is_reported_one_per_line(tmp_path: Path) -> None:
     assert error.problems == [
         f'{path}: [pipeline]: "jobs" must be a whole number >= 1, got 0',
         f'{path}: stage "render": unknown key "input" (did you mean "inputs"?)',
-        f'{path}: stage "render": "ttl": bad duration \'soon\' {DURATION_FORMS}',
+        f'{path}: stage "render": "ttl": bad duration "soon" {DURATION_FORMS}',
     ]
     assert str(error) == "\n".join(error.problems)
 
@@ -1348,7 +1346,7 @@ def test_cli_check_on_a_bad_duration_exits_2(project: Project) -> None:
     result = project.cli("check")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f'{path}: stage "render": "timeout": bad duration \'soon\' {DURATION_FORMS}'
+        f'{path}: stage "render": "timeout": bad duration "soon" {DURATION_FORMS}'
     ]
     assert "Traceback" not in result.stdout + result.stderr
 

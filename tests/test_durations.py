@@ -65,37 +65,37 @@ def test_negative_number_is_rejected() -> None:
 
 
 def test_negative_string_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"bad duration '-5s'"):
+    with pytest.raises(ValueError, match=r"bad duration \"-5s\""):
         parse_duration("-5s")
 
 
 def test_unknown_unit_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"bad duration '5x'"):
+    with pytest.raises(ValueError, match=r"bad duration \"5x\""):
         parse_duration("5x")
 
 
 def test_empty_string_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"bad duration ''"):
+    with pytest.raises(ValueError, match=r"bad duration \"\""):
         parse_duration("")
 
 
 def test_blank_string_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"bad duration '   '"):
+    with pytest.raises(ValueError, match=r"bad duration \"   \""):
         parse_duration("   ")
 
 
 def test_string_without_a_unit_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"bad duration '90'"):
+    with pytest.raises(ValueError, match=r"bad duration \"90\""):
         parse_duration("90")
 
 
 def test_uppercase_unit_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"bad duration '6H'"):
+    with pytest.raises(ValueError, match=r"bad duration \"6H\""):
         parse_duration("6H")
 
 
 def test_compound_string_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"bad duration '1h30m'"):
+    with pytest.raises(ValueError, match=r"bad duration \"1h30m\""):
         parse_duration("1h30m")
 
 
@@ -103,23 +103,23 @@ def test_rejection_shows_the_accepted_forms() -> None:
     with pytest.raises(ValueError) as caught:
         parse_duration("soon")
     assert str(caught.value) == (
-        'bad duration \'soon\' (use seconds as a number, or "250ms", "90s", "15m", "6h", "2d")'
+        'bad duration "soon" (use seconds as a number, or "250ms", "90s", "15m", "6h", "2d")'
     )
 
 
 @pytest.mark.parametrize("value", [True, False], ids=["true", "false"])
 def test_booleans_are_rejected(value: bool) -> None:
-    with pytest.raises(ValueError, match=rf"expected a duration, got {value}"):
+    with pytest.raises(ValueError, match=rf"expected a duration, got {str(value).lower()}"):
         parse_duration(value)
 
 
 def test_list_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"expected a duration, got list \['90s'\]"):
+    with pytest.raises(ValueError, match=r'expected a duration, got \["90s"\]'):
         parse_duration(["90s"])
 
 
 def test_none_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"expected a duration, got NoneType None"):
+    with pytest.raises(ValueError, match=r"expected a duration, got None"):
         parse_duration(None)
 
 
@@ -130,7 +130,7 @@ def test_non_finite_numbers_are_rejected(value: float) -> None:
 
 
 def test_inf_as_a_string_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"bad duration 'inf'"):
+    with pytest.raises(ValueError, match=r"bad duration \"inf\""):
         parse_duration("inf")
 
 
