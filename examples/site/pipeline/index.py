@@ -15,10 +15,10 @@ _TITLE = re.compile(r"<h1>(.*?)</h1>")
 def run(output_dir: Path) -> None:
     pages = output_dir / "_build" / "site" / "pages"
     links = []
-    for rendered in sorted(pages.glob("*.html")):
+    for rendered in sorted(pages.rglob("*.html")):
         found = _TITLE.search(rendered.read_text(encoding="utf-8"))
         title = found.group(1) if found else html.escape(rendered.stem)
-        links.append(f'<li><a href="pages/{rendered.name}">{title}</a></li>')
+        links.append(f'<li><a href="pages/{rendered.relative_to(pages).as_posix()}">{title}</a></li>')
     stats = json.loads((output_dir / "_build" / "stats.json").read_text(encoding="utf-8"))
     body = (
         f"<h1>{common.SITE_TITLE}</h1>\n<ul>\n" + "\n".join(links) + "\n</ul>\n"

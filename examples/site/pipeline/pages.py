@@ -1,4 +1,4 @@
-"""Render every content/*.md page to _build/site/pages/<name>.html."""
+"""Render every content/**/*.md page (drafts/ aside) to _build/site/pages/<path>.html."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ from .common import markdown_to_html, page, write_if_changed
 
 
 def run(output_dir: Path) -> None:
+    content = output_dir / "content"
     out = output_dir / "_build" / "site" / "pages"
     out.mkdir(parents=True, exist_ok=True)
     wanted = set()
-    for source in sorted((output_dir / "content").glob("*.md")):
+    for source in sorted(content.rglob("*.md")):
+        relative = source.relative_to(content)
+        if relative.parts[0] == "drafts":  # the pipeline's ignore list leaves drafts out too
+            continue
         title, body = markdown_to_html(source.read_text(encoding="utf-8"))
-        target = out / (source.stem + ".html")
+        target = out / relative.with_suffix(".html")
         write_if_changed(target, page(title or source.stem, body))
-        wanted.add(target.name)
-        print(f"rendered {source.name} -> {target.relative_to(output_dir)}")
-    for stale in out.glob("*.html"):
-        if stale.name not in wanted:
+        wanted.add(target)
+        print(f"rendered {relative} -> {target.relative_to(output_dir)}")
+    for stale in out.rglob("*.html"):
+        if stale not in wanted:
             stale.unlink()
             print(f"removed {stale.relative_to(output_dir)}")
