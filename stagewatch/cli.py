@@ -32,7 +32,7 @@ log = structlog.get_logger(__name__)
 Command = Callable[[argparse.Namespace, Pipeline, Graph, Resolved, TextIO], int]
 
 # Commands whose output *is* the log go to stdout; the others keep stdout for their data.
-_LOGS_ON_STDOUT = {"build"}
+_LOGS_ON_STDOUT = {"build", "watch"}
 
 
 class Stopped(Exception):
@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"stagewatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    watch = commands.add_parser("watch", parents=[common], help="keep the pipeline fresh as files change")
+    watch.add_argument("--jobs", "-j", type=_positive_int, metavar="N", help="stages at once")
 
     build = commands.add_parser("build", parents=[common], help="bring stages up to date once")
     build.add_argument("stages", nargs="*", metavar="STAGE", help="these stages and what they depend on")
@@ -161,6 +164,16 @@ def _stage_names(pipeline: Pipeline, names: Sequence[str]) -> list[str]:
 
 def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise Stopped()
+
+
+def cmd_watch(
+    args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
+) -> int:
+    from stagewatch.daemon import Daemon  # watchdog and asyncio load only for the daemon
+
+    with PipelineLock(pipeline.output_dir) as lock:
+        lock.acquire("watch")
+        return Daemon(pipeline, fmt, stream, jobs=args.jobs, quiet=_verbosity(args) < 0).run()
 
 
 def cmd_build(
@@ -415,6 +428,7 @@ def cmd_check(
 
 
 _COMMANDS: dict[str, Command] = {
+    "watch": cmd_watch,
     "build": cmd_build,
     "status": cmd_status,
     "explain": cmd_explain,

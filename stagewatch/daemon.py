@@ -63,12 +63,13 @@ class Daemon:
         stream: TextIO,
         jobs: int | None = None,
         on_status: StatusSink | None = None,
+        quiet: bool = False,
     ) -> None:
         self.pipeline = pipeline
         self.jobs_override = jobs
         self.on_status = on_status
         self.workspace = Workspace(pipeline.output_dir, persistent_digests=True)
-        self.runner = StageRunner(pipeline.output_dir, on_line=line_sink(fmt, stream))
+        self.runner = StageRunner(pipeline.output_dir, on_line=line_sink(fmt, stream, quiet))
         self.recorder = StateRecorder(pipeline.output_dir, "watch")
         self.pool = ThreadPoolExecutor(max_workers=RUN_THREADS, thread_name_prefix="stage")
         self.config_digest = _digest(pipeline.config_path)
@@ -84,7 +85,7 @@ class Daemon:
         self.retry_at: dict[str, float] = {}
         self.pending: list[Change] = []
         self.burst: Burst | None = None
-        self.busy_since_idle = False
+        self.busy_since_idle = True  # the first idle after catching up is always said
         self.stopping = False
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._apply(pipeline)
@@ -183,6 +184,7 @@ class Daemon:
             return
         shown = [label(path, self.impact.root) for path in list(seen)[:5]]
         log.info("watch.changed", paths=shown, count=len(seen), stages=sorted(affected))
+        self.busy_since_idle = True
         for name, forced in affected.items():
             self._make_candidate(name, forced)
         self._dispatch()
@@ -430,7 +432,7 @@ class Daemon:
         failing = sorted(self.failed_keys)
         fresh = len(self.pipeline.stages) - len(failing)
         if self.busy_since_idle:
-            self.busy_since_idle = False
+            self.busy_since_idle = True  # the first idle after catching up is always said
             self.workspace.digests.flush()
             log.info("watch.idle", fresh=fresh, failing=failing)
         if failing:

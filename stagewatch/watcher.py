@@ -78,8 +78,8 @@ class _Handler(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         kind = event.event_type
-        if kind in ("opened", "closed_no_write"):
-            return
+        if kind in ("opened", "closed_no_write") or (kind == "modified" and event.is_directory):
+            return  # a folder is "modified" whenever a file in it is: the file's own event says it
         src = os.fsdecode(event.src_path)
         is_dir = event.is_directory
         if kind == "moved":
