@@ -39,6 +39,10 @@ def print_user_traceback(error: BaseException) -> None:
 
 def main() -> int:
     die_with_parent()
+    if sys.path and sys.path[0] == "":
+        # `-c` puts the current folder first; modules must come from python_path alone,
+        # exactly where stagewatch looked for them when it computed the key.
+        del sys.path[0]
     module_name, function_name = sys.argv[1], sys.argv[2]
     try:
         module = importlib.import_module(module_name)

@@ -18,7 +18,7 @@ from stagewatch.codedeps import find_code_dependencies, resolve_module_source
 from stagewatch.freshness import CorruptEntry, Decision, Digests, Entry, Fingerprint, decide
 from stagewatch.hashing import DigestCache, sha256_bytes
 from stagewatch.inputs import expand, missing_outputs
-from stagewatch.paths import CACHE_DIR, IgnoreRules, absolute, label, posix
+from stagewatch.paths import CACHE_DIR, IgnoreRules, label, posix
 from stagewatch.stage import Stage
 
 log = structlog.get_logger(__name__)
@@ -158,7 +158,7 @@ class Workspace:
         return rules
 
     def search_path(self, stage: Stage) -> list[str]:
-        return [absolute(entry, self.root) for entry in stage.python_path]
+        return stage.search_path(self.root)
 
     def module_source(self, stage: Stage) -> str | None:
         assert stage.module is not None

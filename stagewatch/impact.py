@@ -29,9 +29,7 @@ class ImpactMap:
             for path in paths:
                 self.code.setdefault(path, set()).add(name)
         self.python_roots = {
-            stage.name: [absolute(entry, self.root) for entry in stage.python_path]
-            for stage in pipeline.stages
-            if stage.module is not None
+            stage.name: stage.search_path(self.root) for stage in pipeline.stages if stage.module is not None
         }
         self.outputs = [
             (absolute(output, self.root), stage.name) for stage in pipeline.stages for output in stage.outputs

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-import threading
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal, TextIO
 
@@ -20,7 +18,6 @@ Resolved = Literal["console", "json"]
 _RESET, _DIM, _BOLD = "\033[0m", "\033[2m", "\033[1m"
 _RED, _GREEN, _YELLOW, _CYAN = "\033[31m", "\033[32m", "\033[33m", "\033[36m"
 _LEVEL_COLORS = {"warning": _YELLOW, "error": _RED, "critical": _RED}
-_write_lock = threading.Lock()
 
 
 def resolve_format(requested: LogFormat, stream: TextIO, environ: Mapping[str, str] = os.environ) -> Resolved:
@@ -51,6 +48,8 @@ class StoryRenderer:
     def __call__(self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> str:
         fields = dict(event_dict)
         event = str(fields.pop("event", ""))
+        if event == "stage.output":
+            return f"{self._c(_DIM, str(fields.get('stage')) + ' |')} {fields.get('line', '')}"
         level = str(fields.pop("level", "info"))
         stamp = str(fields.pop("timestamp", ""))
         tail = fields.pop("tail", None)
@@ -130,29 +129,16 @@ def _supports_color(stream: TextIO) -> bool:
 
 
 def line_sink(fmt: Resolved, stream: TextIO, quiet: bool = False) -> LineSink:
-    """Where stages' own output lines go: prefixed lines on a console, stage.output events in JSON.
+    """Where stages' own output lines go: stage.output events, shown as "stage | line" on a console.
 
-    Quiet drops them (a failure still shows its last lines in stage.failed).
+    They go through the logger like everything else, so a line never lands inside a log
+    message, and -q drops them (a failure still shows its last lines in stage.failed).
     """
     if quiet:
         return lambda _stage, _stream, _line: None
-    if fmt == "json":
-        out = structlog.get_logger("stagewatch.stage")
+    out = structlog.get_logger("stagewatch.stage")
 
-        def to_events(stage: str, stream_name: str, line: str) -> None:
-            out.info("stage.output", stage=stage, stream=stream_name, line=line)
+    def emit(stage: str, stream_name: str, line: str) -> None:
+        out.info("stage.output", stage=stage, stream=stream_name, line=line)
 
-        return to_events
-    colors = _supports_color(stream)
-
-    def to_console(stage: str, stream_name: str, line: str) -> None:
-        prefix = f"{_DIM}{stage} |{_RESET}" if colors else f"{stage} |"
-        with _write_lock:
-            stream.write(f"{prefix} {line}\n")
-            stream.flush()
-
-    return to_console
-
-
-def default_stream() -> TextIO:
-    return sys.stdout
+    return emit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -18,12 +19,13 @@ from typing import IO
 from stagewatch.codedeps import resolve_module_source
 from stagewatch.durations import format_duration
 from stagewatch.inputs import missing_outputs
-from stagewatch.paths import CACHE_DIR, absolute, posix
+from stagewatch.paths import CACHE_DIR, posix
 from stagewatch.stage import Stage
 
 BOOTSTRAP = (Path(__file__).with_name("_bootstrap.py")).read_text(encoding="utf-8")
 GRACE_S = 5.0
 TAIL_LINES = 20
+LINE_LIMIT = 64 * 1024
 
 LineSink = Callable[[str, str, str], None]
 """Receives (stage name, "stdout" or "stderr", one line without its newline)."""
@@ -54,7 +56,20 @@ def describe_exit(code: int) -> str:
 # A stage must not outlive a stagewatch killed with SIGKILL (a restarted daemon would race the
 # orphan for the same outputs). Linux's parent-death signal does it: module stages ask for it
 # in the bootstrap; commands are started through setpriv, which asks and then execs them.
-_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+# (Linux sends it when the *thread* that started the process ends: runs are started from a
+# thread that waits for them, so that thread outlives them.)
+def _find_setpriv() -> str | None:
+    found = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if found is None:
+        return None
+    try:  # --pdeathsig came with util-linux 2.33; an older one must not fail every command
+        probe = subprocess.run([found, "--pdeathsig", "KILL", "--", "true"], capture_output=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found if probe.returncode == 0 else None
+
+
+_SETPRIV = _find_setpriv()
 
 
 def stage_argv(stage: Stage) -> list[str]:
@@ -72,8 +87,7 @@ def stage_env(stage: Stage, output_dir: Path, base: dict[str, str] | None = None
     env["STAGEWATCH_OUTPUT_DIR"] = str(output_dir)
     env["STAGEWATCH_PARENT_PID"] = str(os.getpid())
     if stage.module is not None:
-        root = posix(output_dir)
-        search = [absolute(entry, root) for entry in stage.python_path]
+        search = stage.search_path(posix(output_dir))
         if env.get("PYTHONPATH"):
             search.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(search)
@@ -81,7 +95,7 @@ def stage_env(stage: Stage, output_dir: Path, base: dict[str, str] | None = None
     return env
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> bool:
+def _signal_group(pgid: int, sig: signal.Signals | int) -> bool:
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
@@ -99,36 +113,45 @@ class StageRunner:
         self._running: dict[int, subprocess.Popen[bytes]] = {}
         self._by_stage: dict[str, int] = {}
         self._cancelled: set[int] = set()
+        self._closing = False
         self._lock = threading.Lock()
 
     def log_path(self, stage: Stage) -> Path:
         return self.output_dir / CACHE_DIR / f"{stage.name}.log"
 
     def run(self, stage: Stage) -> RunResult:
-        log_path = self.log_path(stage)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         env = stage_env(stage, self.output_dir)
-        with open(log_path, "w", encoding="utf-8", errors="replace") as log_file:
+        try:
+            log_path = self.log_path(stage)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_file = open(log_path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
+        except OSError as exc:
+            message = f"could not write its log {exc.filename}: {exc.strerror or exc}"
+            return RunResult(False, None, time.monotonic() - started, message, (message,))
+        with log_file:
             problem = self._unstartable(stage, env)
             if problem is not None:
                 log_file.write(problem + "\n")
                 return RunResult(False, None, time.monotonic() - started, problem, (problem,))
-            try:
-                process = subprocess.Popen(
-                    stage_argv(stage),
-                    cwd=self.output_dir,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,  # its own process group: a timeout kills all of it
-                )
-            except OSError as exc:
-                message = f"could not start {stage_argv(stage)[0]!r}: {exc.strerror or exc}"
-                log_file.write(message + "\n")
-                return RunResult(False, None, time.monotonic() - started, message, (message,))
             with self._lock:
+                # Started and registered under the lock, so cancel_all can never miss a run.
+                if self._closing:
+                    return RunResult(False, None, 0.0, "stopped by stagewatch", cancelled=True)
+                try:
+                    process = subprocess.Popen(
+                        stage_argv(stage),
+                        cwd=self.output_dir,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        start_new_session=True,  # its own process group: a timeout kills all of it
+                    )
+                except OSError as exc:
+                    message = f"could not start {stage_argv(stage)[0]!r}: {exc.strerror or exc}"
+                    log_file.write(message + "\n")
+                    return RunResult(False, None, time.monotonic() - started, message, (message,))
                 self._running[process.pid] = process
                 self._by_stage[stage.name] = process.pid
             try:
@@ -142,7 +165,7 @@ class StageRunner:
     def _unstartable(self, stage: Stage, env: dict[str, str]) -> str | None:
         """Why a stage cannot be started, said in one line before trying (not in a traceback)."""
         if stage.module is not None:
-            search = [absolute(entry, posix(self.output_dir)) for entry in stage.python_path]
+            search = stage.search_path(posix(self.output_dir))
             if resolve_module_source(stage.module, search) is None:
                 return f"module {stage.module!r} not found on python_path ({', '.join(search)})"
             return None
@@ -160,20 +183,30 @@ class StageRunner:
         self, stage: Stage, process: subprocess.Popen[bytes], log_file: IO[str], started: float
     ) -> RunResult:
         write_lock = threading.Lock()
+        detached = threading.Event()
         errors: deque[str] = deque(maxlen=TAIL_LINES)
         everything: deque[str] = deque(maxlen=TAIL_LINES)
+        sink = self.on_line
 
         def pump(pipe: IO[bytes], stream: str) -> None:
-            for raw in iter(pipe.readline, b""):
+            nonlocal sink
+            # Bounded reads: a stage printing 300 MB without a newline must not hold it in memory.
+            for raw in iter(lambda: pipe.readline(LINE_LIMIT), b""):
                 line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
                 with write_lock:
+                    if detached.is_set():
+                        break  # the run is over; what a stray process still writes is not ours
                     log_file.write(line + "\n")
                     everything.append(line)
                     if stream == "stderr":
                         errors.append(line)
-                if self.on_line is not None:
-                    self.on_line(stage.name, stream, line)
-            pipe.close()
+                if sink is not None:
+                    try:
+                        sink(stage.name, stream, line)
+                    except Exception:
+                        sink = None  # keep draining the pipe: a full pipe would hang the stage
+            with contextlib.suppress(OSError):
+                pipe.close()
 
         assert process.stdout is not None and process.stderr is not None
         pumps = [
@@ -189,15 +222,16 @@ class StageRunner:
             timed_out = True
             self._stop_group(process)
         # Whatever the stage left running in its group is the stage's: it must not outlive it.
-        leftovers = _signal_group(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.grace_s
-        for thread in pumps:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        if leftovers:
+        if _signal_group(process.pid, signal.SIGTERM):
+            deadline = time.monotonic() + self.grace_s
+            while _signal_group(process.pid, 0) and time.monotonic() < deadline:
+                time.sleep(0.02)
             _signal_group(process.pid, signal.SIGKILL)
         for thread in pumps:
-            # A process that left the group may still hold the pipes; its output is not waited for.
+            # A process that left the group (setsid) may still hold the pipes: not waited for.
             thread.join(1.0)
+        with write_lock:
+            detached.set()
         duration_s = time.monotonic() - started
         code = process.returncode
         tail = tuple(errors) or tuple(everything)
@@ -238,8 +272,9 @@ class StageRunner:
         return True
 
     def cancel_all(self) -> None:
-        """Stop every running stage (no entry is written for them); returns once they are gone."""
+        """Stop every running stage and start no more; returns once they are gone."""
         with self._lock:
+            self._closing = True
             running = list(self._running.values())
             self._cancelled.update(process.pid for process in running)
         threads = [threading.Thread(target=self._stop_group, args=(p,)) for p in running]

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from stagewatch.paths import absolute
+
 if TYPE_CHECKING:
     from stagewatch.graph import Graph
 
@@ -78,6 +80,10 @@ class Stage:
     def skippable(self) -> bool:
         """Whether the stage opted in to skipping, by declaring inputs or a ttl."""
         return bool(self.inputs) or self.ttl_s is not None
+
+    def search_path(self, root: str) -> list[str]:
+        """Where the stage's modules are found: python_path made absolute against output_dir."""
+        return [absolute(entry, root) for entry in self.python_path]
 
     @property
     def code_label(self) -> str:

@@ -223,3 +223,45 @@ def test_cancel_stops_one_stage_and_says_so(tmp_path: Path) -> None:
     thread.join(10)
     assert results and results[0].cancelled and not results[0].ok
     assert runner.cancel("long") is False
+
+
+def test_module_stage_imports_only_from_python_path(tmp_path: Path) -> None:
+    # The key hashes src/pipeline/gen.py; the run must import that one, not ./pipeline/gen.py.
+    for base, text in (("src", "from python_path"), (".", "from the current folder")):
+        package = tmp_path / base / "pipeline"
+        package.mkdir(parents=True, exist_ok=True)
+        (package / "__init__.py").write_text("")
+        (package / "gen.py").write_text(f"def run(out):\n    (out / 'who.txt').write_text({text!r})\n")
+    stage = Stage(name="gen", module="pipeline.gen", python_path=("src",), outputs=("who.txt",))
+    assert StageRunner(tmp_path).run(stage).ok
+    assert (tmp_path / "who.txt").read_text() == "from python_path"
+
+
+@pytest.mark.timeout(30)
+def test_a_failing_output_sink_does_not_hang_the_stage(tmp_path: Path) -> None:
+    def broken_sink(stage: str, stream: str, line: str) -> None:
+        raise BrokenPipeError("the reader went away")
+
+    code = "for i in range(20000): print('line', i)"
+    result = StageRunner(tmp_path, on_line=broken_sink).run(
+        Stage(name="chatty", command=(sys.executable, "-c", code))
+    )
+    assert result.ok
+    assert (tmp_path / "_build/.cache/chatty.log").read_text().splitlines()[-1] == "line 19999"
+
+
+def test_a_huge_line_is_cut_into_bounded_pieces(tmp_path: Path) -> None:
+    seen: list[int] = []
+    code = "import sys; sys.stdout.write('x' * 1_000_000)"
+    runner = StageRunner(tmp_path, on_line=lambda _s, _t, line: seen.append(len(line)))
+    assert runner.run(Stage(name="wide", command=(sys.executable, "-c", code))).ok
+    assert sum(seen) == 1_000_000
+    assert max(seen) <= 64 * 1024
+
+
+def test_no_stage_starts_once_cancel_all_has_begun(tmp_path: Path) -> None:
+    runner = StageRunner(tmp_path)
+    runner.cancel_all()
+    result = runner.run(Stage(name="late", command=("sh", "-c", "touch ran")))
+    assert result.cancelled and not result.ok
+    assert not (tmp_path / "ran").exists()
