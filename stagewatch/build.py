@@ -193,18 +193,18 @@ class BuildRound:
         log.info("stage.started", stage=name, reasons=[str(reason) for reason in decision.reasons])
         if self.state is not None:
             self.state.started(name)
-        self.workspace.begin_run(stage)
+        begun = self.workspace.begin_run(stage)
+        if isinstance(begun, RunResult):
+            return self._finished(stage, fingerprint, decision, begun)
         return pool.submit(self.runner.run, stage), (stage, fingerprint, decision)
 
     def _finished(
         self, stage: Stage, fingerprint: Fingerprint, decision: Decision, result: RunResult
     ) -> StageReport:
-        result = settle(result, fingerprint)
+        result = self.workspace.record_run(stage, fingerprint, settle(result, fingerprint))
         if self.state is not None:
             self.state.finished(stage.name, result)
         if result.ok:
-            if fingerprint.key is not None:
-                self.workspace.record_success(stage, fingerprint.key, fingerprint, result.duration_s)
             log.info("stage.succeeded", stage=stage.name, duration_s=round(result.duration_s, 3))
             return StageReport(stage.name, Outcome.SUCCEEDED, decision, result)
         log_failure(stage.name, result)

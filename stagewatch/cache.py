@@ -8,6 +8,7 @@ import os
 import re
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,7 @@ from stagewatch.freshness import CorruptEntry, Decision, Digests, Entry, Fingerp
 from stagewatch.hashing import DigestCache, sha256_bytes
 from stagewatch.inputs import expand, missing_outputs
 from stagewatch.paths import CACHE_DIR, IgnoreRules, label, posix
+from stagewatch.runner import RunResult
 from stagewatch.stage import Stage
 
 log = structlog.get_logger(__name__)
@@ -26,6 +28,8 @@ log = structlog.get_logger(__name__)
 ENTRY_VERSION = 2
 ARGV_LABEL = "(argv)"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def stage_key(name: str, code_hex: str, deps: Digests, inputs: Digests) -> str:
@@ -34,10 +38,24 @@ def stage_key(name: str, code_hex: str, deps: Digests, inputs: Digests) -> str:
     h.update(name.encode())
     h.update(b"code:" + code_hex.encode())
     for rel, digest in sorted(deps):
-        h.update(b"dep:" + rel.encode() + b"=" + digest.encode())
+        h.update(b"dep:" + _utf8(rel) + b"=" + digest.encode())
     for rel, digest in sorted(set(inputs)):
-        h.update(b"in:" + rel.encode() + b"=" + digest.encode())
+        h.update(b"in:" + _utf8(rel) + b"=" + digest.encode())
     return h.hexdigest()
+
+
+def _utf8(path: str) -> bytes:
+    # A file name that is not UTF-8 keeps its own bytes (os.fsdecode's surrogateescape).
+    return path.encode("utf-8", "surrogateescape")
+
+
+def escape_path(path: str) -> str:
+    """A path fit for one line of an entry: "%", newline and carriage return are %-escaped."""
+    return path.replace("%", "%25").replace("\n", "%0A").replace("\r", "%0D")
+
+
+def unescape_path(text: str) -> str:
+    return text.replace("%0A", "\n").replace("%0D", "\r").replace("%25", "%")
 
 
 def command_code_hex(argv: tuple[str, ...]) -> str:
@@ -53,9 +71,9 @@ def format_entry(
     lines = [f"version={ENTRY_VERSION}", f"key={key}"]
     if fingerprint is not None and fingerprint.key == key and fingerprint.code is not None:
         code_label, code_hex = fingerprint.code
-        lines.append(f"code={code_hex} {code_label}")
-        lines += [f"dep={digest} {rel}" for rel, digest in fingerprint.deps]
-        lines += [f"in={digest} {rel}" for rel, digest in fingerprint.inputs]
+        lines.append(f"code={code_hex} {escape_path(code_label)}")
+        lines += [f"dep={digest} {escape_path(rel)}" for rel, digest in fingerprint.deps]
+        lines += [f"in={digest} {escape_path(rel)}" for rel, digest in fingerprint.inputs]
     lines.append("finished=" + finished.astimezone(UTC).isoformat(timespec="seconds"))
     if duration_s is not None:
         lines.append(f"duration_s={duration_s:.3f}")
@@ -66,7 +84,7 @@ def _digest_line(value: str) -> tuple[str, str]:
     digest, sep, rel = value.partition(" ")
     if not _HEX64.fullmatch(digest) or not sep or not rel:
         raise ValueError(f"expected '<64 hex> <path>', got {value!r}")
-    return rel, digest
+    return unescape_path(rel), digest
 
 
 def parse_entry(text: str, path: str, mtime: float) -> Entry | CorruptEntry:
@@ -80,7 +98,8 @@ def parse_entry(text: str, path: str, mtime: float) -> Entry | CorruptEntry:
     code: tuple[str, str] | None = None
     duration_s = None
     try:
-        for number, line in enumerate(text.splitlines(), start=1):
+        # Only "\n" ends a line: str.splitlines would also split on \x1c, \u2028 and others.
+        for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             name, sep, value = line.partition("=")
@@ -117,7 +136,8 @@ def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; others may read the cache (status)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
             handle.write(text)
             handle.flush()
             # fsync before rename: a crash must never leave an empty entry under the real name.
@@ -212,7 +232,7 @@ class Workspace:
         path = self.entry_path(name)
         try:
             mtime = path.stat().st_mtime
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8", errors="surrogateescape")
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:
@@ -254,13 +274,30 @@ class Workspace:
         text = format_entry(key, fingerprint, datetime.now(UTC), duration_s)
         write_atomic(self.entry_path(stage.name), text)
 
-    def begin_run(self, stage: Stage) -> bool:
+    def record_run(self, stage: Stage, fingerprint: Fingerprint, result: RunResult) -> RunResult:
+        """After a run: record a success (the key from before it); an entry that cannot be
+        written turns the success into the stage's failure, never a crash of the round."""
+        if not result.ok or fingerprint.key is None:
+            return result
+        try:
+            self.record_success(stage, fingerprint.key, fingerprint, result.duration_s)
+        except OSError as exc:
+            error = f"ran, but its cache entry could not be written: {exc.strerror or exc}"
+            return replace(result, ok=False, error=error)
+        return result
+
+    def begin_run(self, stage: Stage) -> bool | RunResult:
         """Forget the last success before a run touches the outputs; True when there was an entry.
 
         A run that fails or is killed may leave outputs half-written: the old entry must not
-        vouch for them if the inputs later return to what they were.
+        vouch for them if the inputs later return to what they were. When the entry cannot
+        be removed, the run must not start: the failed RunResult says why.
         """
-        return self.remove_entry(stage.name)
+        try:
+            return self.remove_entry(stage.name)
+        except OSError as exc:
+            error = f"its cache entry could not be removed before the run: {exc.strerror or exc}"
+            return RunResult(False, None, 0.0, error, (error,))
 
     def remove_entry(self, name: str) -> bool:
         try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -118,6 +120,10 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            # A file name that is not UTF-8 is shown escaped, never a UnicodeEncodeError.
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     args = _parser().parse_args(argv)
     log_stream: TextIO = sys.stdout if args.command in _LOGS_ON_STDOUT else sys.stderr
     fmt = resolve_format(getattr(args, "log_format", "auto"), log_stream)
@@ -138,6 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Stopped:
         print("stagewatch: stopped by SIGTERM", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`stagewatch graph | head -1`): stop quietly, as pip does.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""

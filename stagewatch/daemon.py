@@ -246,9 +246,13 @@ class Daemon:
                 return
         log.info("stage.started", stage=name, reasons=[str(reason) for reason in decision.reasons])
         self.recorder.started(name)
-        if self.workspace.begin_run(stage):
-            self.own_removals[name] = self.own_removals.get(name, 0) + 1
         self.busy_since_idle = True
+        begun = self.workspace.begin_run(stage)
+        if begun is True:
+            self.own_removals[name] = self.own_removals.get(name, 0) + 1
+        if isinstance(begun, RunResult):
+            self.loop.call_soon(self._finished, stage, fingerprint, begun)
+            return
         self.running[name] = self.loop.create_task(self._run(stage, fingerprint))
 
     def _note_code(self, stage: Stage, fingerprint: Fingerprint) -> None:
@@ -272,15 +276,12 @@ class Daemon:
     def _finished(self, stage: Stage, fingerprint: Fingerprint, result: RunResult) -> None:
         name = stage.name
         self.running.pop(name, None)
-        result = settle(result, fingerprint)
+        result = self.workspace.record_run(stage, fingerprint, settle(result, fingerprint))
         self.recorder.finished(name, result)
         if self.stopping or not self.pipeline.has_stage(name):
             log.info("stage.cancelled", stage=name, duration_s=round(result.duration_s, 3))
             return
         if result.ok:
-            if fingerprint.key is not None:
-                # The key from before the run: an input edited meanwhile makes it stale again.
-                self.workspace.record_success(stage, fingerprint.key, fingerprint, result.duration_s)
             log.info("stage.succeeded", stage=name, duration_s=round(result.duration_s, 3))
             for table in (self.failed_keys, self.failures, self.retry_at):
                 table.pop(name, None)

@@ -138,32 +138,30 @@ def stage_edges(stages: Sequence[Stage], root: str, ignore: tuple[str, ...] = ()
 
 
 def find_cycle(names: Sequence[str], edges: Iterable[Edge]) -> list[str] | None:
-    """A cycle as [a, b, ..., a], or None; self-loops are cycles of one."""
+    """A cycle as [a, b, ..., a], or None; self-loops are cycles of one. Iterative: any depth."""
     successors: dict[str, list[str]] = {name: [] for name in names}
     for edge in edges:
         successors[edge.upstream].append(edge.downstream)
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    path: list[str] = []
-
-    def visit(name: str) -> list[str] | None:
-        state[name] = 1
-        path.append(name)
-        for nxt in successors[name]:
-            if state.get(nxt) == 1:
+    done: set[str] = set()
+    for start in names:
+        if start in done:
+            continue
+        path = [start]
+        on_path = {start}
+        pending = [iter(successors[start])]
+        while pending:
+            nxt = next(pending[-1], None)
+            if nxt is None:
+                pending.pop()
+                finished = path.pop()
+                on_path.discard(finished)
+                done.add(finished)
+            elif nxt in on_path:
                 return [*path[path.index(nxt) :], nxt]
-            if nxt not in state:
-                found = visit(nxt)
-                if found:
-                    return found
-        path.pop()
-        state[name] = 2
-        return None
-
-    for name in names:
-        if name not in state:
-            found = visit(name)
-            if found:
-                return found
+            elif nxt not in done:
+                path.append(nxt)
+                on_path.add(nxt)
+                pending.append(iter(successors[nxt]))
     return None
 
 

@@ -25,7 +25,7 @@ _CHUNK = 1 << 20
 _PARALLEL_FROM = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS digests (
-    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ino INTEGER,
+    path BLOB PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ino INTEGER,
     ctime_ns INTEGER, hashed_at_ns INTEGER, digest TEXT
 )
 """
@@ -109,12 +109,16 @@ class DigestCache:
                     "SELECT path, size, mtime_ns, ino, ctime_ns, hashed_at_ns, digest FROM digests"
                 ).fetchall()
             conn.close()
+        except sqlite3.OperationalError as exc:
+            # Locked by another stagewatch, say: go without it this time, never delete it.
+            log.warning("digests.unavailable", path=str(db_path), error=str(exc))
+            return
         except sqlite3.Error as exc:
             log.warning("digests.unreadable", path=str(db_path), error=str(exc))
             with contextlib.suppress(OSError):
                 db_path.unlink()
             return
-        self._known = {row[0]: _Known(*row[1:]) for row in rows}
+        self._known = {os.fsdecode(row[0]): _Known(*row[1:]) for row in rows}
 
     def digests(self, paths: Iterable[str]) -> dict[str, str | None]:
         """Each path's SHA-256 hex, or None when it is missing or unreadable."""
@@ -159,7 +163,8 @@ class DigestCache:
                 conn.executemany(
                     "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (p, k.size, k.mtime_ns, k.ino, k.ctime_ns, k.hashed_at_ns, k.digest)
+                        # Paths as bytes: a file name need not be UTF-8.
+                        (os.fsencode(p), k.size, k.mtime_ns, k.ino, k.ctime_ns, k.hashed_at_ns, k.digest)
                         for p, k in dirty.items()
                     ],
                 )

@@ -18,20 +18,29 @@ class Expansion:
 
 
 def walk_files(folder: str, rules: IgnoreRules) -> Iterator[str]:
-    """Every file below folder, pruning ignored folders as it goes; symlinked folders are not entered."""
+    """Every file below folder, pruning ignored folders as it goes.
+
+    Symlinked folders are followed (a site often links a shared folder in), each real
+    folder once, so a link loop ends. An unreadable folder is skipped.
+    """
+    seen: set[tuple[int, int]] = set()
     stack = [folder]
     while stack:
         current = stack.pop()
         try:
+            st = os.stat(current)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
             entries = list(os.scandir(current))
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
+        except OSError:
             continue
         prefix = current.rstrip("/") + "/"
         for entry in entries:
             name = entry.name
             path = prefix + name
             try:
-                if entry.is_dir(follow_symlinks=False):
+                if entry.is_dir():
                     if not rules.ignores_entry(path, True, name):
                         stack.append(path)
                 elif entry.is_file() and not rules.ignores_entry(path, False, name):

@@ -5,12 +5,27 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from stagewatch.errors import LockHeldError
 from stagewatch.paths import CACHE_DIR
 
 LOCK_NAME = ".lock"
+
+
+def _flock_briefly(fd: int, kind: int, patience_s: float = 0.3) -> None:
+    """flock without blocking, retried for a moment: a `status` probing the lock holds it for
+    microseconds, and must not make a starting build or daemon give up."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _read_owner(handle: int) -> tuple[int | None, str]:
@@ -33,7 +48,7 @@ class PipelineLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_briefly(fd, fcntl.LOCK_EX)
         except BlockingIOError:
             pid, owner_role = _read_owner(fd)
             os.close(fd)

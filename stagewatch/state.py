@@ -9,9 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from stagewatch.cache import write_atomic
 from stagewatch.paths import CACHE_DIR
 from stagewatch.runner import RunResult
+
+log = structlog.get_logger(__name__)
 
 STATE_NAME = "state.json"
 
@@ -86,9 +90,17 @@ class StateRecorder:
             if attempt.result == "running":  # its owner is gone: that run never finished
                 self.state.stages[name] = Attempt("cancelled", attempt.started, error="stagewatch stopped")
 
+    def _save(self) -> None:
+        try:
+            write_state(self.output_dir, self.state)
+        except OSError as exc:  # status loses a line; the build itself goes on
+            log.warning(
+                "state.unwritable", path=str(state_path(self.output_dir)), error=exc.strerror or str(exc)
+            )
+
     def started(self, name: str) -> None:
         self.state.stages[name] = Attempt("running", _now_iso())
-        write_state(self.output_dir, self.state)
+        self._save()
 
     def finished(self, name: str, result: RunResult) -> None:
         previous = self.state.stages.get(name)
@@ -104,14 +116,14 @@ class StateRecorder:
         self.state.stages[name] = attempt
         if attempt.result == "failed":
             self.state.failures[name] = attempt
-        write_state(self.output_dir, self.state)
+        self._save()
 
     def keep_only(self, names: set[str]) -> None:
         """Forget stages that are no longer in the pipeline (after a reload)."""
         for table in (self.state.stages, self.state.failures):
             for name in set(table) - names:
                 del table[name]
-        write_state(self.output_dir, self.state)
+        self._save()
 
     def close(self) -> None:
         """Mark that no stagewatch owns the state any more; a run still marked running never ended."""
@@ -119,4 +131,4 @@ class StateRecorder:
         for name, attempt in list(self.state.stages.items()):
             if attempt.result == "running":
                 self.state.stages[name] = Attempt("cancelled", attempt.started, error="stagewatch stopped")
-        write_state(self.output_dir, self.state)
+        self._save()

@@ -673,3 +673,85 @@ def test_status_shows_a_stage_running_in_a_build(chain: Project) -> None:
         assert running.wait(timeout=30) == 0
     assert rows["upper"]["state"] == "running"
     assert rows["count"]["state"] == "never run"
+
+
+def test_symlinked_folder_inside_an_input_folder_is_read(project: Project) -> None:
+    project.write("shared/s.md", "one")
+    (project.root / "content").mkdir()
+    (project.root / "content" / "shared").symlink_to(project.root / "shared")
+    (project.root / "content" / "loop").symlink_to(project.root / "content")  # must not walk forever
+    project.config(
+        """
+        [[stage]]
+        name = "cat"
+        command = ["sh", "-c", "cat content/shared/s.md > out.txt"]
+        inputs = ["content/"]
+        outputs = ["out.txt"]
+        """
+    )
+    build(project)
+    project.write("shared/s.md", "two")
+    proc = build(project)
+    assert named(proc, "stage.started")[0]["reasons"] == ["input changed: content/shared/s.md"]
+    assert project.read("out.txt") == "two"
+
+
+def test_odd_file_names_build_and_stay_fresh(project: Project) -> None:
+    folder = project.root / "content"
+    folder.mkdir()
+    for name in (b"bad\xff.md", b"new\nline.md", b"sep\xe2\x80\xa8x.md", b"per%25cent.md"):
+        (folder / os.fsdecode(name)).write_bytes(b"x")
+    project.config(
+        """
+        [[stage]]
+        name = "all"
+        command = ["sh", "-c", "ls content > out.txt"]
+        inputs = ["content/"]
+        outputs = ["out.txt"]
+        """
+    )
+    first = build(project)
+    assert first.returncode == 0, first.stderr
+    second = build(project)
+    assert named(second, "stage.started") == []
+    assert named(second, "cache.entry_corrupt") == []
+    assert chain_status(project)["all"] == "fresh"
+
+
+def chain_status(project: Project) -> dict[str, str]:
+    proc = project.cli("status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return {row["name"]: row["state"] for row in json.loads(proc.stdout)["stages"]}
+
+
+def test_a_cache_file_problem_fails_only_its_own_stage(project: Project) -> None:
+    project.config(
+        """
+        [[stage]]
+        name = "fast"
+        command = ["sh", "-c", "echo > fast.txt"]
+        outputs = ["fast.txt"]
+        [[stage]]
+        name = "other"
+        command = ["sh", "-c", "echo > other.txt"]
+        outputs = ["other.txt"]
+        """
+    )
+    (project.root / "_build/.cache/fast.hash").mkdir(parents=True)  # an entry that cannot be replaced
+    proc = build(project)
+    assert proc.returncode == 1
+    assert [e["stage"] for e in named(proc, "stage.failed")] == ["fast"]
+    assert [e["stage"] for e in named(proc, "stage.succeeded")] == ["other"]
+
+
+def test_cache_files_are_readable_by_others(chain: Project) -> None:
+    build(chain)
+    assert chain.entry("upper").stat().st_mode & 0o044 == 0o044
+
+
+def test_a_deep_chain_of_stages_is_checked_without_recursion_limits(project: Project) -> None:
+    stages = [f'[[stage]]\nname = "s{i}"\ncommand = ["true"]\nafter = ["s{i - 1}"]\n' for i in range(1, 1500)]
+    project.config('[[stage]]\nname = "s0"\ncommand = ["true"]\n' + "".join(stages))
+    proc = project.cli("check")
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert "valid, 1500 stages" in proc.stdout

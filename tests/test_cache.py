@@ -305,3 +305,16 @@ def test_corrupt_digest_database_costs_only_a_rehash(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM digests").fetchone() == (1,)
     conn.close()
+
+
+def test_entry_paths_with_newlines_and_percents_round_trip(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    names = ["new\nline.md", "per%cent.md", "cr\rx.md", "sep\u2028x.md"]
+    for name in names:
+        (tmp_path / "in" / name).write_text("x")
+    stage = Stage(name="odd", command=("true",), inputs=("in/",))
+    mark_done(stage, tmp_path)
+    entry = Workspace(tmp_path).read_entry("odd")
+    assert isinstance(entry, Entry)
+    assert sorted(rel for rel, _ in entry.inputs) == sorted(f"in/{name}" for name in names)
+    assert should_skip(stage, tmp_path)
