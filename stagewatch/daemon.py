@@ -164,6 +164,7 @@ class Daemon:
                 for path in walk_files(change.path, self.impact.rules):
                     seen.setdefault(path, Change(path, False, False))
         affected: dict[str, bool] = {}
+        relevant: list[str] = []
         reload = False
         for change in seen.values():
             if self.impact.is_config(change):
@@ -173,7 +174,11 @@ class Daemon:
                 self.own_removals[invalidated] -= 1  # our own removal when its run began
             elif invalidated is not None:
                 affected[invalidated] = True
-            for name in self.impact.affected(change):
+                relevant.append(change.path)
+            names = self.impact.affected(change)
+            if names:
+                relevant.append(change.path)
+            for name in names:
                 affected.setdefault(name, False)
         if any(change.is_dir for change in seen.values()):
             renew = tuple(c.path for c in seen.values() if c.is_dir and not c.gone)
@@ -182,8 +187,8 @@ class Daemon:
             self._reload("config changed")
         if not affected:
             return
-        shown = [label(path, self.impact.root) for path in list(seen)[:5]]
-        log.info("watch.changed", paths=shown, count=len(seen), stages=sorted(affected))
+        shown = [label(path, self.impact.root) for path in relevant[:5]]
+        log.info("watch.changed", paths=shown, count=len(relevant), stages=sorted(affected))
         self.busy_since_idle = True
         for name, forced in affected.items():
             self._make_candidate(name, forced)

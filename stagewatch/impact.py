@@ -84,8 +84,7 @@ class ImpactMap:
         names |= self.code.get(change.path, set())
         if change.is_dir:
             names |= {n for path, users in self.code.items() if is_within(path, change.path) for n in users}
-        maybe_code = change.is_dir or change.path.endswith(".py")
-        if maybe_code and not self.rules.ignores(change.path, change.is_dir):
+        if change.path.endswith(".py") and not self.rules.ignores(change.path):
             # A module that appears, or one the stage will import once it exists: the key decides.
             names |= {
                 name

@@ -103,8 +103,8 @@ class _OverflowHook(logging.Handler):
         message = record.getMessage()
         if "overflow" in message.lower():
             self.on_trouble("overflow")
-        else:
-            log.warning("watch.library", message=message, logger=record.name)
+        else:  # watchdog's own chatter (a watch torn down mid-event, say): there if asked for
+            log.debug("watch.library", message=message, logger=record.name)
 
 
 class Watcher:
