@@ -1,0 +1,346 @@
+"""The real daemon's life: signals, restarts, the lock, failures, busy stages, reloads, TTLs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Project
+from tests.daemon_support import RunningDaemon
+
+pytestmark = pytest.mark.timeout(90)
+
+SLOW = """
+[pipeline]
+debounce = "100ms"
+
+[[stage]]
+name = "slow"
+module = "stages.slow"
+inputs = ["in/slow.txt"]
+outputs = ["out/slow.txt"]
+{extra}
+
+[[stage]]
+name = "sync"
+command = ["sh", "-c", "mkdir -p out && cp sync/token out/sync.txt"]
+inputs = ["sync/token"]
+outputs = ["out/sync.txt"]
+"""
+
+
+@pytest.fixture
+def slow(project: Project) -> Project:
+    """A stage that, while its input says "wait", holds until the file `go` exists."""
+    project.write("stages/__init__.py", "")
+    project.write(
+        "stages/slow.py",
+        """
+        import os, sys, time
+
+        def run(out):
+            text = (out / "in/slow.txt").read_text()
+            with open(out / "starts.log", "a") as log:
+                log.write(f"{os.getpid()} {text}\\n")
+            if "FAIL" in text:
+                sys.exit(3)
+            while "wait" in text and not (out / "go").exists():
+                time.sleep(0.01)
+            (out / "out").mkdir(exist_ok=True)
+            (out / "out/slow.txt").write_text(text)
+        """,
+    )
+    project.write("in/slow.txt", "first")
+    project.write("sync/token", "0")
+    project.config(SLOW.format(extra=""))
+    return project
+
+
+def starts(project: Project) -> list[tuple[int, str]]:
+    log = project.root / "starts.log"
+    if not log.exists():
+        return []
+    return [
+        (int(pid), text) for pid, _, text in (line.partition(" ") for line in log.read_text().splitlines())
+    ]
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_until(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_sigterm_stops_a_running_stage_and_exits_0_with_no_entry(slow: Project) -> None:
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        slow.write("in/slow.txt", "wait")
+        daemon.wait_event("stage.started", mark, stage="slow")
+        wait_until(lambda: any(text == "wait" for _, text in starts(slow)))
+        stage_pid = starts(slow)[-1][0]
+        began = time.monotonic()
+        assert daemon.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - began < 10
+        daemon.wait_event("watch.stopped")
+    wait_until(lambda: not alive(stage_pid))
+    assert not slow.entry("slow").exists()
+    state = json.loads((slow.root / "_build/.cache/state.json").read_text())
+    assert state["stages"]["slow"]["result"] == "cancelled"
+    assert not (slow.root / "_build/.cache/.lock").read_text().strip()
+
+
+def test_sigkill_mid_run_kills_the_stage_and_a_restart_reruns_it(slow: Project) -> None:
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        slow.write("in/slow.txt", "wait")
+        daemon.wait_event("stage.started", mark, stage="slow")
+        wait_until(lambda: any(text == "wait" for _, text in starts(slow)))
+        stage_pid = starts(slow)[-1][0]
+        daemon.stop(signal.SIGKILL)
+    wait_until(lambda: not alive(stage_pid))  # no orphan racing the next daemon
+    (slow.root / "go").write_text("")
+    with RunningDaemon(slow) as again:
+        caught_up = again.wait_event("watch.idle")
+        assert "slow" in again.started(until=caught_up)
+        assert slow.read("out/slow.txt") == "wait"
+        assert again.stop() == 0
+
+
+def test_a_second_daemon_is_refused(slow: Project) -> None:
+    with RunningDaemon(slow) as first:
+        first.ready()
+        with RunningDaemon(slow) as second:
+            assert second.proc.wait(timeout=30) == 1
+            second.stop()
+        message = "".join(second.stderr)
+        assert f"stagewatch watch (pid {first.proc.pid}) is already running" in message
+        assert first.proc.poll() is None
+        first.stop()
+
+
+def test_build_refuses_while_a_daemon_watches(slow: Project) -> None:
+    with RunningDaemon(slow) as daemon:
+        daemon.ready()
+        proc = slow.cli("build")
+        assert proc.returncode == 1
+        assert f"(pid {daemon.proc.pid})" in proc.stderr and "stagewatch invalidate STAGE" in proc.stderr
+        status = json.loads(slow.cli("status", "--json").stdout)
+        assert status["locked_by"] == {"pid": daemon.proc.pid, "mode": "watch"}
+        daemon.stop()
+
+
+def test_invalidate_makes_the_daemon_rerun_a_stage(slow: Project) -> None:
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        assert slow.cli("invalidate", "slow").returncode == 0
+        end = daemon.barrier(mark)
+        assert sorted(daemon.started(mark, end)) == ["slow", "sync"]
+        daemon.stop()
+
+
+def test_a_failing_stage_leaves_the_daemon_running(slow: Project) -> None:
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        slow.write("in/slow.txt", "FAIL")
+        failed = daemon.wait_event("stage.failed", mark, stage="slow")
+        assert daemon.events[failed]["exit_code"] == 3
+        slow.write("in/slow.txt", "fixed")
+        daemon.wait_event("stage.succeeded", failed, stage="slow")
+        assert slow.read("out/slow.txt") == "fixed"
+        assert daemon.stop() == 0
+
+
+def test_a_failed_stage_is_not_retried_until_something_changes(slow: Project) -> None:
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        slow.write("in/slow.txt", "FAIL")
+        failed = daemon.wait_event("stage.failed", mark, stage="slow")
+        (slow.root / "in/slow.txt").touch()  # checked again: same inputs and code as the failure
+        end = daemon.barrier(failed)
+        assert daemon.started(failed, end) == ["sync"]
+        daemon.stop()
+
+
+def test_a_change_during_a_run_reruns_after_it_with_the_final_content(slow: Project) -> None:
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        slow.write("in/slow.txt", "wait")
+        daemon.wait_event("stage.started", mark, stage="slow")
+        wait_until(lambda: any(text == "wait" for _, text in starts(slow)))
+        slow.write("in/slow.txt", "wait then final")
+        first_done = None
+        changed = daemon.wait_event("watch.changed", mark)
+        assert "slow" in daemon.events[changed]["stages"]
+        (slow.root / "go").write_text("")
+        first_done = daemon.wait_event("stage.succeeded", mark, stage="slow")
+        second_done = daemon.wait_event("stage.succeeded", first_done + 1, stage="slow")
+        assert [text for _, text in starts(slow)][-2:] == ["wait", "wait then final"]
+        assert slow.read("out/slow.txt") == "wait then final"
+        # Never two runs of one stage at once: the second started after the first ended.
+        second_start = daemon.wait_event("stage.started", first_done, stage="slow")
+        assert first_done < second_start < second_done
+        daemon.stop()
+
+
+def test_on_busy_restart_stops_the_run_and_starts_again(slow: Project) -> None:
+    slow.config(SLOW.format(extra='on_busy = "restart"'))
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        slow.write("in/slow.txt", "wait")
+        daemon.wait_event("stage.started", mark, stage="slow")
+        wait_until(lambda: any(text == "wait" for _, text in starts(slow)))
+        first_pid = starts(slow)[-1][0]
+        slow.write("in/slow.txt", "restarted")
+        cancelled = daemon.wait_event("stage.cancelled", mark, stage="slow")
+        daemon.wait_event("stage.succeeded", cancelled, stage="slow")
+        assert not alive(first_pid)
+        assert slow.read("out/slow.txt") == "restarted"
+        daemon.stop()
+
+
+def test_editing_the_config_adds_a_stage(slow: Project) -> None:
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        slow.config(
+            SLOW.format(extra="")
+            + '\n[[stage]]\nname = "extra"\ncommand = ["sh", "-c", "echo > out/extra.txt"]\n'
+            + 'outputs = ["out/extra.txt"]\nafter = ["sync"]\n'
+        )
+        reloaded = daemon.wait_event("config.reloaded", mark)
+        assert daemon.events[reloaded]["added"] == ["extra"]
+        daemon.wait_event("stage.succeeded", reloaded, stage="extra")
+        assert (slow.root / "out/extra.txt").exists()
+        daemon.stop()
+
+
+def test_an_invalid_config_is_logged_and_the_old_one_keeps_running(slow: Project) -> None:
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        slow.config(SLOW.format(extra='inputz = ["typo"]'))
+        invalid = daemon.wait_event("config.invalid", mark)
+        assert 'unknown key "inputz" (did you mean "inputs"?)' in daemon.events[invalid]["problems"][0]
+        slow.write("in/slow.txt", "still watched")
+        daemon.wait_event("stage.succeeded", invalid, stage="slow")
+        assert slow.read("out/slow.txt") == "still watched"
+        daemon.stop()
+
+
+def test_sighup_reloads_the_config(slow: Project) -> None:
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        daemon.proc.send_signal(signal.SIGHUP)
+        reloaded = daemon.wait_event("config.unchanged", mark)
+        assert daemon.events[reloaded]["why"] == "SIGHUP"
+        assert daemon.proc.poll() is None
+        daemon.stop()
+
+
+def test_ttl_stage_reruns_when_its_entry_expires(project: Project) -> None:
+    project.config(
+        """
+        [[stage]]
+        name = "live"
+        command = ["sh", "-c", "date +%s.%N >> fetches.log; echo data > live.json"]
+        outputs = ["live.json"]
+        ttl = "1s"
+        """
+    )
+    with RunningDaemon(project) as daemon:
+        first = daemon.wait_event("stage.succeeded", stage="live")
+        due = daemon.wait_event("ttl.due", first, stage="live")
+        daemon.wait_event("stage.succeeded", due, stage="live")
+        times = [float(line) for line in project.read("fetches.log").split()]
+        assert times[1] - times[0] >= 0.9  # not before its entry was a ttl old
+        daemon.stop()
+
+
+def test_failing_ttl_stage_backs_off_instead_of_spinning(project: Project) -> None:
+    project.config(
+        """
+        [[stage]]
+        name = "flaky"
+        command = ["sh", "-c", "date +%s.%N >> tries.log; exit 1"]
+        ttl = "1s"
+        """
+    )
+    with RunningDaemon(project) as daemon:
+        first = daemon.wait_event("stage.failed", stage="flaky")
+        second = daemon.wait_event("stage.failed", first + 1, stage="flaky")
+        daemon.wait_event("stage.failed", second + 1, stage="flaky")
+        tries = [float(line) for line in project.read("tries.log").split()]
+        gaps = [b - a for a, b in itertools.pairwise(tries)]
+        assert all(gap >= 0.9 for gap in gaps), gaps  # the backoff, capped at the 1 s ttl
+        assert daemon.proc.poll() is None
+        daemon.stop()
+
+
+def test_identical_output_into_a_watched_folder_does_not_loop(project: Project) -> None:
+    project.config(
+        """
+        [[stage]]
+        name = "gen"
+        command = ["sh", "-c", "mkdir -p gen && echo same > gen/x.txt"]
+        inputs = ["src.txt"]
+        outputs = ["gen/"]
+
+        [[stage]]
+        name = "use"
+        command = ["sh", "-c", "cat gen/x.txt > used.txt"]
+        inputs = ["gen/"]
+        outputs = ["used.txt"]
+
+        [[stage]]
+        name = "sync"
+        command = ["sh", "-c", "mkdir -p out && cp sync/token out/sync.txt"]
+        inputs = ["sync/token"]
+        outputs = ["out/sync.txt"]
+        """
+    )
+    project.write("src.txt", "1")
+    project.write("sync/token", "0")
+    with RunningDaemon(project) as daemon:
+        mark = daemon.ready()
+        project.write("src.txt", "2")  # gen reruns, rewriting the same bytes
+        end = daemon.barrier(mark)
+        assert sorted(daemon.started(mark, end)) == ["gen", "sync"]
+        quiet = daemon.barrier(end)
+        assert daemon.started(end, quiet) == ["sync"]
+        daemon.stop()
+
+
+def test_status_names_the_daemon_and_its_running_stage(slow: Project) -> None:
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        slow.write("in/slow.txt", "wait")
+        daemon.wait_event("stage.started", mark, stage="slow")
+        wait_until(lambda: any(text == "wait" for _, text in starts(slow)))
+        proc = slow.cli("status")
+        assert proc.stdout.splitlines()[0] == f"stagewatch watch running (pid {daemon.proc.pid})"
+        rows = {line.split()[0]: line.split()[1] for line in proc.stdout.splitlines()[2:]}
+        assert rows["slow"] == "running"
+        (slow.root / "go").write_text("")
+        daemon.stop()
+
+
+def test_the_lock_names_the_daemon_pid(slow: Project) -> None:
+    with RunningDaemon(slow) as daemon:
+        daemon.ready()
+        lock = (slow.root / "_build/.cache/.lock").read_text().split()
+        assert lock == [str(daemon.proc.pid), "watch"]
+        daemon.stop()
+    assert os.path.exists(slow.root / "_build/.cache/.lock")
