@@ -184,12 +184,16 @@ class Daemon:
             renew = tuple(c.path for c in seen.values() if c.is_dir and not c.gone)
             self._replan(renew)
         if reload:
-            self._reload("config changed")
+            self._reload("file changed")
         if not affected:
             return
-        shown = [label(path, self.impact.root) for path in relevant[:5]]
-        log.info("watch.changed", paths=shown, count=len(relevant), stages=sorted(affected))
-        self.busy_since_idle = True
+        # Sources changed: a person wants to read it. Only stages' own outputs (echoes of the
+        # last run, checked and found fresh): there when asked for (-v).
+        sources = [path for path in relevant if not self.impact.is_output(path)]
+        say = log.info if sources or any(name in self.running for name in affected) else log.debug
+        shown = [label(path, self.impact.root) for path in (sources or relevant)[:5]]
+        say("watch.changed", paths=shown, count=len(sources or relevant), stages=sorted(affected))
+        self.busy_since_idle = self.busy_since_idle or say == log.info
         for name, forced in affected.items():
             self._make_candidate(name, forced)
         self._dispatch()
@@ -393,7 +397,7 @@ class Daemon:
         changed = [s.name for s in new.stages if old.has_stage(s.name) and old.stage(s.name) != s]
         removed = [name for name in old.names if not new.has_stage(name)]
         if new == old:
-            log.info("config.unchanged", why=why)
+            (log.info if why == "SIGHUP" else log.debug)("config.unchanged", why=why)
             return
         for name in removed:
             self.candidates.pop(name, None)

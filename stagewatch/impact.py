@@ -62,6 +62,10 @@ class ImpactMap:
         want(self.cache_dir, False)
         return wanted
 
+    def is_output(self, path: str) -> bool:
+        """Whether a path is (inside) a stage's declared output: stagewatch's own writes, mostly."""
+        return any(is_within(path, output) for output, _ in self.outputs)
+
     def is_config(self, change: Change) -> bool:
         return change.path == self.config_path
 

@@ -84,6 +84,51 @@ class StoryRenderer:
             return f"{self._c(_YELLOW, '⊘')} {self._c(_BOLD, stage)} not run: upstream {f.get('by')} failed"
         if event == "stage.skipped":
             return f"{self._c(_DIM, '·')} {stage} fresh"
+        if event == "watch.started":
+            return (
+                f"{self._c(_BOLD, 'watching')} {f.get('folders')} folders for {f.get('stages')} stages"
+                f" ({f.get('watcher')}); catching up"
+            )
+        if event == "watch.changed":
+            paths = ", ".join(f.get("paths", ()))
+            more = (
+                f" and {f['count'] - len(f['paths'])} more"
+                if f.get("count", 0) > len(f.get("paths", ()))
+                else ""
+            )
+            return f"{self._c(_CYAN, '~')} {paths}{more} changed -> {', '.join(f.get('stages', ()))}"
+        if event == "watch.idle":
+            failing = f.get("failing") or []
+            if failing:
+                return f"{self._c(_YELLOW, 'idle')}: {f.get('fresh')} fresh, failing: {', '.join(failing)}"
+            return f"{self._c(_GREEN, 'idle')}: all {f.get('fresh')} stages fresh"
+        if event == "ttl.due":
+            return f"{self._c(_CYAN, '⏲')} {stage}: ttl expired"
+        if event == "stage.cancelled":
+            return f"{self._c(_YELLOW, '■')} {stage} stopped after {_seconds(f.get('duration_s'))}"
+        if event == "stage.restarting":
+            return f"{self._c(_YELLOW, '↻')} {stage}: its inputs changed while it ran; restarting it"
+        if event == "config.reloaded":
+            parts = [f"{k} {', '.join(f[k])}" for k in ("added", "changed", "removed") if f.get(k)]
+            what = "; ".join(parts) or "settings changed"
+            return f"{self._c(_GREEN, 'config reloaded')} ({f.get('why')}): {what}"
+        if event == "config.unchanged":
+            return f"config unchanged ({f.get('why')})"
+        if event == "config.invalid":
+            problems = "\n  ".join(f.get("problems", ()))
+            return f"{self._c(_RED, 'config invalid')}, keeping the running one:\n  {problems}"
+        if event == "watch.distrusted":
+            return f"the watcher may have missed changes ({f.get('reason')}): checking every stage"
+        if event == "watch.limit":
+            return (
+                f"cannot watch {f.get('path')} ({f.get('error')}): polling it instead;"
+                f" raise the limit with: {f.get('raise_it_with')}"
+            )
+        if event == "watch.stopping":
+            running = f.get("running") or []
+            return f"stopping ({f.get('signal')})" + (f": stopping {', '.join(running)}" if running else "")
+        if event == "watch.stopped":
+            return "stopped"
         if event == "build.started":
             count = f.get("stages")
             return f"checking {count} stage{'' if count == 1 else 's'} ({f.get('jobs')} at once)"
