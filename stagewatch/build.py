@@ -16,8 +16,8 @@ from stagewatch.cache import Workspace
 from stagewatch.errors import UsageError
 from stagewatch.freshness import Decision, Fingerprint, UpstreamRuns
 from stagewatch.graph import Graph
-from stagewatch.runner import RunResult, StageRunner
-from stagewatch.stage import Pipeline, Stage
+from stagewatch.runner import StageRunner
+from stagewatch.stage import Pipeline, RunResult, Stage
 from stagewatch.state import StateRecorder
 
 log = structlog.get_logger(__name__)

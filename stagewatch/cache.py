@@ -20,8 +20,7 @@ from stagewatch.freshness import CorruptEntry, Decision, Digests, Entry, Fingerp
 from stagewatch.hashing import DigestCache, sha256_bytes
 from stagewatch.inputs import expand, missing_outputs
 from stagewatch.paths import CACHE_DIR, IgnoreRules, label, posix
-from stagewatch.runner import RunResult
-from stagewatch.stage import Stage
+from stagewatch.stage import RunResult, Stage
 
 log = structlog.get_logger(__name__)
 

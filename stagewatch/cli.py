@@ -27,7 +27,7 @@ from stagewatch.lock import PipelineLock, lock_owner
 from stagewatch.log import Resolved, configure_logging, line_sink, resolve_format
 from stagewatch.runner import StageRunner
 from stagewatch.stage import Pipeline
-from stagewatch.state import Attempt, StateRecorder, read_state
+from stagewatch.state import Attempt, Result, StateRecorder, read_state
 
 log = structlog.get_logger(__name__)
 
@@ -238,12 +238,12 @@ def _ago(iso: str | None, now: datetime) -> str:
 
 
 def _stage_status(
-    name: str, decision: Decision, entry: Entry | CorruptEntry | None, attempt: Attempt | None, locked: bool
+    decision: Decision, entry: Entry | CorruptEntry | None, attempt: Attempt | None, locked: bool
 ) -> tuple[str, list[str]]:
     reasons = [str(reason) for reason in decision.reasons]
-    if attempt is not None and attempt.result == "running" and locked:
+    if attempt is not None and attempt.result is Result.RUNNING and locked:
         return "running", reasons
-    if attempt is not None and attempt.result == "failed" and decision.run:
+    if attempt is not None and attempt.result is Result.FAILED and decision.run:
         return "failed", [f"last run failed: {attempt.error}", *reasons]
     if entry is None and decision.run:
         return "never run", reasons
@@ -265,7 +265,7 @@ def cmd_status(
             decision = workspace.decide_with(stage, workspace.fingerprint(stage), entry=entry)
             attempt = state.stages.get(name)
             failure = state.failures.get(name)
-            state_name, reasons = _stage_status(name, decision, entry, attempt, owner is not None)
+            state_name, reasons = _stage_status(decision, entry, attempt, owner is not None)
             ttl_left = decision.ttl_left_s
             rows.append({
                 "name": name,
@@ -274,7 +274,7 @@ def cmd_status(
                 "last_success": entry.finished if isinstance(entry, Entry) else None,
                 "ttl_left_s": None if ttl_left is None else max(0.0, round(ttl_left, 1)),
                 "last_attempt": None if attempt is None else {
-                    "result": attempt.result, "started": attempt.started, "finished": attempt.finished,
+                    "result": attempt.result.value, "started": attempt.started, "finished": attempt.finished,
                     "duration_s": attempt.duration_s, "error": attempt.error,
                 },
                 "last_failure": None if failure is None else {

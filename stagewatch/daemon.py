@@ -29,9 +29,9 @@ from stagewatch.impact import ImpactMap
 from stagewatch.inputs import walk_files
 from stagewatch.log import Resolved, line_sink
 from stagewatch.paths import label
-from stagewatch.runner import RunResult, StageRunner
+from stagewatch.runner import StageRunner
 from stagewatch.scheduler import Burst, backoff_s, hold_back, start_burst, ttl_due_at
-from stagewatch.stage import OnBusy, Pipeline, Stage
+from stagewatch.stage import OnBusy, Pipeline, RunResult, Stage
 from stagewatch.state import StateRecorder
 from stagewatch.watcher import Change, Watcher, plan_watches
 

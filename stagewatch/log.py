@@ -10,7 +10,7 @@ from typing import Any, Literal, TextIO
 import structlog
 
 from stagewatch.durations import format_duration
-from stagewatch.runner import LineSink
+from stagewatch.stage import LineSink
 
 LogFormat = Literal["auto", "console", "json"]
 Resolved = Literal["console", "json"]

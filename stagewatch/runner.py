@@ -11,8 +11,6 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -20,28 +18,12 @@ from stagewatch.codedeps import resolve_module_source
 from stagewatch.durations import format_duration
 from stagewatch.inputs import missing_outputs
 from stagewatch.paths import CACHE_DIR, posix
-from stagewatch.stage import Stage
+from stagewatch.stage import LineSink, RunResult, Stage
 
 BOOTSTRAP = (Path(__file__).with_name("_bootstrap.py")).read_text(encoding="utf-8")
 GRACE_S = 5.0
 TAIL_LINES = 20
 LINE_LIMIT = 64 * 1024
-
-LineSink = Callable[[str, str, str], None]
-"""Receives (stage name, "stdout" or "stderr", one line without its newline)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """How one run ended. `error` is None exactly when ok."""
-
-    ok: bool
-    exit_code: int | None
-    duration_s: float
-    error: str | None = None
-    output_tail: tuple[str, ...] = ()
-    timed_out: bool = False
-    cancelled: bool = False
 
 
 def describe_exit(code: int) -> str:

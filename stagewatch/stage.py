@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -136,3 +136,20 @@ class Pipeline:
 
     def on_busy_for(self, stage: Stage) -> OnBusy:
         return stage.on_busy if stage.on_busy is not None else self.on_busy
+
+
+LineSink = Callable[[str, str, str], None]
+"""Receives (stage name, "stdout" or "stderr", one line without its newline)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How one run ended. `error` is None exactly when ok."""
+
+    ok: bool
+    exit_code: int | None
+    duration_s: float
+    error: str | None = None
+    output_tail: tuple[str, ...] = ()
+    timed_out: bool = False
+    cancelled: bool = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -13,18 +14,27 @@ import structlog
 
 from stagewatch.cache import write_atomic
 from stagewatch.paths import CACHE_DIR
-from stagewatch.runner import RunResult
+from stagewatch.stage import RunResult
 
 log = structlog.get_logger(__name__)
 
 STATE_NAME = "state.json"
 
 
+class Result(enum.Enum):
+    """How a stage's attempt stands."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One run of a stage, as status shows it."""
 
-    result: str  # "running", "succeeded", "failed", "cancelled"
+    result: Result
     started: str
     finished: str | None = None
     duration_s: float | None = None
@@ -47,8 +57,13 @@ def state_path(output_dir: Path) -> Path:
 
 def _attempts(records: Any) -> dict[str, Attempt]:
     return {
-        name: Attempt(**{**record, "tail": tuple(record.get("tail", ()))}) for name, record in records.items()
+        name: Attempt(**{**record, "result": Result(record["result"]), "tail": tuple(record.get("tail", ()))})
+        for name, record in records.items()
     }
+
+
+def _record(attempt: Attempt) -> dict[str, Any]:
+    return {**asdict(attempt), "result": attempt.result.value}
 
 
 def read_state(output_dir: Path) -> PipelineState:
@@ -61,7 +76,7 @@ def read_state(output_dir: Path) -> PipelineState:
             _attempts(data.get("stages", {})),
             _attempts(data.get("failures", {})),
         )
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
         return PipelineState()
 
 
@@ -69,8 +84,8 @@ def write_state(output_dir: Path, state: PipelineState) -> None:
     data = {
         "pid": state.pid,
         "mode": state.mode,
-        "stages": {name: asdict(attempt) for name, attempt in sorted(state.stages.items())},
-        "failures": {name: asdict(attempt) for name, attempt in sorted(state.failures.items())},
+        "stages": {name: _record(attempt) for name, attempt in sorted(state.stages.items())},
+        "failures": {name: _record(attempt) for name, attempt in sorted(state.failures.items())},
     }
     write_atomic(state_path(output_dir), json.dumps(data, indent=1) + "\n")
 
@@ -87,8 +102,10 @@ class StateRecorder:
         self.state = read_state(output_dir)
         self.state.pid, self.state.mode = os.getpid(), mode
         for name, attempt in list(self.state.stages.items()):
-            if attempt.result == "running":  # its owner is gone: that run never finished
-                self.state.stages[name] = Attempt("cancelled", attempt.started, error="stagewatch stopped")
+            if attempt.result is Result.RUNNING:  # its owner is gone: that run never finished
+                self.state.stages[name] = Attempt(
+                    Result.CANCELLED, attempt.started, error="stagewatch stopped"
+                )
 
     def _save(self) -> None:
         try:
@@ -99,13 +116,13 @@ class StateRecorder:
             )
 
     def started(self, name: str) -> None:
-        self.state.stages[name] = Attempt("running", _now_iso())
+        self.state.stages[name] = Attempt(Result.RUNNING, _now_iso())
         self._save()
 
     def finished(self, name: str, result: RunResult) -> None:
         previous = self.state.stages.get(name)
         attempt = Attempt(
-            "succeeded" if result.ok else ("cancelled" if result.cancelled else "failed"),
+            Result.SUCCEEDED if result.ok else (Result.CANCELLED if result.cancelled else Result.FAILED),
             previous.started if previous else _now_iso(),
             _now_iso(),
             round(result.duration_s, 3),
@@ -114,7 +131,7 @@ class StateRecorder:
             () if result.ok else result.output_tail,
         )
         self.state.stages[name] = attempt
-        if attempt.result == "failed":
+        if attempt.result is Result.FAILED:
             self.state.failures[name] = attempt
         self._save()
 
@@ -129,6 +146,8 @@ class StateRecorder:
         """Mark that no stagewatch owns the state any more; a run still marked running never ended."""
         self.state.pid = None
         for name, attempt in list(self.state.stages.items()):
-            if attempt.result == "running":
-                self.state.stages[name] = Attempt("cancelled", attempt.started, error="stagewatch stopped")
+            if attempt.result is Result.RUNNING:
+                self.state.stages[name] = Attempt(
+                    Result.CANCELLED, attempt.started, error="stagewatch stopped"
+                )
         self._save()
