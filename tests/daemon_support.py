@@ -17,6 +17,15 @@ from tests.conftest import Project
 Event = dict[str, Any]
 DEADLINE_S = 20.0
 
+SYNC_STAGE = """
+[[stage]]
+name = "sync"
+command = ["sh", "-c", "mkdir -p out && cp sync/token out/sync.txt"]
+inputs = ["sync/token"]
+outputs = ["out/sync.txt"]
+"""
+"""The barrier's stage: reads only sync/token (see RunningDaemon.barrier)."""
+
 
 class RunningDaemon:
     """The daemon's events as they come; wait_for() blocks on a predicate with a deadline."""

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Project
-from tests.daemon_support import RunningDaemon
+from tests.daemon_support import SYNC_STAGE, RunningDaemon
 
 pytestmark = pytest.mark.timeout(90)
 
-SLOW = """
+SLOW = (
+    """
 [pipeline]
 debounce = "100ms"
 
@@ -27,12 +28,9 @@ inputs = ["in/slow.txt"]
 outputs = ["out/slow.txt"]
 {extra}
 
-[[stage]]
-name = "sync"
-command = ["sh", "-c", "mkdir -p out && cp sync/token out/sync.txt"]
-inputs = ["sync/token"]
-outputs = ["out/sync.txt"]
 """
+    + SYNC_STAGE
+)
 
 
 @pytest.fixture
@@ -86,13 +84,18 @@ def wait_until(predicate: object, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+def hold_slow_stage(daemon: RunningDaemon, slow: Project, since: int) -> int:
+    """Make the slow stage run and hold (until `go` exists); its pid, once it is inside its run."""
+    slow.write("in/slow.txt", "wait")
+    daemon.wait_event("stage.started", since, stage="slow")
+    wait_until(lambda: any(text == "wait" for _, text in starts(slow)))
+    return starts(slow)[-1][0]
+
+
 def test_sigterm_stops_a_running_stage_and_exits_0_with_no_entry(slow: Project) -> None:
     with RunningDaemon(slow) as daemon:
         mark = daemon.ready()
-        slow.write("in/slow.txt", "wait")
-        daemon.wait_event("stage.started", mark, stage="slow")
-        wait_until(lambda: any(text == "wait" for _, text in starts(slow)))
-        stage_pid = starts(slow)[-1][0]
+        stage_pid = hold_slow_stage(daemon, slow, mark)
         began = time.monotonic()
         assert daemon.stop(signal.SIGTERM) == 0
         assert time.monotonic() - began < 10
@@ -107,10 +110,7 @@ def test_sigterm_stops_a_running_stage_and_exits_0_with_no_entry(slow: Project) 
 def test_sigkill_mid_run_kills_the_stage_and_a_restart_reruns_it(slow: Project) -> None:
     with RunningDaemon(slow) as daemon:
         mark = daemon.ready()
-        slow.write("in/slow.txt", "wait")
-        daemon.wait_event("stage.started", mark, stage="slow")
-        wait_until(lambda: any(text == "wait" for _, text in starts(slow)))
-        stage_pid = starts(slow)[-1][0]
+        stage_pid = hold_slow_stage(daemon, slow, mark)
         daemon.stop(signal.SIGKILL)
     wait_until(lambda: not alive(stage_pid))  # no orphan racing the next daemon
     (slow.root / "go").write_text("")
@@ -179,9 +179,7 @@ def test_a_failed_stage_is_not_retried_until_something_changes(slow: Project) ->
 def test_a_change_during_a_run_reruns_after_it_with_the_final_content(slow: Project) -> None:
     with RunningDaemon(slow) as daemon:
         mark = daemon.ready()
-        slow.write("in/slow.txt", "wait")
-        daemon.wait_event("stage.started", mark, stage="slow")
-        wait_until(lambda: any(text == "wait" for _, text in starts(slow)))
+        hold_slow_stage(daemon, slow, mark)
         slow.write("in/slow.txt", "wait then final")
         first_done = None
         changed = daemon.wait_event("watch.changed", mark)
@@ -201,10 +199,7 @@ def test_on_busy_restart_stops_the_run_and_starts_again(slow: Project) -> None:
     slow.config(SLOW.format(extra='on_busy = "restart"'))
     with RunningDaemon(slow) as daemon:
         mark = daemon.ready()
-        slow.write("in/slow.txt", "wait")
-        daemon.wait_event("stage.started", mark, stage="slow")
-        wait_until(lambda: any(text == "wait" for _, text in starts(slow)))
-        first_pid = starts(slow)[-1][0]
+        first_pid = hold_slow_stage(daemon, slow, mark)
         slow.write("in/slow.txt", "restarted")
         cancelled = daemon.wait_event("stage.cancelled", mark, stage="slow")
         daemon.wait_event("stage.succeeded", cancelled, stage="slow")
@@ -304,12 +299,8 @@ def test_identical_output_into_a_watched_folder_does_not_loop(project: Project) 
         inputs = ["gen/"]
         outputs = ["used.txt"]
 
-        [[stage]]
-        name = "sync"
-        command = ["sh", "-c", "mkdir -p out && cp sync/token out/sync.txt"]
-        inputs = ["sync/token"]
-        outputs = ["out/sync.txt"]
         """
+        + SYNC_STAGE
     )
     project.write("src.txt", "1")
     project.write("sync/token", "0")
@@ -326,9 +317,7 @@ def test_identical_output_into_a_watched_folder_does_not_loop(project: Project) 
 def test_status_names_the_daemon_and_its_running_stage(slow: Project) -> None:
     with RunningDaemon(slow) as daemon:
         mark = daemon.ready()
-        slow.write("in/slow.txt", "wait")
-        daemon.wait_event("stage.started", mark, stage="slow")
-        wait_until(lambda: any(text == "wait" for _, text in starts(slow)))
+        hold_slow_stage(daemon, slow, mark)
         proc = slow.cli("status")
         assert proc.stdout.splitlines()[0] == f"stagewatch watch running (pid {daemon.proc.pid})"
         rows = {line.split()[0]: line.split()[1] for line in proc.stdout.splitlines()[2:]}

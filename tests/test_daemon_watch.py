@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Project
-from tests.daemon_support import RunningDaemon
+from tests.daemon_support import SYNC_STAGE, RunningDaemon
 
 pytestmark = pytest.mark.timeout(90)
 
-SITE = """
+SITE = (
+    """
 [pipeline]
 jobs = 2
 debounce = "100ms"
@@ -32,13 +33,9 @@ name = "index"
 module = "stages.index"
 inputs = ["out/pages/"]
 outputs = ["out/index.txt"]
-
-[[stage]]
-name = "sync"
-command = ["sh", "-c", "mkdir -p out && cp sync/token out/sync.txt"]
-inputs = ["sync/token"]
-outputs = ["out/sync.txt"]
 """
+    + SYNC_STAGE
+)
 
 
 @pytest.fixture
