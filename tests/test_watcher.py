@@ -1,0 +1,170 @@
+"""The watch plan, what a change affects, and the watcher's safety nets."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+from watchdog.observers.api import BaseObserver
+
+from stagewatch.config import load_pipeline
+from stagewatch.impact import ImpactMap
+from stagewatch.stage import WatcherKind
+from stagewatch.watcher import Change, Watcher, plan_watches
+from tests.conftest import Project
+from tests.daemon_support import SYNC_STAGE, RunningDaemon
+
+
+def test_plan_watches_parents_too_and_skips_folders_inside_recursive_ones() -> None:
+    existing = {"/p", "/p/content", "/p/content/sub", "/p/data"}
+    plan = plan_watches(
+        {"/p/content": True, "/p/content/sub": False, "/p/data": False}, existing.__contains__
+    )
+    assert plan == {"/p": False, "/p/content": True, "/p/data": False}
+
+
+def test_plan_watches_a_missing_folder_through_its_nearest_existing_parent() -> None:
+    plan = plan_watches({"/p/_build/site": True}, {"/p"}.__contains__)
+    assert plan == {"/": False, "/p": False}
+
+
+@pytest.fixture
+def impact(project: Project) -> ImpactMap:
+    project.config(
+        """
+        [pipeline]
+        ignore = ["drafts/"]
+        [[stage]]
+        name = "pages"
+        module = "stages.pages"
+        inputs = ["content/**/*.md", "data/site.toml"]
+        outputs = ["_build/pages/"]
+        [[stage]]
+        name = "index"
+        command = ["true"]
+        inputs = ["_build/pages/"]
+        outputs = ["_build/index.html"]
+        """
+    )
+    pipeline = load_pipeline(project.root / "stagewatch.toml")
+    return ImpactMap(pipeline, {"pages": [f"{project.root}/stages/pages.py"]})
+
+
+def _at(impact: ImpactMap, rel: str, is_dir: bool = False, gone: bool = False) -> set[str]:
+    return impact.affected(Change(f"{impact.root}/{rel}", is_dir, gone))
+
+
+def test_a_change_affects_the_stages_that_read_it(impact: ImpactMap) -> None:
+    assert _at(impact, "content/a/b.md") == {"pages"}
+    assert _at(impact, "data/site.toml") == {"pages"}
+    assert _at(impact, "_build/pages/x.html") == {"index"}
+    assert _at(impact, "content/a/b.txt") == set()
+
+
+def test_editor_temp_files_and_ignored_folders_affect_nothing(impact: ImpactMap) -> None:
+    assert _at(impact, "content/.b.md.swp") == set()
+    assert _at(impact, "content/b.md~") == set()
+    assert _at(impact, "drafts/x.md") == set()
+    assert _at(impact, "_build/.cache/state.json") == set()
+
+
+def test_a_removed_folder_affects_every_stage_below_it(impact: ImpactMap) -> None:
+    assert _at(impact, "content", is_dir=True, gone=True) == {"pages"}
+    assert _at(impact, "_build", is_dir=True, gone=True) == {"index", "pages"}  # outputs gone too
+
+
+def test_code_and_new_modules_affect_module_stages(impact: ImpactMap) -> None:
+    assert _at(impact, "stages/pages.py") == {"pages"}
+    assert _at(impact, "stages/new_helper.py") == {"pages"}  # on python_path: the key decides
+
+
+def test_an_entry_removed_by_invalidate_names_its_stage(impact: ImpactMap) -> None:
+    assert impact.invalidated(Change(f"{impact.root}/_build/.cache/pages.hash", False, True)) == "pages"
+    assert impact.invalidated(Change(f"{impact.root}/_build/.cache/pages.hash", False, False)) is None
+    assert impact.invalidated(Change(f"{impact.root}/_build/.cache/ghost.hash", False, True)) is None
+
+
+def test_wanted_watches_cover_inputs_code_config_and_cache(impact: ImpactMap) -> None:
+    wanted = impact.wanted_watches()
+    root = impact.root
+    assert wanted[f"{root}/content"] is True
+    assert wanted[f"{root}/data"] is False
+    assert wanted[f"{root}/_build/pages"] is True
+    assert wanted[f"{root}/stages"] is False
+    assert wanted[f"{root}/_build/.cache"] is False
+    assert root in wanted  # the config file's folder
+
+
+def test_a_kernel_queue_overflow_becomes_a_rescan() -> None:
+    reasons: list[str] = []
+    watcher = Watcher(lambda changes: None, reasons.append, WatcherKind.POLLING)
+    watcher.start()
+    try:
+        # What watchdog logs when inotify reports IN_Q_OVERFLOW (and does nothing else about).
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; filesystem events were lost"
+        )
+    finally:
+        watcher.stop()
+    assert reasons == ["overflow"]
+
+
+class _NoWatchesLeft(BaseObserver):
+    """Stands in for the kernel refusing a watch: raising ENOSPC needs a machine-wide sysctl."""
+
+    def __init__(self) -> None:
+        super().__init__(emitter_class=object)  # type: ignore[arg-type]
+
+    def schedule(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+
+def test_the_watch_limit_falls_back_to_polling_and_names_the_sysctl(tmp_path: Path) -> None:
+    reasons: list[str] = []
+    changed = threading.Event()
+    watcher = Watcher(lambda changes: changed.set(), reasons.append, WatcherKind.NATIVE)
+    watcher.start()
+    assert watcher._native is not None
+    watcher._native.stop()
+    watcher._native = _NoWatchesLeft()
+    watcher._native.start()
+    try:
+        with capture_logs() as logs:
+            watcher.update({str(tmp_path): True})
+        assert watcher.polling_count == 1
+        assert reasons == ["watch-limit"]
+        limit = next(log for log in logs if log["event"] == "watch.limit")
+        assert "fs.inotify.max_user_watches" in limit["raise_it_with"]
+        (tmp_path / "new.txt").write_text("seen by polling")
+        assert changed.wait(10)
+    finally:
+        watcher.stop()
+
+
+@pytest.mark.timeout(90)
+def test_the_polling_watcher_sees_an_edit(project: Project) -> None:
+    project.config(
+        """
+        [pipeline]
+        watcher = "polling"
+        [[stage]]
+        name = "copy"
+        command = ["sh", "-c", "cp in.txt out.txt"]
+        inputs = ["in.txt"]
+        outputs = ["out.txt"]
+        """
+        + SYNC_STAGE
+    )
+    project.write("in.txt", "one")
+    project.write("sync/token", "0")
+    with RunningDaemon(project) as daemon:
+        mark = daemon.wait_event("watch.idle") + 1
+        project.write("in.txt", "two, longer")
+        daemon.wait_event("stage.succeeded", mark, stage="copy")
+        assert project.read("out.txt") == "two, longer"
+        assert daemon.named("watch.started")[0]["watcher"] == "polling"
+        daemon.stop()
