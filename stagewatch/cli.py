@@ -181,10 +181,14 @@ def cmd_watch(
     args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
 ) -> int:
     from stagewatch.daemon import Daemon  # watchdog and asyncio load only for the daemon
+    from stagewatch.systemd import Notifier
 
     with PipelineLock(pipeline.output_dir) as lock:
         lock.acquire("watch")
-        return Daemon(pipeline, fmt, stream, jobs=args.jobs, quiet=_verbosity(args) < 0).run()
+        daemon = Daemon(
+            pipeline, fmt, stream, jobs=args.jobs, notifier=Notifier(), quiet=_verbosity(args) < 0
+        )
+        return daemon.run()
 
 
 def cmd_build(

@@ -33,6 +33,7 @@ from stagewatch.runner import StageRunner
 from stagewatch.scheduler import Burst, backoff_s, hold_back, start_burst, ttl_due_at
 from stagewatch.stage import OnBusy, Pipeline, RunResult, Stage
 from stagewatch.state import StateRecorder
+from stagewatch.systemd import Notifier
 from stagewatch.watcher import Change, Watcher, plan_watches
 
 log = structlog.get_logger(__name__)
@@ -41,9 +42,6 @@ log = structlog.get_logger(__name__)
 # monotonic seconds) notices a TTL that came due during a suspend, and runs it once.
 TTL_TICK_S = 60.0
 RUN_THREADS = 32
-
-StatusSink = Callable[[str], None]
-"""Receives one line saying what the daemon is doing (for sd_notify's STATUS=)."""
 
 
 def _digest(path: Path) -> str | None:
@@ -62,12 +60,12 @@ class Daemon:
         fmt: Resolved,
         stream: TextIO,
         jobs: int | None = None,
-        on_status: StatusSink | None = None,
+        notifier: Notifier | None = None,
         quiet: bool = False,
     ) -> None:
         self.pipeline = pipeline
         self.jobs_override = jobs
-        self.on_status = on_status
+        self.notifier = notifier if notifier is not None else Notifier({})
         self.workspace = Workspace(pipeline.output_dir, persistent_digests=True)
         self.runner = StageRunner(pipeline.output_dir, on_line=line_sink(fmt, stream, quiet))
         self.recorder = StateRecorder(pipeline.output_dir, "watch")
@@ -76,6 +74,7 @@ class Daemon:
         self.code_files: dict[str, frozenset[str]] = {}
         self.candidates: dict[str, bool] = {}  # name -> forced (an explicit invalidate)
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.run_started: dict[str, float] = {}
         self.dirty: set[str] = set()
         self.own_removals: dict[str, int] = {}
         self.restarting: set[str] = set()
@@ -119,6 +118,9 @@ class Daemon:
             watcher=self.pipeline.watcher.value,
             config=str(self.pipeline.config_path),
         )
+        self.notifier.ready()
+        if self.notifier.watchdog_s is not None:
+            self._watchdog_ping()
         self.catching_up = set(self.graph.order)
         self._rescan("start")
         self._arm_rescan()
@@ -263,6 +265,7 @@ class Daemon:
             self.loop.call_soon(self._finished, stage, fingerprint, begun)
             return
         self.running[name] = self.loop.create_task(self._run(stage, fingerprint))
+        self.run_started[name] = self.loop.time()
 
     def _note_code(self, stage: Stage, fingerprint: Fingerprint) -> None:
         """Keep the code files of module stages watched as their imports change."""
@@ -285,6 +288,7 @@ class Daemon:
     def _finished(self, stage: Stage, fingerprint: Fingerprint, result: RunResult) -> None:
         name = stage.name
         self.running.pop(name, None)
+        self.run_started.pop(name, None)
         result = self.workspace.record_run(stage, fingerprint, settle(result, fingerprint))
         self.recorder.finished(name, result)
         if self.stopping or not self.pipeline.has_stage(name):
@@ -375,6 +379,13 @@ class Daemon:
     # --- reload and stop ---
 
     def _reload(self, why: str) -> None:
+        self.notifier.reloading()
+        try:
+            self._reload_config(why)
+        finally:
+            self.notifier.ready()
+
+    def _reload_config(self, why: str) -> None:
         digest = _digest(self.pipeline.config_path)
         if why != "SIGHUP" and digest == self.config_digest:
             return  # touched or rewritten with the same bytes
@@ -417,6 +428,7 @@ class Daemon:
         if self.stopping:
             return
         self.stopping = True
+        self.notifier.stopping()
         log.info("watch.stopping", signal=signame, running=sorted(self.running))
         self._stopped.set()
 
@@ -430,28 +442,44 @@ class Daemon:
         self.pool.shutdown(wait=False)
         self.workspace.close()
         self.recorder.close()
+        self.notifier.close()
         log.info("watch.stopped")
 
     # --- what people see ---
 
     def _report(self) -> None:
-        if self.running or self.candidates:
-            running = ", ".join(sorted(self.running))
-            self._status(f"running {running}" if running else "checking")
-            return
-        failing = sorted(self.failed_keys)
-        fresh = len(self.pipeline.stages) - len(failing)
-        if self.busy_since_idle:
-            self.busy_since_idle = True  # the first idle after catching up is always said
+        if not self.running and not self.candidates and self.busy_since_idle:
+            self.busy_since_idle = False
             self.workspace.digests.flush()
-            log.info("watch.idle", fresh=fresh, failing=failing)
-        if failing:
-            self._status(
-                f"{len(failing)} stage{'s' if len(failing) > 1 else ''} failing: {', '.join(failing)}"
+            log.info(
+                "watch.idle",
+                fresh=len(self.pipeline.stages) - len(self.failed_keys),
+                failing=sorted(self.failed_keys),
             )
-        else:
-            self._status(f"idle, {fresh} stages fresh")
+        self.notifier.status(self._status_text())
+        if self.running and self.notifier.enabled:
+            self._arm("status", 1.0, self._report)  # keeps "running render (4 s)" counting
 
-    def _status(self, text: str) -> None:
-        if self.on_status is not None:
-            self.on_status(text)
+    def _status_text(self) -> str:
+        """One line for `systemctl status`: what the daemon is doing now."""
+        total = len(self.pipeline.stages)
+        if self.catching_up and (self.running or self.candidates):
+            return f"catching up {total - len(self.catching_up)}/{total}"
+        if self.running:
+            now = self.loop.time()
+            runs = [
+                f"{name} ({now - self.run_started.get(name, now):.0f} s)" for name in sorted(self.running)
+            ]
+            return "running " + ", ".join(runs)
+        if self.candidates:
+            return "checking " + ", ".join(sorted(self.candidates))
+        failing = sorted(self.failed_keys)
+        if failing:
+            return f"{len(failing)} stage{'s' if len(failing) > 1 else ''} failing: {', '.join(failing)}"
+        return f"idle, {total} stages fresh"
+
+    def _watchdog_ping(self) -> None:
+        """WATCHDOG=1 from the loop itself: a stuck loop stops the pings, and systemd restarts us."""
+        self.notifier.alive()
+        assert self.notifier.watchdog_s is not None
+        self._arm("watchdog", self.notifier.watchdog_s, self._watchdog_ping)

@@ -65,6 +65,8 @@ def stage_argv(stage: Stage) -> list[str]:
 
 def stage_env(stage: Stage, output_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        env.pop(name, None)  # systemd's messages are stagewatch's to send, not its stages'
     env["STAGEWATCH_STAGE"] = stage.name
     env["STAGEWATCH_OUTPUT_DIR"] = str(output_dir)
     env["STAGEWATCH_PARENT_PID"] = str(os.getpid())
