@@ -29,9 +29,11 @@ def print_user_traceback(error: BaseException) -> None:
     """The traceback from the stage's own code on: the bootstrap and importlib are noise."""
     import traceback
 
+    machinery = os.path.dirname(importlib.__file__ or "") + os.sep
     tb = error.__traceback__
     while tb is not None and (
-        tb.tb_frame.f_code.co_filename == "<string>" or tb.tb_frame.f_code.co_filename.startswith("<frozen")
+        tb.tb_frame.f_code.co_filename == "<string>"
+        or tb.tb_frame.f_code.co_filename.startswith(("<frozen", machinery))
     ):
         tb = tb.tb_next
     traceback.print_exception(type(error), error, tb)

@@ -193,9 +193,9 @@ class BuildRound:
         log.info("stage.started", stage=name, reasons=[str(reason) for reason in decision.reasons])
         if self.state is not None:
             self.state.started(name)
-        begun = self.workspace.begin_run(stage)
-        if isinstance(begun, RunResult):
-            return self._finished(stage, fingerprint, decision, begun)
+        refused = self.workspace.begin_run(stage)
+        if refused is not None:
+            return self._finished(stage, fingerprint, decision, refused)
         return pool.submit(self.runner.run, stage), (stage, fingerprint, decision)
 
     def _finished(

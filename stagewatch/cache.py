@@ -113,21 +113,36 @@ def parse_entry(text: str, path: str, mtime: float) -> Entry | CorruptEntry:
             else:
                 fields[name] = value
         key = fields.get("key", "")
-        if not _HEX64.fullmatch(key):
+        pending = "pending" in fields
+        if not pending and not _HEX64.fullmatch(key):
             raise ValueError("no valid key= line")
         if "duration_s" in fields:
             duration_s = float(fields["duration_s"])
     except ValueError as exc:
         return CorruptEntry(path, str(exc))
     return Entry(
-        key=key,
+        key="" if pending else key,
         mtime=mtime,
         code=code,
         deps=tuple(sorted(deps)),
         inputs=tuple(sorted(inputs)),
         finished=fields.get("finished"),
         duration_s=duration_s,
+        pending=pending,
     )
+
+
+def format_pending(previous: Entry, started: datetime) -> str:
+    """An entry for a run under way: no key (nothing may take it as fresh), the last success's
+    details kept so that `explain` can still say what changed."""
+    lines = [f"version={ENTRY_VERSION}", "pending=" + started.astimezone(UTC).isoformat(timespec="seconds")]
+    if previous.code is not None:
+        lines.append(f"code={previous.code[1]} {escape_path(previous.code[0])}")
+    lines += [f"dep={digest} {escape_path(rel)}" for rel, digest in previous.deps]
+    lines += [f"in={digest} {escape_path(rel)}" for rel, digest in previous.inputs]
+    if previous.finished:
+        lines.append(f"finished={previous.finished}")
+    return "\n".join(lines) + "\n"
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -285,18 +300,23 @@ class Workspace:
             return replace(result, ok=False, error=error)
         return result
 
-    def begin_run(self, stage: Stage) -> bool | RunResult:
-        """Forget the last success before a run touches the outputs; True when there was an entry.
+    def begin_run(self, stage: Stage) -> RunResult | None:
+        """Before a run touches the outputs, turn the stage's entry into a pending one (no key).
 
-        A run that fails or is killed may leave outputs half-written: the old entry must not
-        vouch for them if the inputs later return to what they were. When the entry cannot
-        be removed, the run must not start: the failed RunResult says why.
+        A run that fails or is killed may leave outputs half-written: the last success must
+        not vouch for them if the inputs later return to what they were. The entry is
+        replaced, never deleted: a deleted entry always means a person's `invalidate`. When
+        it cannot be replaced, the run must not start: the failed RunResult says why.
         """
+        previous = self.read_entry(stage.name)
+        if not isinstance(previous, Entry) or previous.pending:
+            return None
         try:
-            return self.remove_entry(stage.name)
+            write_atomic(self.entry_path(stage.name), format_pending(previous, datetime.now(UTC)))
         except OSError as exc:
-            error = f"its cache entry could not be removed before the run: {exc.strerror or exc}"
+            error = f"its cache entry could not be replaced before the run: {exc.strerror or exc}"
             return RunResult(False, None, 0.0, error, (error,))
+        return None
 
     def remove_entry(self, name: str) -> bool:
         try:

@@ -18,6 +18,7 @@ import structlog
 from stagewatch import __version__
 from stagewatch.build import BuildRound, plan, require_stages, select_stages
 from stagewatch.cache import Workspace
+from stagewatch.codedeps import resolve_module_source
 from stagewatch.config import load_pipeline, locate_config
 from stagewatch.durations import format_duration
 from stagewatch.errors import StagewatchError, UsageError
@@ -25,6 +26,7 @@ from stagewatch.freshness import CorruptEntry, Decision, Entry
 from stagewatch.graph import Graph
 from stagewatch.lock import PipelineLock, lock_owner
 from stagewatch.log import Resolved, configure_logging, line_sink, resolve_format
+from stagewatch.paths import PathKind, absolute, classify, is_within, posix
 from stagewatch.runner import StageRunner
 from stagewatch.stage import Pipeline
 from stagewatch.state import Attempt, Result, StateRecorder, read_state
@@ -433,13 +435,42 @@ def _via(via: str) -> str:
 def cmd_check(
     args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
 ) -> int:
-    print(f"{pipeline.config_path}: valid, {len(pipeline.stages)} stages, output_dir {pipeline.output_dir}")
+    problems, warnings = _runnable_problems(pipeline)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    stages = _count(len(pipeline.stages), "stage")
+    print(f"{pipeline.config_path}: valid, {stages}, output_dir {pipeline.output_dir}")
     for index, name in enumerate(graph.order, start=1):
         stage = pipeline.stage(name)
         extra = f", ttl {format_duration(stage.ttl_s)}" if stage.ttl_s is not None else ""
         files = f"{_count(len(stage.inputs), 'input')}, {_count(len(stage.outputs), 'output')}{extra}"
         print(f"{index:>3}. {name}: {stage.code_label} ({files})")
     return 0
+
+
+def _runnable_problems(pipeline: Pipeline) -> tuple[list[str], list[str]]:
+    """What the file cannot say by itself: modules that cannot be found (problems), and
+    declared input files that exist nowhere and that no stage makes (warnings)."""
+    root = posix(pipeline.output_dir)
+    problems, warnings = [], []
+    made = {absolute(output, root) for stage in pipeline.stages for output in stage.outputs}
+    for stage in pipeline.stages:
+        where = f'{pipeline.config_path}: stage "{stage.name}"'
+        search = stage.search_path(root)
+        if stage.module is not None and resolve_module_source(stage.module, search) is None:
+            problems.append(
+                f'{where}: "module": {stage.module} not found on python_path ({", ".join(search)})'
+            )
+        for pattern in stage.inputs:
+            path = absolute(pattern, root)
+            if classify(pattern) is PathKind.GLOB or os.path.exists(path):
+                continue
+            if not any(is_within(path, output) for output in made):
+                warnings.append(f'{where}: input "{pattern}" does not exist (yet), and no stage makes it')
+    return problems, warnings
 
 
 _COMMANDS: dict[str, Command] = {

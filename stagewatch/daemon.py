@@ -71,12 +71,12 @@ class Daemon:
         self.recorder = StateRecorder(pipeline.output_dir, "watch")
         self.pool = ThreadPoolExecutor(max_workers=RUN_THREADS, thread_name_prefix="stage")
         self.config_digest = _digest(pipeline.config_path)
+        self.config_invalid = False
         self.code_files: dict[str, frozenset[str]] = {}
         self.candidates: dict[str, bool] = {}  # name -> forced (an explicit invalidate)
         self.running: dict[str, asyncio.Task[None]] = {}
         self.run_started: dict[str, float] = {}
         self.dirty: set[str] = set()
-        self.own_removals: dict[str, int] = {}
         self.restarting: set[str] = set()
         self.catching_up: set[str] = set()
         self.failed_keys: dict[str, str | None] = {}
@@ -158,6 +158,16 @@ class Daemon:
 
     def _flush(self) -> None:
         changes, self.pending, self.burst = self.pending, [], None
+        affected: dict[str, bool] = {}
+        relevant: list[str] = []
+        reload = False
+        # Before folding events by path: a deletion followed by a rewrite must not hide it.
+        for change in changes:
+            reload = reload or self.impact.is_config(change)
+            invalidated = self.impact.invalidated(change)
+            if invalidated is not None:
+                affected[invalidated] = True
+                relevant.append(change.path)
         seen: dict[str, Change] = {}
         for change in changes:
             seen[change.path] = change
@@ -165,37 +175,27 @@ class Daemon:
                 # Files made in a new folder before its watch existed send no event (trap 2).
                 for path in walk_files(change.path, self.impact.rules):
                     seen.setdefault(path, Change(path, False, False))
-        affected: dict[str, bool] = {}
-        relevant: list[str] = []
-        reload = False
         for change in seen.values():
-            if self.impact.is_config(change):
-                reload = True
-            invalidated = self.impact.invalidated(change)
-            if invalidated is not None and self.own_removals.get(invalidated):
-                self.own_removals[invalidated] -= 1  # our own removal when its run began
-            elif invalidated is not None:
-                affected[invalidated] = True
-                relevant.append(change.path)
             names = self.impact.affected(change)
             if names:
                 relevant.append(change.path)
             for name in names:
                 affected.setdefault(name, False)
         if any(change.is_dir for change in seen.values()):
-            renew = tuple(c.path for c in seen.values() if c.is_dir and not c.gone)
-            self._replan(renew)
+            self._replan(tuple(c.path for c in seen.values() if c.is_dir and not c.gone))
         if reload:
             self._reload("file changed")
         if not affected:
             return
-        # Sources changed: a person wants to read it. Only stages' own outputs (echoes of the
-        # last run, checked and found fresh): there when asked for (-v).
-        sources = [path for path in relevant if not self.impact.is_output(path)]
-        say = log.info if sources or any(name in self.running for name in affected) else log.debug
+        # Sources changed, or a stage was invalidated: a person wants to read it. Only the
+        # stages' own outputs (echoes of the last run, found fresh): there when asked for (-v).
+        sources = [path for path in relevant if not self.impact.is_own_write(path)]
+        worth_saying = bool(sources) or any(name in self.running for name in affected)
         shown = [label(path, self.impact.root) for path in (sources or relevant)[:5]]
-        say("watch.changed", paths=shown, count=len(sources or relevant), stages=sorted(affected))
-        self.busy_since_idle = self.busy_since_idle or say == log.info
+        (log.info if worth_saying else log.debug)(
+            "watch.changed", paths=shown, count=len(sources or relevant), stages=sorted(affected)
+        )
+        self.busy_since_idle = self.busy_since_idle or worth_saying
         for name, forced in affected.items():
             self._make_candidate(name, forced)
         self._dispatch()
@@ -258,11 +258,9 @@ class Daemon:
         log.info("stage.started", stage=name, reasons=[str(reason) for reason in decision.reasons])
         self.recorder.started(name)
         self.busy_since_idle = True
-        begun = self.workspace.begin_run(stage)
-        if begun is True:
-            self.own_removals[name] = self.own_removals.get(name, 0) + 1
-        if isinstance(begun, RunResult):
-            self.loop.call_soon(self._finished, stage, fingerprint, begun)
+        refused = self.workspace.begin_run(stage)
+        if refused is not None:
+            self.loop.call_soon(self._finished, stage, fingerprint, refused)
             return
         self.running[name] = self.loop.create_task(self._run(stage, fingerprint))
         self.run_started[name] = self.loop.time()
@@ -356,7 +354,7 @@ class Daemon:
                 continue
             # The entry's mtime is read again now: an `accept` may have refreshed it.
             if self._ttl_due(stage, now) <= now:
-                log.info("ttl.due", stage=stage.name)
+                log.debug("ttl.due", stage=stage.name)  # stage.started says "ttl expired"
                 self._make_candidate(stage.name, False)
         self._dispatch()
 
@@ -388,10 +386,14 @@ class Daemon:
     def _reload_config(self, why: str) -> None:
         digest = _digest(self.pipeline.config_path)
         if why != "SIGHUP" and digest == self.config_digest:
+            if self.config_invalid:  # put back as it was: say the alarm is over
+                self.config_invalid = False
+                log.info("config.restored", why=why)
             return  # touched or rewritten with the same bytes
         try:
             new = load_pipeline(self.pipeline.config_path)
         except ConfigError as exc:
+            self.config_invalid = True
             log.error("config.invalid", why=why, problems=exc.problems, action="keeping the running config")
             return
         if new.output_dir != self.pipeline.output_dir:
@@ -403,6 +405,7 @@ class Daemon:
             )
             return
         self.config_digest = digest
+        self.config_invalid = False
         old = self.pipeline
         added = [s.name for s in new.stages if not old.has_stage(s.name)]
         changed = [s.name for s in new.stages if old.has_stage(s.name) and old.stage(s.name) != s]
@@ -465,18 +468,19 @@ class Daemon:
         total = len(self.pipeline.stages)
         if self.catching_up and (self.running or self.candidates):
             return f"catching up {total - len(self.catching_up)}/{total}"
+        failing = sorted(self.failed_keys)
+        failing_text = f"{len(failing)} stage{'s' if len(failing) > 1 else ''} failing: {', '.join(failing)}"
         if self.running:
             now = self.loop.time()
             runs = [
                 f"{name} ({now - self.run_started.get(name, now):.0f} s)" for name in sorted(self.running)
             ]
-            return "running " + ", ".join(runs)
+            return "running " + ", ".join(runs) + (f"; {failing_text}" if failing else "")
         if self.candidates:
             return "checking " + ", ".join(sorted(self.candidates))
-        failing = sorted(self.failed_keys)
         if failing:
-            return f"{len(failing)} stage{'s' if len(failing) > 1 else ''} failing: {', '.join(failing)}"
-        return f"idle, {total} stages fresh"
+            return failing_text
+        return f"idle, {total} stage{'s' if total != 1 else ''} fresh"
 
     def _watchdog_ping(self) -> None:
         """WATCHDOG=1 from the loop itself: a stuck loop stops the pings, and systemd restarts us."""

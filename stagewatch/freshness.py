@@ -33,6 +33,7 @@ class Entry:
     inputs: Digests = ()
     finished: str | None = None
     duration_s: float | None = None
+    pending: bool = False  # a run began and did not succeed: never fresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,12 @@ class AlwaysRuns:
 class NeverBuilt:
     def __str__(self) -> str:
         return "no successful run recorded"
+
+
+@dataclass(frozen=True, slots=True)
+class LastRunUnfinished:
+    def __str__(self) -> str:
+        return "its last run failed or was interrupted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +140,7 @@ Reason = (
     Forced
     | AlwaysRuns
     | NeverBuilt
+    | LastRunUnfinished
     | EntryUnreadable
     | MissingFile
     | CodeChanged
@@ -170,7 +178,7 @@ def _diff(role: str, recorded: Digests, observed: Digests) -> list[Reason]:
 
 def key_changes(entry: Entry, fingerprint: Fingerprint) -> list[Reason]:
     """What differs between a recorded entry and the fingerprint, as precisely as the entry allows."""
-    if fingerprint.key == entry.key:
+    if fingerprint.key == entry.key and not entry.pending:
         return []
     changes: list[Reason] = []
     if not entry.legacy and entry.code is not None and fingerprint.code is not None:
@@ -178,6 +186,8 @@ def key_changes(entry: Entry, fingerprint: Fingerprint) -> list[Reason]:
             changes.append(CodeChanged(fingerprint.code[0]))
         changes += _diff("code dependency", entry.deps, fingerprint.deps)
         changes += _diff("input", entry.inputs, fingerprint.inputs)
+    if entry.pending:
+        return changes  # what changed since the last success, if anything did
     return changes or [KeyDiffers()]
 
 
@@ -208,10 +218,12 @@ def decide(
     elif isinstance(entry, CorruptEntry):
         reasons.append(EntryUnreadable(entry.problem))
     else:
+        if entry.pending:
+            reasons.append(LastRunUnfinished())
         if fingerprint.key is not None:
             reasons += key_changes(entry, fingerprint)
         age_s = max(0.0, now - entry.mtime)
-        if stage.ttl_s is not None:
+        if stage.ttl_s is not None and not entry.pending:
             ttl_left_s = stage.ttl_s - age_s
             if ttl_left_s <= 0:
                 reasons.append(TtlExpired(age_s, stage.ttl_s))

@@ -62,9 +62,10 @@ class ImpactMap:
         want(self.cache_dir, False)
         return wanted
 
-    def is_output(self, path: str) -> bool:
-        """Whether a path is (inside) a stage's declared output: stagewatch's own writes, mostly."""
-        return any(is_within(path, output) for output, _ in self.outputs)
+    def is_own_write(self, path: str) -> bool:
+        """Whether a path is a stage's output, inside one, or a folder made to hold one:
+        what stages write, not what a person edits."""
+        return any(is_within(path, output) or is_within(output, path) for output, _ in self.outputs)
 
     def is_config(self, change: Change) -> bool:
         return change.path == self.config_path
@@ -88,8 +89,13 @@ class ImpactMap:
         names |= self.code.get(change.path, set())
         if change.is_dir:
             names |= {n for path, users in self.code.items() if is_within(path, change.path) for n in users}
-        if change.path.endswith(".py") and not self.rules.ignores(change.path):
-            # A module that appears, or one the stage will import once it exists: the key decides.
+        if (
+            change.path.endswith(".py")
+            and change.path not in self.code
+            and not self.rules.ignores(change.path)
+        ):
+            # A module no stage imports yet (a new one, or one a stage will import once it
+            # exists): every module stage on that path is checked, and the key decides.
             names |= {
                 name
                 for name, roots in self.python_roots.items()

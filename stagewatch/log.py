@@ -101,7 +101,9 @@ class StoryRenderer:
             failing = f.get("failing") or []
             if failing:
                 return f"{self._c(_YELLOW, 'idle')}: {f.get('fresh')} fresh, failing: {', '.join(failing)}"
-            return f"{self._c(_GREEN, 'idle')}: all {f.get('fresh')} stages fresh"
+            fresh = f.get("fresh")
+            every = "the stage is fresh" if fresh == 1 else f"all {fresh} stages fresh"
+            return f"{self._c(_GREEN, 'idle')}: {every}"
         if event == "ttl.due":
             return f"{self._c(_CYAN, '⏲')} {stage}: ttl expired"
         if event == "stage.cancelled":
@@ -112,6 +114,8 @@ class StoryRenderer:
             parts = [f"{k} {', '.join(f[k])}" for k in ("added", "changed", "removed") if f.get(k)]
             what = "; ".join(parts) or "settings changed"
             return f"{self._c(_GREEN, 'config reloaded')} ({f.get('why')}): {what}"
+        if event == "config.restored":
+            return f"{self._c(_GREEN, 'config valid again')}: the same as the running one"
         if event == "config.unchanged":
             return f"config unchanged ({f.get('why')})"
         if event == "config.invalid":

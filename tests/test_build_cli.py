@@ -755,3 +755,13 @@ def test_a_deep_chain_of_stages_is_checked_without_recursion_limits(project: Pro
     proc = project.cli("check")
     assert proc.returncode == 0, proc.stderr[-500:]
     assert "valid, 1500 stages" in proc.stdout
+
+
+def test_explain_after_a_failed_run_still_says_what_changed(chain: Project) -> None:
+    build(chain)
+    chain.write("src/a.txt", "FAIL")
+    build(chain)
+    proc = chain.cli("explain", "upper")
+    assert "its last run failed or was interrupted" in proc.stdout
+    assert "input changed: src/a.txt" in proc.stdout
+    assert "last successful run:" in proc.stdout

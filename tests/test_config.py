@@ -1385,6 +1385,27 @@ def test_cli_check_on_a_valid_config_exits_0(project: Project) -> None:
         module = "pipeline.render"
         """
     )
+    project.write("pipeline/__init__.py", "")
+    project.write("pipeline/render.py", "def run(out):\n    pass\n")
     result = project.cli("check")
     assert result.returncode == 0, result.stderr
     assert "render" in result.stdout
+
+
+def test_cli_check_refuses_a_module_it_cannot_find(project: Project) -> None:
+    project.config(
+        """
+        [[stage]]
+        name = "render"
+        module = "pipeline.rendr"
+        inputs = ["content/missing.md"]
+        """
+    )
+    result = project.cli("check")
+    assert result.returncode == 2
+    path = project.root / "stagewatch.toml"
+    assert result.stderr.splitlines() == [
+        f'warning: {path}: stage "render": input "content/missing.md" does not exist (yet),'
+        " and no stage makes it",
+        f'{path}: stage "render": "module": pipeline.rendr not found on python_path ({project.root})',
+    ]

@@ -92,7 +92,7 @@ def hold_slow_stage(daemon: RunningDaemon, slow: Project, since: int) -> int:
     return starts(slow)[-1][0]
 
 
-def test_sigterm_stops_a_running_stage_and_exits_0_with_no_entry(slow: Project) -> None:
+def test_sigterm_stops_a_running_stage_and_exits_0_recording_no_success(slow: Project) -> None:
     with RunningDaemon(slow) as daemon:
         mark = daemon.ready()
         stage_pid = hold_slow_stage(daemon, slow, mark)
@@ -101,7 +101,10 @@ def test_sigterm_stops_a_running_stage_and_exits_0_with_no_entry(slow: Project) 
         assert time.monotonic() - began < 10
         daemon.wait_event("watch.stopped")
     wait_until(lambda: not alive(stage_pid))
-    assert not slow.entry("slow").exists()
+    # The entry says a run began and never succeeded: no key, so nothing takes it as fresh.
+    entry = slow.entry("slow").read_text()
+    assert "pending=" in entry and "key=" not in entry
+    assert slow.cli("status", "--json").stdout.count('"state": "stale"') == 1
     state = json.loads((slow.root / "_build/.cache/state.json").read_text())
     assert state["stages"]["slow"]["result"] == "cancelled"
     assert not (slow.root / "_build/.cache/.lock").read_text().strip()
@@ -257,8 +260,9 @@ def test_ttl_stage_reruns_when_its_entry_expires(project: Project) -> None:
     )
     with RunningDaemon(project) as daemon:
         first = daemon.wait_event("stage.succeeded", stage="live")
-        due = daemon.wait_event("ttl.due", first, stage="live")
-        daemon.wait_event("stage.succeeded", due, stage="live")
+        again = daemon.wait_event("stage.started", first, stage="live")
+        assert daemon.events[again]["reasons"][0].startswith("ttl expired")
+        daemon.wait_event("stage.succeeded", again, stage="live")
         times = [float(line) for line in project.read("fetches.log").split()]
         assert times[1] - times[0] >= 0.9  # not before its entry was a ttl old
         daemon.stop()
@@ -333,3 +337,47 @@ def test_the_lock_names_the_daemon_pid(slow: Project) -> None:
         assert lock == [str(daemon.proc.pid), "watch"]
         daemon.stop()
     assert os.path.exists(slow.root / "_build/.cache/.lock")
+
+
+def test_invalidate_after_an_edit_triggered_run_still_reruns(slow: Project) -> None:
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        slow.write("in/slow.txt", "edited")
+        edited = daemon.barrier(mark)
+        assert "slow" in daemon.started(mark, edited)
+        assert slow.cli("invalidate", "slow").stdout == "slow: invalidated\n"
+        end = daemon.barrier(edited)
+        assert sorted(daemon.started(edited, end)) == ["slow", "sync"]
+        daemon.stop()
+
+
+def test_invalidate_retries_a_failed_stage(slow: Project) -> None:
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        slow.write("in/slow.txt", "FAIL")
+        failed = daemon.wait_event("stage.failed", mark, stage="slow")
+        assert slow.cli("invalidate", "slow").stdout == "slow: invalidated\n"
+        daemon.wait_event("stage.failed", failed + 1, stage="slow")  # tried again, on request
+        daemon.stop()
+
+
+def test_an_unchanged_save_ends_with_idle(slow: Project) -> None:
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        slow.write("in/slow.txt", "first")  # the same bytes
+        changed = daemon.wait_event("watch.changed", mark)
+        assert daemon.events[changed]["paths"] == ["in/slow.txt"]
+        daemon.wait_event("watch.idle", changed)
+        assert daemon.started(mark) == []
+        daemon.stop()
+
+
+def test_a_config_put_back_after_a_mistake_is_said_to_be_valid_again(slow: Project) -> None:
+    good = (slow.root / "stagewatch.toml").read_text()
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        slow.config(SLOW.format(extra='timeuot = "5m"'))
+        invalid = daemon.wait_event("config.invalid", mark)
+        (slow.root / "stagewatch.toml").write_text(good)
+        daemon.wait_event("config.restored", invalid)
+        daemon.stop()

@@ -168,3 +168,20 @@ def test_the_polling_watcher_sees_an_edit(project: Project) -> None:
         assert project.read("out.txt") == "two, longer"
         assert daemon.named("watch.started")[0]["watcher"] == "polling"
         daemon.stop()
+
+
+def test_a_module_edit_names_only_the_stages_that_import_it(project: Project) -> None:
+    project.config(
+        """
+        [[stage]]
+        name = "a"
+        module = "stages.a"
+        [[stage]]
+        name = "b"
+        module = "stages.b"
+        """
+    )
+    pipeline = load_pipeline(project.root / "stagewatch.toml")
+    root = pipeline.output_dir.as_posix()
+    impact = ImpactMap(pipeline, {"a": [f"{root}/stages/a.py"], "b": [f"{root}/stages/b.py"]})
+    assert impact.affected(Change(f"{root}/stages/a.py", False, False)) == {"a"}
