@@ -201,7 +201,7 @@ class BuildRound:
     def _finished(
         self, stage: Stage, fingerprint: Fingerprint, decision: Decision, result: RunResult
     ) -> StageReport:
-        result = self.workspace.record_run(stage, fingerprint, settle(result, fingerprint))
+        result = self.workspace.record_run(stage, fingerprint, result)
         if self.state is not None:
             self.state.finished(stage.name, result)
         if result.ok:
@@ -209,14 +209,6 @@ class BuildRound:
             return StageReport(stage.name, Outcome.SUCCEEDED, decision, result)
         log_failure(stage.name, result)
         return StageReport(stage.name, Outcome.FAILED, decision, result)
-
-
-def settle(result: RunResult, fingerprint: Fingerprint) -> RunResult:
-    """A run that exits 0 while a declared input or source is missing has still failed."""
-    if result.ok and fingerprint.missing:
-        error = "exit 0 but declared file missing: " + ", ".join(fingerprint.missing)
-        return replace(result, ok=False, error=error)
-    return result
 
 
 def log_failure(name: str, result: RunResult) -> None:

@@ -289,8 +289,14 @@ class Workspace:
         write_atomic(self.entry_path(stage.name), text)
 
     def record_run(self, stage: Stage, fingerprint: Fingerprint, result: RunResult) -> RunResult:
-        """After a run: record a success (the key from before it); an entry that cannot be
-        written turns the success into the stage's failure, never a crash of the round."""
+        """After a run: its verdict, and the entry of a success (the key from before it).
+
+        Exit 0 with a declared file missing is still a failure. An entry that cannot be
+        written turns the success into the stage's failure, never a crash of the round.
+        """
+        if result.ok and fingerprint.missing:
+            error = "exit 0 but declared file missing: " + ", ".join(fingerprint.missing)
+            return replace(result, ok=False, error=error)
         if not result.ok or fingerprint.key is None:
             return result
         try:
@@ -314,8 +320,9 @@ class Workspace:
         try:
             write_atomic(self.entry_path(stage.name), format_pending(previous, datetime.now(UTC)))
         except OSError as exc:
-            error = f"its cache entry could not be replaced before the run: {exc.strerror or exc}"
-            return RunResult(False, None, 0.0, error, (error,))
+            return RunResult.not_started(
+                f"its cache entry could not be replaced before the run: {exc.strerror or exc}"
+            )
         return None
 
     def remove_entry(self, name: str) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import signal
 import time
 from collections.abc import Callable
@@ -19,12 +18,13 @@ from typing import TextIO
 
 import structlog
 
-from stagewatch.build import log_failure, settle
+from stagewatch.build import log_failure
 from stagewatch.cache import Workspace
 from stagewatch.config import load_pipeline
 from stagewatch.errors import ConfigError
 from stagewatch.freshness import Fingerprint
 from stagewatch.graph import Graph
+from stagewatch.hashing import sha256_file
 from stagewatch.impact import ImpactMap
 from stagewatch.inputs import walk_files
 from stagewatch.log import Resolved, line_sink
@@ -45,8 +45,9 @@ RUN_THREADS = 32
 
 
 def _digest(path: Path) -> str | None:
+    """The pipeline file's digest: a save with the same bytes is not a reload."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(str(path))
     except OSError:
         return None
 
@@ -295,7 +296,7 @@ class Daemon:
         self.running.pop(name, None)
         self.run_started.pop(name, None)
         self.restarting.discard(name)
-        result = self.workspace.record_run(stage, fingerprint, settle(result, fingerprint))
+        result = self.workspace.record_run(stage, fingerprint, result)
         self.recorder.finished(name, result)
         if self.stopping or not self.pipeline.has_stage(name):
             log.info("stage.cancelled", stage=name, duration_s=round(result.duration_s, 3))

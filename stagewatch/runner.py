@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -40,7 +41,9 @@ def describe_exit(code: int) -> str:
 # in the bootstrap; commands are started through setpriv, which asks and then execs them.
 # (Linux sends it when the *thread* that started the process ends: runs are started from a
 # thread that waits for them, so that thread outlives them.)
-def _find_setpriv() -> str | None:
+@functools.cache
+def _setpriv() -> str | None:
+    """setpriv, if it can set a parent-death signal; probed once, when a stage first starts."""
     found = shutil.which("setpriv") if sys.platform.startswith("linux") else None
     if found is None:
         return None
@@ -51,13 +54,11 @@ def _find_setpriv() -> str | None:
     return found if probe.returncode == 0 else None
 
 
-_SETPRIV = _find_setpriv()
-
-
 def stage_argv(stage: Stage) -> list[str]:
     if stage.command is not None:
-        if _SETPRIV is not None:
-            return [_SETPRIV, "--pdeathsig", "KILL", "--", *stage.command]
+        setpriv = _setpriv()
+        if setpriv is not None:
+            return [setpriv, "--pdeathsig", "KILL", "--", *stage.command]
         return list(stage.command)
     assert stage.module is not None
     return [sys.executable, "-c", BOOTSTRAP, stage.module, stage.function]
@@ -112,12 +113,12 @@ class StageRunner:
             log_file = open(log_path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
         except OSError as exc:
             message = f"could not write its log {exc.filename}: {exc.strerror or exc}"
-            return RunResult(False, None, time.monotonic() - started, message, (message,))
+            return RunResult.not_started(message, time.monotonic() - started)
         with log_file:
             problem = self._unstartable(stage, env)
             if problem is not None:
                 log_file.write(problem + "\n")
-                return RunResult(False, None, time.monotonic() - started, problem, (problem,))
+                return RunResult.not_started(problem, time.monotonic() - started)
             with self._lock:
                 # Started and registered under the lock, so cancel_all can never miss a run.
                 if self._closing:
@@ -135,7 +136,7 @@ class StageRunner:
                 except OSError as exc:
                     message = f"could not start {stage_argv(stage)[0]!r}: {exc.strerror or exc}"
                     log_file.write(message + "\n")
-                    return RunResult(False, None, time.monotonic() - started, message, (message,))
+                    return RunResult.not_started(message, time.monotonic() - started)
                 self._running[process.pid] = process
                 self._by_stage[stage.name] = process.pid
             try:

@@ -154,6 +154,11 @@ class RunResult:
     timed_out: bool = False
     cancelled: bool = False
 
+    @classmethod
+    def not_started(cls, error: str, duration_s: float = 0.0) -> RunResult:
+        """A run refused before its process began; the reason is also its only output line."""
+        return cls(False, None, duration_s, error, (error,))
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
