@@ -16,8 +16,9 @@ from stagewatch.cache import Workspace
 from stagewatch.errors import UsageError
 from stagewatch.freshness import Decision, Fingerprint, UpstreamRuns
 from stagewatch.graph import Graph
+from stagewatch.pipeline import Pipeline
 from stagewatch.runner import StageRunner
-from stagewatch.stage import Pipeline, RunResult, Stage
+from stagewatch.stage import RunResult, Stage
 from stagewatch.state import StateRecorder
 
 log = structlog.get_logger(__name__)

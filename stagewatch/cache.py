@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
-import tempfile
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -19,7 +17,8 @@ from stagewatch.codedeps import find_code_dependencies, resolve_module_source
 from stagewatch.freshness import CorruptEntry, Decision, Digests, Entry, Fingerprint, decide
 from stagewatch.hashing import DigestCache, sha256_bytes
 from stagewatch.inputs import expand, missing_outputs
-from stagewatch.paths import CACHE_DIR, IgnoreRules, label, posix
+from stagewatch.layout import CacheLayout, write_atomic
+from stagewatch.paths import IgnoreRules, label, posix
 from stagewatch.stage import RunResult, Stage
 
 log = structlog.get_logger(__name__)
@@ -27,8 +26,6 @@ log = structlog.get_logger(__name__)
 ENTRY_VERSION = 2
 ARGV_LABEL = "(argv)"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def stage_key(name: str, code_hex: str, deps: Digests, inputs: Digests) -> str:
@@ -145,38 +142,15 @@ def format_pending(previous: Entry, started: datetime) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file so that a crash leaves the old one or the new one, never half of either."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; others may read the cache (status)
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
-            handle.write(text)
-            handle.flush()
-            # fsync before rename: a crash must never leave an empty entry under the real name.
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 class Workspace:
     """One output_dir's cache: fingerprints of stages, and the entry files in _build/.cache."""
 
     def __init__(self, output_dir: Path | str, *, persistent_digests: bool = False) -> None:
         self.output_dir = Path(os.path.abspath(output_dir))
         self.root = posix(self.output_dir)
-        self.cache_dir = self.output_dir / CACHE_DIR
-        db = self.cache_dir / "digests.sqlite" if persistent_digests else None
+        self.layout = CacheLayout(self.output_dir)
+        self.cache_dir = self.layout.dir
+        db = self.layout.digests if persistent_digests else None
         if db is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.digests = DigestCache(db)
@@ -240,7 +214,7 @@ class Workspace:
         return missing_outputs(stage.outputs, self.root)
 
     def entry_path(self, name: str) -> Path:
-        return self.cache_dir / f"{name}.hash"
+        return self.layout.entry(name)
 
     def read_entry(self, name: str) -> Entry | CorruptEntry | None:
         path = self.entry_path(name)

@@ -27,8 +27,8 @@ from stagewatch.graph import Graph
 from stagewatch.lock import PipelineLock, lock_owner
 from stagewatch.log import Resolved, configure_logging, line_sink, resolve_format
 from stagewatch.paths import PathKind, absolute, classify, is_within, posix
+from stagewatch.pipeline import Pipeline
 from stagewatch.runner import StageRunner
-from stagewatch.stage import Pipeline
 from stagewatch.state import Attempt, Result, StateRecorder, read_state
 
 log = structlog.get_logger(__name__)

@@ -11,9 +11,10 @@ from typing import Any
 
 from stagewatch.durations import parse_duration
 from stagewatch.errors import ConfigError
-from stagewatch.graph import CycleError, output_feeds
+from stagewatch.graph import CycleError, build_graph, output_feeds
 from stagewatch.paths import CACHE_DIR, IgnoreRules, PathKind, absolute, classify, is_within, posix
-from stagewatch.stage import MODULE_NAME, STAGE_NAME, OnBusy, Pipeline, Stage, WatcherKind
+from stagewatch.pipeline import Pipeline
+from stagewatch.stage import MODULE_NAME, STAGE_NAME, OnBusy, Stage, WatcherKind
 
 DEFAULT_CONFIG = "stagewatch.toml"
 CONFIG_ENV = "STAGEWATCH_CONFIG"
@@ -189,10 +190,16 @@ def parse_pipeline(data: Mapping[str, Any], path: Path) -> Pipeline:
     _check_references(problems, file, stages, declared, root)
     if problems:
         raise ConfigError(problems)
-    pipeline = Pipeline(
+    try:
+        graph = build_graph(stages, output_dir.as_posix(), ignore)
+    except CycleError as exc:
+        via = "; ".join(f"{e.upstream} -> {e.downstream}: {e.via}" for e in exc.edges)
+        raise ConfigError(f'{file}: stage "{exc.cycle[0]}": cycle {" -> ".join(exc.cycle)} ({via})') from None
+    return Pipeline(
         config_path=Path(os.path.abspath(path)),
         output_dir=output_dir,
         stages=tuple(stages),
+        graph=graph,
         jobs=jobs,
         debounce_s=debounce_s or 0.0,
         ignore=ignore,
@@ -201,12 +208,6 @@ def parse_pipeline(data: Mapping[str, Any], path: Path) -> Pipeline:
         watcher=watcher,
         python_path=python_path,
     )
-    try:
-        pipeline.graph  # noqa: B018 - built now, so a cycle is a config error
-    except CycleError as exc:
-        via = "; ".join(f"{e.upstream} -> {e.downstream}: {e.via}" for e in exc.edges)
-        raise ConfigError(f'{file}: stage "{exc.cycle[0]}": cycle {" -> ".join(exc.cycle)} ({via})') from None
-    return pipeline
 
 
 def _parse_stage(

@@ -29,9 +29,10 @@ from stagewatch.impact import ImpactMap
 from stagewatch.inputs import walk_files
 from stagewatch.log import Resolved, line_sink
 from stagewatch.paths import label
+from stagewatch.pipeline import Pipeline
 from stagewatch.runner import StageRunner
 from stagewatch.scheduler import Burst, backoff_s, hold_back, start_burst, ttl_due_at
-from stagewatch.stage import Change, OnBusy, Pipeline, RunResult, Stage
+from stagewatch.stage import Change, OnBusy, RunResult, Stage
 from stagewatch.state import StateRecorder
 from stagewatch.systemd import Notifier
 from stagewatch.watcher import Watcher, plan_watches

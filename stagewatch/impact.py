@@ -7,10 +7,10 @@ import posixpath
 from collections.abc import Iterable, Mapping
 
 from stagewatch.graph import ReadIndex
+from stagewatch.layout import stage_of_entry
 from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, glob_base, is_within, split
-from stagewatch.stage import Change, Pipeline
-
-ENTRY_SUFFIX = ".hash"
+from stagewatch.pipeline import Pipeline
+from stagewatch.stage import Change
 
 
 class ImpactMap:
@@ -77,12 +77,10 @@ class ImpactMap:
 
     def invalidated(self, change: Change) -> str | None:
         """The stage whose entry this change removed (a `stagewatch invalidate`), if any."""
-        if not change.gone or posixpath.dirname(change.path) != self.cache_dir:
+        if not change.gone:
             return None
-        name = posixpath.basename(change.path)
-        if name.endswith(ENTRY_SUFFIX) and self.pipeline.has_stage(name[: -len(ENTRY_SUFFIX)]):
-            return name[: -len(ENTRY_SUFFIX)]
-        return None
+        name = stage_of_entry(change.path, self.cache_dir)
+        return name if name is not None and self.pipeline.has_stage(name) else None
 
     def affected(self, change: Change) -> set[str]:
         """Stages whose key or outputs this change may touch."""

@@ -9,9 +9,7 @@ import time
 from pathlib import Path
 
 from stagewatch.errors import LockHeldError
-from stagewatch.paths import CACHE_DIR
-
-LOCK_NAME = ".lock"
+from stagewatch.layout import CacheLayout
 
 
 def _flock_briefly(fd: int, kind: int, patience_s: float = 0.3) -> None:
@@ -41,7 +39,7 @@ class PipelineLock:
     """Held by `watch` and `build` for their whole life; released on close or process exit."""
 
     def __init__(self, output_dir: Path) -> None:
-        self.path = output_dir / CACHE_DIR / LOCK_NAME
+        self.path = CacheLayout(output_dir).lock
         self._fd: int | None = None
 
     def acquire(self, role: str) -> None:
@@ -82,7 +80,7 @@ class PipelineLock:
 
 def lock_owner(output_dir: Path) -> tuple[int, str] | None:
     """(pid, role) of the stagewatch holding the lock, or None when nobody does."""
-    path = output_dir / CACHE_DIR / LOCK_NAME
+    path = CacheLayout(output_dir).lock
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:

@@ -18,7 +18,8 @@ from typing import IO
 from stagewatch.codedeps import resolve_module_source
 from stagewatch.durations import format_duration
 from stagewatch.inputs import missing_outputs
-from stagewatch.paths import CACHE_DIR, posix
+from stagewatch.layout import CacheLayout
+from stagewatch.paths import posix
 from stagewatch.stage import LineSink, RunResult, Stage
 
 BOOTSTRAP = (Path(__file__).with_name("_bootstrap.py")).read_text(encoding="utf-8")
@@ -102,7 +103,7 @@ class StageRunner:
         self._lock = threading.Lock()
 
     def log_path(self, stage: Stage) -> Path:
-        return self.output_dir / CACHE_DIR / f"{stage.name}.log"
+        return CacheLayout(self.output_dir).log(stage.name)
 
     def run(self, stage: Stage) -> RunResult:
         started = time.monotonic()

@@ -1,4 +1,4 @@
-"""The Stage and Pipeline values: frozen, validated when built, no I/O."""
+"""The Stage value and its friends (RunResult, Change): frozen, validated when built, no I/O."""
 
 from __future__ import annotations
 
@@ -6,14 +6,10 @@ import enum
 import re
 import shlex
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from dataclasses import dataclass
+from typing import cast
 
 from stagewatch.paths import absolute
-
-if TYPE_CHECKING:
-    from stagewatch.graph import Graph
 
 STAGE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -91,51 +87,6 @@ class Stage:
         if self.command is not None:
             return shlex.join(self.command)
         return f"{self.module}:{self.function}"
-
-
-@dataclass(frozen=True, slots=True)
-class Pipeline:
-    """A loaded pipeline file: where it lives, its settings, and its stages in file order."""
-
-    config_path: Path
-    output_dir: Path
-    stages: tuple[Stage, ...]
-    jobs: int = 2
-    debounce_s: float = 0.1
-    ignore: tuple[str, ...] = ()
-    on_busy: OnBusy = OnBusy.QUEUE
-    rescan_s: float = 600.0
-    watcher: WatcherKind = WatcherKind.NATIVE
-    python_path: tuple[str, ...] = (".",)
-    _by_name: dict[str, Stage] = field(init=False, repr=False, compare=False)
-    _graph: Graph | None = field(init=False, default=None, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_name", {stage.name: stage for stage in self.stages})
-
-    @property
-    def graph(self) -> Graph:
-        """The stage graph, built once; CycleError when the stages form a cycle."""
-        if self._graph is None:
-            from stagewatch.graph import build_graph  # graph.py imports this module
-
-            graph = build_graph(self.stages, self.output_dir.as_posix(), self.ignore)
-            object.__setattr__(self, "_graph", graph)
-            return graph
-        return self._graph
-
-    def stage(self, name: str) -> Stage:
-        return self._by_name[name]
-
-    def has_stage(self, name: str) -> bool:
-        return name in self._by_name
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(stage.name for stage in self.stages)
-
-    def on_busy_for(self, stage: Stage) -> OnBusy:
-        return stage.on_busy if stage.on_busy is not None else self.on_busy
 
 
 LineSink = Callable[[str, str, str], None]

@@ -12,13 +12,10 @@ from typing import Any
 
 import structlog
 
-from stagewatch.cache import write_atomic
-from stagewatch.paths import CACHE_DIR
+from stagewatch.layout import CacheLayout, write_atomic
 from stagewatch.stage import RunResult
 
 log = structlog.get_logger(__name__)
-
-STATE_NAME = "state.json"
 
 
 class Result(enum.Enum):
@@ -52,7 +49,7 @@ class PipelineState:
 
 
 def state_path(output_dir: Path) -> Path:
-    return output_dir / CACHE_DIR / STATE_NAME
+    return CacheLayout(output_dir).state
 
 
 def _attempts(records: Any) -> dict[str, Attempt]:

@@ -12,9 +12,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from stagewatch import Stage, compute_key, invalidate, mark_done, should_skip
-from stagewatch.cache import Workspace, parse_entry, write_atomic
+from stagewatch.cache import Workspace, parse_entry
 from stagewatch.freshness import CorruptEntry, Entry
 from stagewatch.hashing import RACY_WINDOW_NS, DigestCache, _Known
+from stagewatch.layout import write_atomic
 
 
 def sha(data: bytes) -> str:

@@ -9,7 +9,8 @@ import pytest
 
 from stagewatch.config import load_pipeline, locate_config
 from stagewatch.errors import ConfigError
-from stagewatch.stage import OnBusy, Pipeline, WatcherKind
+from stagewatch.pipeline import Pipeline
+from stagewatch.stage import OnBusy, WatcherKind
 from tests.conftest import Project
 
 DURATION_FORMS = '(use seconds as a number, or "250ms", "90s", "15m", "6h", "2d")'

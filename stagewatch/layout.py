@@ -1,0 +1,96 @@
+"""Every name under <output_dir>/_build/.cache, and the atomic write that puts files there."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import tempfile
+from pathlib import Path
+
+from stagewatch.paths import CACHE_DIR
+
+ENTRY_SUFFIX = ".hash"
+LOG_SUFFIX = ".log"
+RUN_SUFFIX = ".run"
+STATE_NAME = "state.json"
+DIGESTS_NAME = "digests.sqlite"
+LOCK_NAME = ".lock"
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+class CacheLayout:
+    """Where each of stagewatch's own files lives, for one output_dir."""
+
+    def __init__(self, output_dir: Path | str) -> None:
+        self.output_dir = Path(os.path.abspath(output_dir))
+        self.dir = self.output_dir / CACHE_DIR
+
+    def entry(self, stage: str) -> Path:
+        """The stage's cache entry: its last successful run (DESIGN §1)."""
+        return self.dir / f"{stage}{ENTRY_SUFFIX}"
+
+    def log(self, stage: str) -> Path:
+        """The output of the stage's last run."""
+        return self.dir / f"{stage}{LOG_SUFFIX}"
+
+    def run_record(self, stage: str) -> Path:
+        """Which process group a run of the stage is using, while it runs."""
+        return self.dir / f"{stage}{RUN_SUFFIX}"
+
+    @property
+    def state(self) -> Path:
+        return self.dir / STATE_NAME
+
+    @property
+    def digests(self) -> Path:
+        return self.dir / DIGESTS_NAME
+
+    @property
+    def lock(self) -> Path:
+        return self.dir / LOCK_NAME
+
+
+def stage_of_entry(path: str, cache_dir: str) -> str | None:
+    """The stage name an entry path belongs to (any name; the caller checks it is a stage)."""
+    if posixpath.dirname(path) != cache_dir:
+        return None
+    name = posixpath.basename(path)
+    if not name.endswith(ENTRY_SUFFIX) or name == ENTRY_SUFFIX:
+        return None
+    return name[: -len(ENTRY_SUFFIX)]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file so that a crash leaves the old one or the new one, never half of either.
+
+    An OSError names `path` itself (never the temporary file beside it), so that the one
+    line a person reads says which file could not be written.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; others may read the cache (status)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
+            handle.write(text)
+            handle.flush()
+            # fsync before rename: a crash must never leave an empty entry under the real name.
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
