@@ -12,13 +12,14 @@ from dataclasses import dataclass, replace
 
 import structlog
 
+from stagewatch.attempt import Attempts, Prepared
 from stagewatch.cache import Workspace
 from stagewatch.errors import UsageError
-from stagewatch.freshness import Decision, Fingerprint, UpstreamRuns
+from stagewatch.freshness import Decision, UpstreamRuns
 from stagewatch.graph import Graph
 from stagewatch.pipeline import Pipeline
 from stagewatch.runner import StageRunner
-from stagewatch.stage import RunResult, Stage
+from stagewatch.stage import RunResult
 from stagewatch.state import StateRecorder
 
 log = structlog.get_logger(__name__)
@@ -114,9 +115,8 @@ class BuildRound:
     ) -> None:
         self.pipeline = pipeline
         self.graph = graph
-        self.workspace = workspace
         self.runner = runner
-        self.state = state
+        self.attempts = Attempts(workspace, runner, state)
 
     def run(
         self, selected: list[str], forced: frozenset[str] = frozenset(), jobs: int | None = None
@@ -129,7 +129,7 @@ class BuildRound:
         ready = [(position[name], name) for name in selected if waiting[name] == 0]
         heapq.heapify(ready)
         reports: dict[str, StageReport] = {}
-        running: dict[Future[RunResult], tuple[Stage, Fingerprint, Decision]] = {}
+        running: dict[Future[RunResult], Prepared] = {}
         log.info("build.started", stages=len(selected), jobs=jobs)
 
         def finish(report: StageReport) -> None:
@@ -144,17 +144,19 @@ class BuildRound:
                 while ready or running:
                     while ready and len(running) < jobs:
                         _, name = heapq.heappop(ready)
-                        started_run = self._start(name, chosen, reports, name in forced, pool)
-                        if isinstance(started_run, StageReport):
-                            finish(started_run)
+                        outcome = self._check(name, chosen, reports, name in forced)
+                        if isinstance(outcome, StageReport):
+                            finish(outcome)
                         else:
-                            running[started_run[0]] = started_run[1]
+                            running[pool.submit(self.attempts.run, outcome)] = outcome
                     if not running:
                         continue
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
-                        stage, fingerprint, decision = running.pop(future)
-                        finish(self._finished(stage, fingerprint, decision, future.result()))
+                        prepared = running.pop(future)
+                        result = future.result()
+                        verdict = Outcome.SUCCEEDED if result.ok else Outcome.FAILED
+                        finish(StageReport(prepared.stage.name, verdict, prepared.decision, result))
             except BaseException:
                 # Ctrl-C or SIGTERM: stop the stages' process groups; no entry is written for them.
                 self.runner.cancel_all()
@@ -172,52 +174,17 @@ class BuildRound:
         )
         return report
 
-    def _start(
-        self,
-        name: str,
-        chosen: set[str],
-        reports: dict[str, StageReport],
-        force: bool,
-        pool: ThreadPoolExecutor,
-    ) -> StageReport | tuple[Future[RunResult], tuple[Stage, Fingerprint, Decision]]:
+    def _check(
+        self, name: str, chosen: set[str], reports: dict[str, StageReport], force: bool
+    ) -> StageReport | Prepared:
+        """A report for a stage that is blocked or fresh; what to run for one that is stale."""
         for upstream in sorted(self.graph.upstream[name] & chosen):
             if reports[upstream].outcome in (Outcome.FAILED, Outcome.BLOCKED):
-                log.warning("stage.blocked", stage=name, by=reports[upstream].blocked_by or upstream)
-                return StageReport(name, Outcome.BLOCKED, blocked_by=reports[upstream].blocked_by or upstream)
-        stage = self.pipeline.stage(name)
-        # The key is taken before the run starts: it is what the run reads (DESIGN §1).
-        fingerprint = self.workspace.fingerprint(stage)
-        decision = self.workspace.decide_with(stage, fingerprint, force=force)
-        if not decision.run:
+                blocker = reports[upstream].blocked_by or upstream
+                log.warning("stage.blocked", stage=name, by=blocker)
+                return StageReport(name, Outcome.BLOCKED, blocked_by=blocker)
+        prepared = self.attempts.prepare(self.pipeline.stage(name), force=force)
+        if not prepared.decision.run:
             log.debug("stage.skipped", stage=name)
-            return StageReport(name, Outcome.FRESH, decision)
-        log.info("stage.started", stage=name, reasons=[str(reason) for reason in decision.reasons])
-        if self.state is not None:
-            self.state.started(name)
-        refused = self.workspace.begin_run(stage)
-        if refused is not None:
-            return self._finished(stage, fingerprint, decision, refused)
-        return pool.submit(self.runner.run, stage), (stage, fingerprint, decision)
-
-    def _finished(
-        self, stage: Stage, fingerprint: Fingerprint, decision: Decision, result: RunResult
-    ) -> StageReport:
-        result = self.workspace.record_run(stage, fingerprint, result)
-        if self.state is not None:
-            self.state.finished(stage.name, result)
-        if result.ok:
-            log.info("stage.succeeded", stage=stage.name, duration_s=round(result.duration_s, 3))
-            return StageReport(stage.name, Outcome.SUCCEEDED, decision, result)
-        log_failure(stage.name, result)
-        return StageReport(stage.name, Outcome.FAILED, decision, result)
-
-
-def log_failure(name: str, result: RunResult) -> None:
-    log.error(
-        "stage.failed",
-        stage=name,
-        error=result.error,
-        exit_code=result.exit_code,
-        duration_s=round(result.duration_s, 3),
-        tail=list(result.output_tail),
-    )
+            return StageReport(name, Outcome.FRESH, prepared.decision)
+        return prepared

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -129,10 +130,14 @@ def parse_entry(text: str, path: str, mtime: float) -> Entry | CorruptEntry:
     )
 
 
-def format_pending(previous: Entry, started: datetime) -> str:
+def format_pending(previous: Entry, started: datetime, token: str) -> str:
     """An entry for a run under way: no key (nothing may take it as fresh), the last success's
-    details kept so that `explain` can still say what changed."""
-    lines = [f"version={ENTRY_VERSION}", "pending=" + started.astimezone(UTC).isoformat(timespec="seconds")]
+    details kept so that `explain` can still say what changed, and a token naming this run."""
+    lines = [
+        f"version={ENTRY_VERSION}",
+        "pending=" + started.astimezone(UTC).isoformat(timespec="seconds"),
+        f"run={token}",
+    ]
     if previous.code is not None:
         lines.append(f"code={previous.code[1]} {escape_path(previous.code[0])}")
     lines += [f"dep={digest} {escape_path(rel)}" for rel, digest in previous.deps]
@@ -260,44 +265,55 @@ class Workspace:
     ) -> None:
         """Write the entry of a successful run: the key it started from, details if they match."""
         text = format_entry(key, fingerprint, datetime.now(UTC), duration_s)
-        write_atomic(self.entry_path(stage.name), text)
+        write_atomic(self.entry_path(stage.name), text, within=self.output_dir)
 
-    def record_run(self, stage: Stage, fingerprint: Fingerprint, result: RunResult) -> RunResult:
-        """After a run: its verdict, and the entry of a success (the key from before it).
+    def record_run(
+        self, stage: Stage, fingerprint: Fingerprint, result: RunResult, marker: str | None = None
+    ) -> tuple[RunResult, bool]:
+        """After a run: its verdict, and whether a success's entry (the key from before it) was written.
 
         Exit 0 with a declared file missing is still a failure. An entry that cannot be
-        written turns the success into the stage's failure, never a crash of the round.
+        written turns the success into the stage's failure, never a crash of the round. When
+        the pending entry that began the run (`marker`) is gone, a person invalidated the
+        stage while it ran: the success is not recorded, so the stage runs again.
         """
         if result.ok and fingerprint.missing:
             error = "exit 0 but declared file missing: " + ", ".join(fingerprint.missing)
-            return replace(result, ok=False, error=error)
+            return replace(result, ok=False, error=error), False
         if not result.ok or fingerprint.key is None:
-            return result
+            return result, False
+        if marker is not None and self._entry_text(stage.name) != marker:
+            return result, False
         try:
             self.record_success(stage, fingerprint.key, fingerprint, result.duration_s)
         except OSError as exc:
-            error = f"ran, but its cache entry could not be written: {exc.strerror or exc}"
-            return replace(result, ok=False, error=error)
-        return result
+            where = f" {exc.filename}" if exc.filename else ""
+            error = f"ran, but its cache entry{where} could not be written: {exc.strerror or exc}"
+            return replace(result, ok=False, error=error), False
+        return result, True
 
-    def begin_run(self, stage: Stage) -> RunResult | None:
-        """Before a run touches the outputs, turn the stage's entry into a pending one (no key).
+    def _entry_text(self, name: str) -> str | None:
+        try:
+            return self.entry_path(name).read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError:
+            return None
+
+    def begin_run(self, stage: Stage) -> str | None:
+        """Before a run touches the outputs, make the stage's entry a pending one (no key).
 
         A run that fails or is killed may leave outputs half-written: the last success must
         not vouch for them if the inputs later return to what they were. The entry is
-        replaced, never deleted: a deleted entry always means a person's `invalidate`. When
-        it cannot be replaced, the run must not start: the failed RunResult says why.
+        replaced, never deleted: a deleted entry always means a person's `invalidate`, and
+        the pending entry's disappearance during the run says exactly that. Returns the
+        pending entry's text (None when there was no entry: a failure writes none);
+        OSError, naming the entry, when it cannot be written: then the run must not start.
         """
         previous = self.read_entry(stage.name)
-        if not isinstance(previous, Entry) or previous.pending:
+        if not isinstance(previous, Entry):
             return None
-        try:
-            write_atomic(self.entry_path(stage.name), format_pending(previous, datetime.now(UTC)))
-        except OSError as exc:
-            return RunResult.not_started(
-                f"its cache entry could not be replaced before the run: {exc.strerror or exc}"
-            )
-        return None
+        text = format_pending(previous, datetime.now(UTC), secrets.token_hex(8))
+        write_atomic(self.entry_path(stage.name), text, within=self.output_dir)
+        return text
 
     def remove_entry(self, name: str) -> bool:
         try:

@@ -1,48 +1,73 @@
-"""The event loop of `stagewatch watch`: signals, timers, the watcher's changes, running stages.
+"""The shell of `stagewatch watch`: the asyncio loop, signals, timers, the watcher, worker threads.
 
-Everything here runs on one asyncio loop; watchdog's thread and the stage threads only hand
-things to it (shared/REFERENCES.md, trap 8). A change makes stages candidates; a candidate is
-checked only when nothing upstream of it is running or waiting, and its key decides.
+Every decision is the coordinator's (coordinator.py); this module only carries its actions
+out and reports back what happened. The loop's thread does nothing slower than a `stat`:
+hashing, folder walks, watch updates, entry and state writes and config parsing run on
+worker threads, so signals, events and WATCHDOG pings are always handled at once. Watchdog's
+thread and the workers only hand results to the loop (shared/REFERENCES.md, trap 8).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 import structlog
 
-from stagewatch.build import log_failure
+from stagewatch.attempt import Attempts, Prepared
 from stagewatch.cache import Workspace
 from stagewatch.config import load_pipeline
+from stagewatch.coordinator import (
+    Action,
+    Cancel,
+    Check,
+    Coordinator,
+    Exit,
+    Finished,
+    Idle,
+    Now,
+    Outcome,
+    Plan,
+    Say,
+    Start,
+    Touch,
+    Verdict,
+    Wake,
+    plan_of,
+)
 from stagewatch.errors import ConfigError
-from stagewatch.freshness import Fingerprint
-from stagewatch.graph import Graph
 from stagewatch.hashing import sha256_file
 from stagewatch.impact import ImpactMap
 from stagewatch.inputs import walk_files
+from stagewatch.layout import stage_of_entry
 from stagewatch.log import Resolved, line_sink
-from stagewatch.paths import label
+from stagewatch.paths import is_within, label
 from stagewatch.pipeline import Pipeline
-from stagewatch.runner import StageRunner
-from stagewatch.scheduler import Burst, backoff_s, hold_back, start_burst, ttl_due_at
-from stagewatch.stage import Change, OnBusy, RunResult, Stage
+from stagewatch.runner import GRACE_S, StageRunner
+from stagewatch.scheduler import Burst, start_burst
+from stagewatch.stage import Change, OnBusy, RunResult
 from stagewatch.state import StateRecorder
 from stagewatch.systemd import Notifier
 from stagewatch.watcher import Watcher, plan_watches
 
 log = structlog.get_logger(__name__)
 
-# Timers are monotonic and stop while the machine sleeps; waking at least this often (in
-# monotonic seconds) notices a TTL that came due during a suspend, and runs it once.
+# Timers are monotonic and stop while the machine sleeps; waking at least this often notices
+# a TTL that came due during a suspend (its due time is wall-clock), and runs it once.
 TTL_TICK_S = 60.0
 RUN_THREADS = 32
+# Runs get SIGTERM, a grace period and SIGKILL when stopping; past this, stop without them.
+STOP_DEADLINE_S = GRACE_S * 2 + 5.0
+T = TypeVar("T")
 
 
 def _digest(path: Path) -> str | None:
@@ -53,8 +78,50 @@ def _digest(path: Path) -> str | None:
         return None
 
 
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """The folder's (device, inode): another folder made under the same name is not it."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def plan_for(pipeline: Pipeline, jobs: int) -> Plan:
+    graph = pipeline.graph
+    return plan_of(
+        graph.order,
+        {name: frozenset(graph.ancestors([name])) for name in graph.order},
+        graph.downstream,
+        {stage.name: stage.ttl_s for stage in pipeline.stages},
+        [stage.name for stage in pipeline.stages if pipeline.on_busy_for(stage) is OnBusy.RESTART],
+        jobs,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a debounced burst of changes means, worked out on the I/O thread."""
+
+    invalidated: tuple[str, ...]
+    affected: dict[str, Touch]
+    sources: tuple[str, ...]  # changed paths people wrote (not stages' own outputs)
+    echoes: tuple[str, ...]  # changed paths that stages wrote
+    reload: bool
+    ground_gone: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """A pipeline file read again, on the I/O thread."""
+
+    pipeline: Pipeline | None
+    digest: str | None
+    problems: tuple[str, ...] = ()
+
+
 class Daemon:
-    """Keeps one pipeline fresh until stopped; owns the loop, the watcher and the runs."""
+    """Keeps one pipeline fresh until stopped: the loop, the watcher, the workers."""
 
     def __init__(
         self,
@@ -66,40 +133,35 @@ class Daemon:
         quiet: bool = False,
     ) -> None:
         self.pipeline = pipeline
+        self.root = pipeline.output_dir
+        self.root_id = _identity(self.root)
         self.jobs_override = jobs
         self.notifier = notifier if notifier is not None else Notifier({})
         self.workspace = Workspace(pipeline.output_dir, persistent_digests=True)
         self.runner = StageRunner(pipeline.output_dir, on_line=line_sink(fmt, stream, quiet))
         self.recorder = StateRecorder(pipeline.output_dir, "watch")
-        self.pool = ThreadPoolExecutor(max_workers=RUN_THREADS, thread_name_prefix="stage")
+        self.attempts = Attempts(self.workspace, self.runner, self.recorder)
+        # One I/O thread keeps watch updates, walks, checks and reloads in the order asked.
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="io")
+        self.runs = ThreadPoolExecutor(max_workers=RUN_THREADS, thread_name_prefix="stage")
         self.config_digest = _digest(pipeline.config_path)
         self.config_invalid = False
         self.code_files: dict[str, frozenset[str]] = {}
-        self.candidates: dict[str, bool] = {}  # name -> forced (an explicit invalidate)
-        self.running: dict[str, asyncio.Task[None]] = {}
-        self.run_started: dict[str, float] = {}
-        self.dirty: set[str] = set()
-        self.blocked: dict[str, str] = {}  # stage -> the failed stage upstream of it
-        self.restarting: set[str] = set()
-        self.catching_up: set[str] = set()
-        self.failed_keys: dict[str, str | None] = {}
-        self.failures: dict[str, int] = {}
-        self.retry_at: dict[str, float] = {}
-        self.pending: list[Change] = []
-        self.burst: Burst | None = None
-        self.busy_since_idle = True  # the first idle after catching up is always said
-        self.stopping = False
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._apply(pipeline)
-
-    # --- set-up and the pipeline ---
-
-    def _apply(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-        self.graph: Graph = pipeline.graph
-        self.jobs = self.jobs_override or pipeline.jobs
-        self.ancestors = {name: frozenset(self.graph.ancestors([name])) for name in self.graph.order}
         self.impact = ImpactMap(pipeline, self.code_files)
+        self.coordinator = Coordinator(plan_for(pipeline, self._jobs(pipeline)))
+        self.prepared: dict[str, tuple[int, Prepared]] = {}
+        self.run_jobs: dict[str, int] = {}  # stage -> its run under way, for Cancel
+        self.run_jobs_lock = threading.Lock()
+        self.pending: list[tuple[Change, float]] = []  # with when it was seen
+        self.burst: Burst | None = None
+        self.stopping = False
+        self.exit_code = 0
+        self.reloading = False
+        self.reload_again: str | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def _jobs(self, pipeline: Pipeline) -> int:
+        return self.jobs_override or pipeline.jobs
 
     def run(self) -> int:
         return asyncio.run(self._main())
@@ -107,13 +169,14 @@ class Daemon:
     async def _main(self) -> int:
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
+        self.loop.set_exception_handler(self._loop_error)
         for signum in (signal.SIGTERM, signal.SIGINT):
-            self.loop.add_signal_handler(signum, self._stop, signal.Signals(signum).name)
+            self.loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
         self.loop.add_signal_handler(signal.SIGHUP, self._reload, "SIGHUP")
         # Watch first, then catch up: a change made during the catch-up is not lost.
         self.watcher = Watcher(self._changes_from_thread, self._trouble_from_thread, self.pipeline.watcher)
         self.watcher.start()
-        self._replan()
+        await self.loop.run_in_executor(self.io, self._replan, ())
         log.info(
             "watch.started",
             stages=len(self.pipeline.stages),
@@ -124,292 +187,405 @@ class Daemon:
         self.notifier.ready()
         if self.notifier.watchdog_s is not None:
             self._watchdog_ping()
-        self.catching_up = set(self.graph.order)
-        self._rescan("start")
+        self._perform(self.coordinator.start(self._now()))
         self._arm_rescan()
         await self._stopped.wait()
         await self._shutdown()
-        return 0
+        return self.exit_code
 
-    def _replan(self, renew: tuple[str, ...] = ()) -> None:
-        self.watcher.update(plan_watches(self.impact.wanted_watches()), renew)
+    # --- plumbing: the clock, timers, workers, the error boundary ---
 
-    # --- what the other threads hand over ---
-
-    def _changes_from_thread(self, changes: list[Change]) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closing: nothing more to do
-            self.loop.call_soon_threadsafe(self._on_changes, changes)
-
-    def _trouble_from_thread(self, reason: str) -> None:
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self._on_trouble, reason)
-
-    def _on_trouble(self, reason: str) -> None:
-        log.warning("watch.distrusted", reason=reason, action="full rescan")
-        self._replan(renew=tuple(self.watcher.watched) if reason == "overflow" else ())
-        self._rescan(reason)
-
-    # --- debounce ---
-
-    def _on_changes(self, changes: list[Change]) -> None:
-        if self.stopping:
-            return
-        now = self.loop.time()
-        self.pending.extend(changes)
-        self.burst = start_burst(now) if self.burst is None else self.burst.add(now)
-        self._arm("flush", self.burst.due_at(self.pipeline.debounce_s) - now, self._flush)
-
-    def _flush(self) -> None:
-        changes, self.pending, self.burst = self.pending, [], None
-        affected: dict[str, bool] = {}
-        relevant: list[str] = []
-        reload = False
-        # Before folding events by path: a deletion followed by a rewrite must not hide it.
-        for change in changes:
-            reload = reload or self.impact.is_config(change)
-            invalidated = self.impact.invalidated(change)
-            if invalidated is not None:
-                affected[invalidated] = True
-                relevant.append(change.path)
-        if any(change.is_dir for change in changes):
-            # Watch new folders before walking them: a file made in between is not missed.
-            self._replan(tuple(c.path for c in changes if c.is_dir and not c.gone))
-        seen: dict[str, Change] = {}
-        for change in changes:
-            seen[change.path] = change
-            if change.is_dir and not change.gone:
-                # Files made in a new folder before its watch existed send no event (trap 2).
-                for path in walk_files(change.path, self.impact.rules):
-                    seen.setdefault(path, Change(path, False, False))
-        for change in seen.values():
-            names = self.impact.affected(change)
-            if names:
-                relevant.append(change.path)
-            for name in names:
-                affected.setdefault(name, False)
-        if reload:
-            self._reload("file changed")
-        if not affected:
-            return
-        # Sources changed, or a stage was invalidated: a person wants to read it. Only the
-        # stages' own outputs (echoes of the last run, found fresh): there when asked for (-v).
-        sources = [path for path in relevant if not self.impact.is_own_write(path)]
-        worth_saying = bool(sources) or any(name in self.running for name in affected)
-        shown = [label(path, self.impact.root) for path in (sources or relevant)[:5]]
-        (log.info if worth_saying else log.debug)(
-            "watch.changed", paths=shown, count=len(sources or relevant), stages=sorted(affected)
-        )
-        self.busy_since_idle = self.busy_since_idle or worth_saying
-        for name, forced in affected.items():
-            self._make_candidate(name, forced)
-        self._dispatch()
-
-    def _make_candidate(self, name: str, forced: bool) -> None:
-        if not self.pipeline.has_stage(name):
-            return
-        if name in self.running:
-            stage = self.pipeline.stage(name)
-            # Dirty either way: if the stop comes too late (the run just ended), the check after it
-            # still sees the change.
-            self.dirty.add(name)
-            if self.pipeline.on_busy_for(stage) is OnBusy.RESTART and name not in self.restarting:
-                self.restarting.add(name)
-                log.info("stage.restarting", stage=name)
-                self.loop.run_in_executor(None, self.runner.cancel, name)
-            return
-        self.candidates[name] = self.candidates.get(name, False) or forced
-
-    # --- checking and running ---
-
-    def _dispatch(self) -> None:
-        if self.stopping:
-            return
-        for name in self.graph.order:
-            if len(self.running) >= self.jobs:
-                break
-            if name not in self.candidates:
-                continue
-            if self.ancestors[name] & (self.running.keys() | self.candidates.keys()):
-                continue  # checked once everything upstream of it has settled
-            forced = self.candidates.pop(name)
-            self._check(self.pipeline.stage(name), forced)
-        self._arm_ttl()
-        self._report()
-
-    def _check(self, stage: Stage, forced: bool) -> None:
-        name = stage.name
-        blocker = next(
-            (up for up in self.graph.order if up in self.ancestors[name] and up in self.failed_keys), None
-        )
-        if blocker is not None:
-            if name not in self.blocked:
-                log.warning("stage.blocked", stage=name, by=blocker)
-            self.blocked[name] = blocker  # checked again when the blocker succeeds
-            self.catching_up.discard(name)
-            return
-        self.blocked.pop(name, None)
-        fingerprint = self.workspace.fingerprint(stage)
-        self._note_code(stage, fingerprint)
-        decision = self.workspace.decide_with(
-            stage, fingerprint, force=forced, always_run_unskippable=name in self.catching_up
-        )
-        self.catching_up.discard(name)
-        if not decision.run:
-            log.debug("stage.skipped", stage=name)
-            return
-        if name in self.failed_keys and not forced:
-            held = hold_back(
-                self.failed_keys[name], fingerprint.key, stage.ttl_s, self.retry_at.get(name), time.time()
-            )
-            if held is not None:
-                log.debug("stage.held", stage=name, reason=held)
-                return
-        log.info("stage.started", stage=name, reasons=[str(reason) for reason in decision.reasons])
-        self.recorder.started(name)
-        self.busy_since_idle = True
-        refused = self.workspace.begin_run(stage)
-        if refused is not None:
-            self.loop.call_soon(self._finished, stage, fingerprint, refused)
-            return
-        self.running[name] = self.loop.create_task(self._run(stage, fingerprint))
-        self.run_started[name] = self.loop.time()
-
-    def _note_code(self, stage: Stage, fingerprint: Fingerprint) -> None:
-        """Keep the code files of module stages watched as their imports change."""
-        if stage.module is None:
-            return
-        files = frozenset(
-            str(self.pipeline.output_dir / rel) if not rel.startswith("/") else rel
-            for rel, _ in (*((fingerprint.code,) if fingerprint.code else ()), *fingerprint.deps)
-        )
-        if self.code_files.get(stage.name) != files:
-            self.code_files[stage.name] = files
-            self.impact = ImpactMap(self.pipeline, self.code_files)
-            if hasattr(self, "watcher"):
-                self._replan()
-
-    async def _run(self, stage: Stage, fingerprint: Fingerprint) -> None:
-        result = await self.loop.run_in_executor(self.pool, self.runner.run, stage)
-        self._finished(stage, fingerprint, result)
-
-    def _finished(self, stage: Stage, fingerprint: Fingerprint, result: RunResult) -> None:
-        name = stage.name
-        self.running.pop(name, None)
-        self.run_started.pop(name, None)
-        self.restarting.discard(name)
-        result = self.workspace.record_run(stage, fingerprint, result)
-        self.recorder.finished(name, result)
-        if self.stopping or not self.pipeline.has_stage(name):
-            log.info("stage.cancelled", stage=name, duration_s=round(result.duration_s, 3))
-            return
-        if result.ok:
-            log.info("stage.succeeded", stage=name, duration_s=round(result.duration_s, 3))
-            for table in (self.failed_keys, self.failures, self.retry_at):
-                table.pop(name, None)
-            unblocked = [stage for stage, blocker in self.blocked.items() if blocker == name]
-            for downstream in (*self.graph.downstream[name], *unblocked):
-                self._make_candidate(downstream, False)
-        elif result.cancelled:
-            log.info("stage.cancelled", stage=name, duration_s=round(result.duration_s, 3))
-            self._make_candidate(name, False)
-        else:
-            log_failure(name, result)
-            self.failed_keys[name] = fingerprint.key
-            self.failures[name] = self.failures.get(name, 0) + 1
-            self.retry_at[name] = time.time() + backoff_s(self.failures[name], stage.ttl_s)
-            for downstream in sorted(self.graph.descendants([name]) & self.candidates.keys()):
-                del self.candidates[downstream]
-                self.blocked[downstream] = name
-                log.warning("stage.blocked", stage=downstream, by=name)
-        if name in self.dirty:
-            self.dirty.discard(name)
-            self._make_candidate(name, False)
-        self._dispatch()
-
-    # --- timers: TTL, reconciliation ---
+    def _now(self) -> Now:
+        return Now(time.time(), time.monotonic())
 
     def _arm(self, name: str, delay_s: float, callback: Callable[[], None]) -> None:
         old = self._timers.pop(name, None)
         if old is not None:
             old.cancel()
-        if not self.stopping:
-            self._timers[name] = self.loop.call_later(max(0.0, delay_s), callback)
+        if not self.stopping or name == "watchdog":
+            self._timers[name] = self.loop.call_later(max(0.0, delay_s), self._guarded(callback))
 
-    def _ttl_due(self, stage: Stage, now: float) -> float:
-        assert stage.ttl_s is not None
+    def _guarded(self, callback: Callable[..., None]) -> Callable[..., None]:
+        """An error boundary for a loop callback: a bug is logged and answered with a rescan."""
+
+        def guarded(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("daemon.internal_error", callback=getattr(callback, "__name__", "?"))
+                if not self.stopping:
+                    self._perform(self.coordinator.rescan(self._now()))
+
+        return guarded
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        log.error(
+            "daemon.internal_error", message=context.get("message"), error=repr(context.get("exception"))
+        )
+
+    def _offload(
+        self,
+        executor: ThreadPoolExecutor,
+        work: Callable[[], T],
+        then: Callable[[T], None],
+        failed: Callable[[BaseException], None],
+    ) -> None:
+        """Run `work` on a worker thread, then `then(result)` (or `failed(error)`) on the loop."""
+
+        def done(future: Future[T]) -> None:
+            error = future.exception()
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing more to do
+                if error is not None:
+                    self.loop.call_soon_threadsafe(self._guarded(failed), error)
+                else:
+                    self.loop.call_soon_threadsafe(self._guarded(then), future.result())
+
+        with contextlib.suppress(RuntimeError):  # shut down while stopping: the work is not wanted
+            executor.submit(work).add_done_callback(done)
+
+    # --- carrying out the coordinator's actions ---
+
+    def _perform(self, actions: Iterable[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Check):
+                self._check(action)
+            elif isinstance(action, Start):
+                self._start(action)
+            elif isinstance(action, Cancel):
+                self._cancel(action)
+            elif isinstance(action, Wake):
+                self._arm("ttl", min(TTL_TICK_S, action.delay_s), self._due)
+            elif isinstance(action, Say):
+                getattr(log, action.level)(action.event, **action.fields)
+            elif isinstance(action, Idle):
+                self._idle(action)
+            elif isinstance(action, Exit):
+                self._stopped.set()
+        self._report()
+
+    def _check(self, action: Check) -> None:
+        stage = self.pipeline.stage(action.name)
+        self.prepared.pop(action.name, None)
+
+        def work() -> tuple[Prepared, float | None]:
+            prepared = self.attempts.prepare(
+                stage, force=action.force, always_run_unskippable=action.catching_up
+            )
+            return prepared, self._entry_mtime(action.name)
+
+        def then(outcome: tuple[Prepared, float | None]) -> None:
+            prepared, mtime = outcome
+            self._note_code(prepared)
+            if prepared.decision.run:
+                self.prepared[action.name] = (action.job, prepared)
+            else:
+                log.debug("stage.skipped", stage=action.name)
+            verdict = Verdict(prepared.decision.run, prepared.fingerprint.key, mtime)
+            self._perform(self.coordinator.checked(action.name, action.job, verdict, self._now()))
+
+        def failed(error: BaseException) -> None:
+            log.error("daemon.internal_error", stage=action.name, during="check", error=repr(error))
+            verdict = Verdict(True, None, error=f"stagewatch could not check it: {error!r}")
+            self._perform(self.coordinator.checked(action.name, action.job, verdict, self._now()))
+
+        self._offload(self.io, work, then, failed)
+
+    def _start(self, action: Start) -> None:
+        job, prepared = self.prepared.pop(action.name, (None, None))
+        if job != action.job or prepared is None:  # cannot happen: say so, and let it be checked again
+            log.error("daemon.internal_error", stage=action.name, during="start", error="no prepared run")
+            self._finish(action.name, action.job, RunResult.not_started("nothing prepared to run"), None)
+            return
+        key = prepared.fingerprint.key
+
+        def work() -> RunResult:
+            with self.run_jobs_lock:
+                self.run_jobs[action.name] = action.job
+            return self.attempts.run(prepared)
+
+        def failed(error: BaseException) -> None:
+            result = RunResult.not_started(f"stagewatch failed: {error!r}")
+            self._finish(action.name, action.job, result, key)
+
+        self._offload(
+            self.runs, work, lambda result: self._finish(action.name, action.job, result, key), failed
+        )
+
+    def _finish(self, name: str, job: int, result: RunResult, key: str | None) -> None:
+        """A run has settled: tell the coordinator, with the key it started from."""
+        with self.run_jobs_lock:
+            if self.run_jobs.get(name) == job:
+                del self.run_jobs[name]
+        if result.ok:
+            finished = Finished(Outcome.SUCCEEDED, key, self._entry_mtime(name))
+        else:
+            finished = Finished(Outcome.CANCELLED if result.cancelled else Outcome.FAILED, key)
+        self._perform(self.coordinator.finished(name, job, finished, self._now()))
+
+    def _cancel(self, action: Cancel) -> None:
+        def work() -> None:
+            # Under the lock, a run that has ended cannot be replaced by the next one: the
+            # cancel reaches exactly the run it was meant for, or nothing.
+            with self.run_jobs_lock:
+                if self.run_jobs.get(action.name) == action.job:
+                    self.runner.cancel(action.name)
+
+        threading.Thread(target=work, name=f"cancel-{action.name}", daemon=True).start()
+
+    def _entry_mtime(self, name: str) -> float | None:
         try:
-            mtime: float | None = self.workspace.entry_path(stage.name).stat().st_mtime
+            return self.workspace.entry_path(name).stat().st_mtime
         except OSError:
-            mtime = None
-        due = ttl_due_at(mtime, stage.ttl_s, now)
-        if stage.name in self.failed_keys:
-            due = max(due, self.retry_at.get(stage.name, due))
-        return due
+            return None
 
-    def _arm_ttl(self) -> None:
-        now = time.time()
-        waiting = [
-            self._ttl_due(stage, now)
-            for stage in self.pipeline.stages
-            if stage.ttl_s is not None
-            and stage.name not in self.running
-            and stage.name not in self.candidates
-            and stage.name not in self.blocked
-        ]
-        delay = min([TTL_TICK_S, *(due - now for due in waiting)])
-        self._arm("ttl", delay, self._ttl_fire)
+    def _due(self) -> None:
+        mtimes = {stage.name: self._entry_mtime(stage.name) for stage in self.pipeline.stages if stage.ttl_s}
+        self._perform(self.coordinator.due(mtimes, self._now()))
 
-    def _ttl_fire(self) -> None:
-        now = time.time()
-        for stage in self.pipeline.stages:
-            if stage.ttl_s is None or stage.name in self.running or stage.name in self.blocked:
+    def _idle(self, idle: Idle) -> None:
+        log.info(
+            "watch.idle",
+            fresh=idle.fresh,
+            failing=list(idle.failing),
+            blocked=list(idle.blocked),
+            looping=list(idle.looping),
+        )
+        self._offload(self.io, self.workspace.digests.flush, lambda _: None, self._io_failed)
+
+    def _io_failed(self, error: BaseException) -> None:
+        log.error("daemon.internal_error", during="io", error=repr(error))
+
+    def _note_code(self, prepared: Prepared) -> None:
+        """Keep the code files of module stages watched as their imports change."""
+        stage, fingerprint = prepared.stage, prepared.fingerprint
+        if stage.module is None:
+            return
+        files = frozenset(
+            str(self.root / rel) if not rel.startswith("/") else rel
+            for rel, _ in (*((fingerprint.code,) if fingerprint.code else ()), *fingerprint.deps)
+        )
+        if self.code_files.get(stage.name) != files:
+            self.code_files[stage.name] = files
+            self.impact = ImpactMap(self.pipeline, self.code_files)
+            self._offload(self.io, lambda: self._replan(()), lambda _: None, self._io_failed)
+
+    # --- the watcher and the debounce ---
+
+    def _replan(self, renew: tuple[str, ...]) -> None:
+        """On the I/O thread: make the watches match what the pipeline reads now."""
+        self.watcher.update(plan_watches(self.impact.wanted_watches()), renew)
+
+    def _changes_from_thread(self, changes: list[Change]) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._guarded(self._on_changes), changes)
+
+    def _trouble_from_thread(self, reason: str) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._guarded(self._on_trouble), reason)
+
+    def _on_trouble(self, reason: str) -> None:
+        if self.stopping:
+            return
+        log.warning("watch.distrusted", reason=reason, action="full rescan")
+        renew = tuple(self.watcher.watched) if reason == "overflow" else ()
+        self._offload(
+            self.io,
+            lambda: self._replan(renew),
+            lambda _: self._perform(self.coordinator.rescan(self._now())),
+            self._io_failed,
+        )
+
+    def _on_changes(self, changes: list[Change]) -> None:
+        if self.stopping:
+            return
+        now = self.loop.time()
+        seen = time.monotonic()
+        self.pending.extend((change, seen) for change in changes)
+        self.burst = start_burst(now) if self.burst is None else self.burst.add(now)
+        self._arm("flush", self.burst.due_at(self.pipeline.debounce_s) - now, self._flush)
+
+    def _flush(self) -> None:
+        changes, self.pending, self.burst = self.pending, [], None
+        impact = self.impact
+        self._offload(
+            self.io, lambda: self._read_batch(changes, impact), self._apply_batch, self._batch_failed
+        )
+
+    def _read_batch(self, timed: list[tuple[Change, float]], impact: ImpactMap) -> Batch:
+        """On the I/O thread: watch new folders, walk them, and find what the changes touch."""
+        changes = [change for change, _ in timed]
+        invalidated: list[str] = []
+        # Before folding events by path: a deletion followed by a rewrite must not hide it.
+        for change in changes:
+            name = stage_of_entry(change.path, impact.cache_dir) if change.gone else None
+            if name is not None and self.pipeline.has_stage(name):
+                invalidated.append(name)
+        reload = any(impact.is_config(change) for change in changes)
+        root = str(self.root)
+        ground_gone = any(is_within(root, change.path) for change in changes) and (
+            _identity(self.root) != self.root_id
+        )
+        new_folders = tuple(c.path for c in changes if c.is_dir and not c.gone)
+        if any(change.is_dir for change in changes):
+            # Watch new folders before walking them: a file made in between is not missed.
+            self._replan(new_folders)
+        seen: dict[str, tuple[Change, float, float]] = {}
+        for change, at in timed:
+            first = seen[change.path][1] if change.path in seen else at
+            seen[change.path] = (change, first, at)
+            if change.is_dir and not change.gone:
+                # Files made in a new folder before its watch existed send no event (trap 2).
+                for path in walk_files(change.path, impact.rules):
+                    seen.setdefault(path, (Change(path, False, False), at, at))
+        affected: dict[str, Touch] = {}
+        sources: list[str] = []
+        echoes: list[str] = []
+        for change, first, last in seen.values():
+            names = impact.affected(change)
+            if not names:
                 continue
-            # The entry's mtime is read again now: an `accept` may have refreshed it.
-            if self._ttl_due(stage, now) <= now:
-                log.debug("ttl.due", stage=stage.name)  # stage.started says "ttl expired"
-                self._make_candidate(stage.name, False)
-        self._dispatch()
+            (echoes if impact.is_own_write(change.path) else sources).append(change.path)
+            for name in names:
+                known = affected.get(name)
+                if known is None:
+                    affected[name] = Touch(change.path, first, last)
+                else:
+                    affected[name] = Touch(
+                        known.path, min(known.first_seen, first), max(known.last_seen, last)
+                    )
+        return Batch(
+            tuple(dict.fromkeys(invalidated)), affected, tuple(sources), tuple(echoes), reload, ground_gone
+        )
+
+    def _batch_failed(self, error: BaseException) -> None:
+        log.error("daemon.internal_error", during="changes", error=repr(error), action="full rescan")
+        self._perform(self.coordinator.rescan(self._now()))
+
+    def _apply_batch(self, batch: Batch) -> None:
+        if self.stopping:
+            return
+        if batch.ground_gone:
+            self._ground_gone()
+            return
+        now = self._now()
+        for name in batch.invalidated:
+            log.info("stage.invalidated", stage=name)
+            self._perform(self.coordinator.invalidated(name, now))
+        if batch.reload:
+            self._reload("file changed")
+        if not batch.affected:
+            return
+        running = self.coordinator.running()
+        # Sources changed: a person wants to read it. Only the stages' own outputs (echoes of
+        # the last run, found fresh): there when asked for (-v).
+        notable = bool(batch.sources) or any(name in running for name in batch.affected)
+        paths = batch.sources or batch.echoes
+        (log.info if notable else log.debug)(
+            "watch.changed",
+            paths=[label(path, str(self.root)) for path in paths[:5]],
+            count=len(paths),
+            stages=sorted(batch.affected),
+        )
+        self._perform(self.coordinator.changed(batch.affected, now, notable=notable))
+
+    def _ground_gone(self) -> None:
+        log.error(
+            "watch.output_dir_gone",
+            path=str(self.root),
+            problem="the output folder was deleted or moved away; nothing is written under its old path",
+        )
+        self.exit_code = 1
+        self.stop("output folder gone")
+
+    # --- timers: reconciliation, watchdog, status ---
 
     def _arm_rescan(self) -> None:
         if self.pipeline.rescan_s > 0:
             self._arm("rescan", self.pipeline.rescan_s, self._periodic_rescan)
 
     def _periodic_rescan(self) -> None:
-        self.watcher.update(plan_watches(self.impact.wanted_watches()), retry_failed=True)
-        self._rescan("periodic")
+        def work() -> bool:
+            if _identity(self.root) != self.root_id:
+                return False
+            self.watcher.update(plan_watches(self.impact.wanted_watches()), retry_failed=True)
+            return True
+
+        def then(ground: bool) -> None:
+            if not ground:
+                self._ground_gone()
+                return
+            log.debug("watch.rescan", reason="periodic")
+            self._perform(self.coordinator.rescan(self._now()))
+
+        self._offload(self.io, work, then, self._io_failed)
         self._arm_rescan()
 
-    def _rescan(self, reason: str) -> None:
-        """Check every stage's key, whatever the watcher said."""
-        log.debug("watch.rescan", reason=reason)
-        for name in self.graph.order:
-            self._make_candidate(name, False)
-        self._dispatch()
+    def _watchdog_ping(self) -> None:
+        """WATCHDOG=1 from the loop itself: a stuck loop stops the pings, and systemd restarts us."""
+        self.notifier.alive()
+        assert self.notifier.watchdog_s is not None
+        self._arm("watchdog", self.notifier.watchdog_s, self._watchdog_ping)
 
-    # --- reload and stop ---
+    def _report(self) -> None:
+        running = self.coordinator.running()
+        self.notifier.status(self.coordinator.status_text(self._now()))
+        if running and self.notifier.enabled:
+            self._arm("status", 1.0, self._report)  # keeps "running render (4 s)" counting
+
+    # --- reload ---
 
     def _reload(self, why: str) -> None:
         if self.stopping:
             return  # READY=1 after STOPPING=1 would tell systemd the opposite of the truth
+        if self.reloading:
+            self.reload_again = why  # one more read once this one is done: the file may have moved on
+            return
+        self.reloading = True
         self.notifier.reloading()
-        try:
-            self._reload_config(why)
-        finally:
-            self.notifier.ready()
+        path = self.pipeline.config_path
 
-    def _reload_config(self, why: str) -> None:
-        digest = _digest(self.pipeline.config_path)
-        if why != "SIGHUP" and digest == self.config_digest:
+        def work() -> Reload:
+            digest = _digest(path)
+            if why != "SIGHUP" and digest == self.config_digest:
+                return Reload(None, digest)
+            try:
+                return Reload(load_pipeline(path), digest)
+            except ConfigError as exc:
+                return Reload(None, digest, tuple(exc.problems))
+
+        def failed(error: BaseException) -> None:
+            self._reloaded(why, Reload(None, None, (f"{path}: could not be read again: {error!r}",)))
+
+        self._offload(self.io, work, lambda outcome: self._reloaded(why, outcome), failed)
+
+    def _reloaded(self, why: str, outcome: Reload) -> None:
+        self.reloading = False
+        try:
+            if not self.stopping:
+                self._apply_reload(why, outcome)
+        finally:
+            if not self.stopping:
+                self.notifier.ready()
+            again, self.reload_again = self.reload_again, None
+            if again is not None:
+                self._reload(again)
+
+    def _apply_reload(self, why: str, outcome: Reload) -> None:
+        new = outcome.pipeline
+        if outcome.problems:
+            self.config_invalid = True
+            log.error(
+                "config.invalid",
+                why=why,
+                problems=list(outcome.problems),
+                action="keeping the running config",
+            )
+            return
+        if new is None:
             if self.config_invalid:  # put back as it was: say the alarm is over
                 self.config_invalid = False
                 log.info("config.restored", why=why)
             return  # touched or rewritten with the same bytes
-        try:
-            new = load_pipeline(self.pipeline.config_path)
-        except ConfigError as exc:
-            self.config_invalid = True
-            log.error("config.invalid", why=why, problems=exc.problems, action="keeping the running config")
-            return
         if new.output_dir != self.pipeline.output_dir:
             log.error(
                 "config.invalid",
@@ -418,7 +594,7 @@ class Daemon:
                 action="keeping the running config",
             )
             return
-        self.config_digest = digest
+        self.config_digest = outcome.digest
         self.config_invalid = False
         old = self.pipeline
         added = [s.name for s in new.stages if not old.has_stage(s.name)]
@@ -427,89 +603,57 @@ class Daemon:
         if new == old:
             (log.info if why == "SIGHUP" else log.debug)("config.unchanged", why=why)
             return
-        for name in removed:
-            self.candidates.pop(name, None)
-            if name in self.running:
-                self.loop.run_in_executor(None, self.runner.cancel, name)
-        # A changed stage starts afresh: its old failure said nothing about its new settings.
-        for name in (*removed, *changed):
-            for table in (self.failed_keys, self.failures, self.retry_at, self.blocked, self.code_files):
-                table.pop(name, None)
-            self.dirty.discard(name)
-        self.blocked = {name: blocker for name, blocker in self.blocked.items() if blocker in new.names}
         if new.watcher is not old.watcher:
             log.warning("config.not_applied", key="watcher", reason="takes effect when stagewatch restarts")
-        self._apply(new)
-        self.recorder.keep_only(set(new.names))
-        self._replan()
+        for name in (*removed, *changed):
+            self.code_files.pop(name, None)
+            self.prepared.pop(name, None)
+        self.pipeline = new
+        self.impact = ImpactMap(new, self.code_files)
+        names = set(new.names)
+
+        def rewatch() -> None:
+            self._replan(())
+            self.recorder.keep_only(names)
+
+        self._offload(self.io, rewatch, lambda _: None, self._io_failed)
         self._arm_rescan()
         log.info("config.reloaded", why=why, added=added, changed=changed, removed=removed)
-        self.catching_up |= set(added)
-        for name in (*added, *changed):
-            self._make_candidate(name, False)
-        self._dispatch()
+        self._perform(self.coordinator.reloaded(plan_for(new, self._jobs(new)), changed, self._now()))
 
-    def _stop(self, signame: str) -> None:
+    # --- stop ---
+
+    def stop(self, why: str) -> None:
         if self.stopping:
             return
         self.stopping = True
         self.notifier.stopping()
-        log.info("watch.stopping", signal=signame, running=sorted(self.running))
-        self._stopped.set()
+        log.info("watch.stopping", signal=why, running=sorted(self.coordinator.running()))
+        for name in ("flush", "ttl", "rescan", "status"):
+            timer = self._timers.pop(name, None)
+            if timer is not None:
+                timer.cancel()
+        # No run may start from here on, and every run under way is stopped.
+        threading.Thread(target=self.runner.cancel_all, name="cancel-all", daemon=True).start()
+        # Nothing can prevent a stop: should a run never report its end, stop without it.
+        self.loop.call_later(STOP_DEADLINE_S, self._stop_anyway)
+        self._perform(self.coordinator.stop(self._now()))
+
+    def _stop_anyway(self) -> None:
+        if not self._stopped.is_set():
+            log.error("watch.stop_overdue", running=sorted(self.coordinator.running()))
+            self._stopped.set()
 
     async def _shutdown(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
-        await asyncio.gather(
-            self.loop.run_in_executor(None, self.runner.cancel_all),
-            self.loop.run_in_executor(None, self.watcher.stop),
-        )
-        if self.running:
-            await asyncio.gather(*self.running.values(), return_exceptions=True)
-        self.pool.shutdown(wait=False)
-        self.workspace.close()
-        self.recorder.close()
+        await self.loop.run_in_executor(None, self.watcher.stop)
+        self.io.shutdown(wait=False, cancel_futures=True)
+        self.runs.shutdown(wait=False, cancel_futures=True)
+        await self.loop.run_in_executor(None, self._close_files)
         self.notifier.close()
         log.info("watch.stopped")
 
-    # --- what people see ---
-
-    def _report(self) -> None:
-        if not self.running and not self.candidates and self.busy_since_idle:
-            self.busy_since_idle = False
-            self.workspace.digests.flush()
-            not_fresh = len(self.failed_keys.keys() | self.blocked.keys())
-            log.info(
-                "watch.idle",
-                fresh=len(self.pipeline.stages) - not_fresh,
-                failing=sorted(self.failed_keys),
-                blocked=sorted(self.blocked),
-            )
-        self.notifier.status(self._status_text())
-        if self.running and self.notifier.enabled:
-            self._arm("status", 1.0, self._report)  # keeps "running render (4 s)" counting
-
-    def _status_text(self) -> str:
-        """One line for `systemctl status`: what the daemon is doing now."""
-        total = len(self.pipeline.stages)
-        if self.catching_up and (self.running or self.candidates):
-            return f"catching up {total - len(self.catching_up)}/{total}"
-        failing = sorted(self.failed_keys)
-        failing_text = f"{len(failing)} stage{'s' if len(failing) > 1 else ''} failing: {', '.join(failing)}"
-        if self.running:
-            now = self.loop.time()
-            runs = [
-                f"{name} ({now - self.run_started.get(name, now):.0f} s)" for name in sorted(self.running)
-            ]
-            return "running " + ", ".join(runs) + (f"; {failing_text}" if failing else "")
-        if self.candidates:
-            return "checking " + ", ".join(sorted(self.candidates))
-        if failing:
-            return failing_text
-        return f"idle, {total} stage{'s' if total != 1 else ''} fresh"
-
-    def _watchdog_ping(self) -> None:
-        """WATCHDOG=1 from the loop itself: a stuck loop stops the pings, and systemd restarts us."""
-        self.notifier.alive()
-        assert self.notifier.watchdog_s is not None
-        self._arm("watchdog", self.notifier.watchdog_s, self._watchdog_ping)
+    def _close_files(self) -> None:
+        self.workspace.close()
+        self.recorder.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 import tempfile
@@ -63,13 +64,17 @@ def stage_of_entry(path: str, cache_dir: str) -> str | None:
     return name[: -len(ENTRY_SUFFIX)]
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, within: Path | None = None) -> None:
     """Write a file so that a crash leaves the old one or the new one, never half of either.
 
-    An OSError names `path` itself (never the temporary file beside it), so that the one
-    line a person reads says which file could not be written.
+    Missing folders are made, but only below `within` (the output folder) while it exists:
+    an output folder deleted or moved away is never made again under its old path. An
+    OSError names `path` itself (never the temporary file beside it), so that the one line a
+    person reads says which file could not be written.
     """
     try:
+        if within is not None and not within.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "the output folder is gone", str(within))
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:

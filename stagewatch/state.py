@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,7 +85,7 @@ def write_state(output_dir: Path, state: PipelineState) -> None:
         "stages": {name: _record(attempt) for name, attempt in sorted(state.stages.items())},
         "failures": {name: _record(attempt) for name, attempt in sorted(state.failures.items())},
     }
-    write_atomic(state_path(output_dir), json.dumps(data, indent=1) + "\n")
+    write_atomic(state_path(output_dir), json.dumps(data, indent=1) + "\n", within=output_dir)
 
 
 def _now_iso() -> str:
@@ -92,10 +93,14 @@ def _now_iso() -> str:
 
 
 class StateRecorder:
-    """Owns state.json for one build or daemon: records each start and each end, at once."""
+    """Owns state.json for one build or daemon: records each start and each end, at once.
+
+    Runs end on their own threads: every change and its write happen under one lock.
+    """
 
     def __init__(self, output_dir: Path, mode: str) -> None:
         self.output_dir = output_dir
+        self._lock = threading.RLock()
         self.state = read_state(output_dir)
         self.state.pid, self.state.mode = os.getpid(), mode
         for name, attempt in list(self.state.stages.items()):
@@ -113,38 +118,42 @@ class StateRecorder:
             )
 
     def started(self, name: str) -> None:
-        self.state.stages[name] = Attempt(Result.RUNNING, _now_iso())
-        self._save()
+        with self._lock:
+            self.state.stages[name] = Attempt(Result.RUNNING, _now_iso())
+            self._save()
 
     def finished(self, name: str, result: RunResult) -> None:
-        previous = self.state.stages.get(name)
-        attempt = Attempt(
-            Result.SUCCEEDED if result.ok else (Result.CANCELLED if result.cancelled else Result.FAILED),
-            previous.started if previous else _now_iso(),
-            _now_iso(),
-            round(result.duration_s, 3),
-            result.exit_code,
-            result.error,
-            () if result.ok else result.output_tail,
-        )
-        self.state.stages[name] = attempt
-        if attempt.result is Result.FAILED:
-            self.state.failures[name] = attempt
-        self._save()
+        with self._lock:
+            previous = self.state.stages.get(name)
+            attempt = Attempt(
+                Result.SUCCEEDED if result.ok else (Result.CANCELLED if result.cancelled else Result.FAILED),
+                previous.started if previous else _now_iso(),
+                _now_iso(),
+                round(result.duration_s, 3),
+                result.exit_code,
+                result.error,
+                () if result.ok else result.output_tail,
+            )
+            self.state.stages[name] = attempt
+            if attempt.result is Result.FAILED:
+                self.state.failures[name] = attempt
+            self._save()
 
     def keep_only(self, names: set[str]) -> None:
         """Forget stages that are no longer in the pipeline (after a reload)."""
-        for table in (self.state.stages, self.state.failures):
-            for name in set(table) - names:
-                del table[name]
-        self._save()
+        with self._lock:
+            for table in (self.state.stages, self.state.failures):
+                for name in set(table) - names:
+                    del table[name]
+            self._save()
 
     def close(self) -> None:
         """Mark that no stagewatch owns the state any more; a run still marked running never ended."""
-        self.state.pid = None
-        for name, attempt in list(self.state.stages.items()):
-            if attempt.result is Result.RUNNING:
-                self.state.stages[name] = Attempt(
-                    Result.CANCELLED, attempt.started, error="stagewatch stopped"
-                )
-        self._save()
+        with self._lock:
+            self.state.pid = None
+            for name, attempt in list(self.state.stages.items()):
+                if attempt.result is Result.RUNNING:
+                    self.state.stages[name] = Attempt(
+                        Result.CANCELLED, attempt.started, error="stagewatch stopped"
+                    )
+            self._save()

@@ -1,0 +1,615 @@
+"""The daemon's decisions, as a pure state machine: one slot per stage, events in, actions out.
+
+Nothing here does I/O or reads a clock. The shell (daemon.py) turns what happens into calls
+(`changed`, `checked`, `finished`, `due`, `invalidated`, `reloaded`, `rescan`, `stop`), each
+with the time, and carries out the actions they return: check a stage's key, start a run,
+cancel *that* run, wake up later, say something. Every transition is a line of a table in
+tests/test_coordinator.py.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stagewatch.scheduler import backoff_s, hold_back, ttl_due_at
+
+# A stage whose runs keep being retriggered by changes seen while it ran is writing something
+# it reads: after this many such runs in a row it is held (DESIGN §5).
+SELF_TRIGGER_RUNS = 5
+# Checks handed out at once: enough to keep the worker busy, few enough that a flush of new
+# changes is not queued behind a whole catch-up.
+CHECKS_IN_FLIGHT = 16
+
+
+class SlotState(enum.Enum):
+    """Where a stage stands in the daemon; one value at a time."""
+
+    IDLE = "idle"  # nothing to do: fresh as far as anyone knows
+    CANDIDATE = "candidate"  # something it reads may have changed: its key decides
+    CHECKING = "checking"  # its key is being computed
+    READY = "ready"  # stale, waiting for a free job
+    RUNNING = "running"
+    FAILED = "failed"  # its last attempt failed: held until a change (with a ttl, its backoff)
+    BLOCKED = "blocked"  # a stage upstream of it failed
+    LOOPING = "looping"  # its runs keep changing what it reads: held until a change from outside
+
+
+BUSY = frozenset({SlotState.CANDIDATE, SlotState.CHECKING, SlotState.READY, SlotState.RUNNING})
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """The time of an event: wall clock for entry mtimes and TTLs, monotonic for waits."""
+
+    wall: float
+    mono: float
+
+
+@dataclass(frozen=True, slots=True)
+class StagePlan:
+    """What the coordinator needs to know of one stage."""
+
+    name: str
+    ancestors: frozenset[str]
+    downstream: frozenset[str]
+    ttl_s: float | None = None
+    restart_when_busy: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The pipeline as the coordinator sees it: stages in graph order, and how many may run."""
+
+    stages: tuple[StagePlan, ...]
+    jobs: int
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        return tuple(stage.name for stage in self.stages)
+
+
+# --- What the shell reports back. ---
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """Changes that touched one stage: one of their paths, and when the first and the last of
+    them were seen (monotonic, as they arrived, before the debounce)."""
+
+    path: str
+    first_seen: float
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A check's answer: whether the stage must run, the key it would record, its entry's mtime."""
+
+    run: bool
+    key: str | None
+    entry_mtime: float | None = None
+    error: str | None = None  # the check itself failed (counts as a failed attempt)
+
+
+class Outcome(enum.Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """How a run ended, and the entry's mtime after it (for the stage's ttl)."""
+
+    outcome: Outcome
+    key: str | None = None
+    entry_mtime: float | None = None
+
+
+# --- What the coordinator asks for. ---
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """Compute the stage's key and decide; answer with `checked(name, job, verdict)`."""
+
+    name: str
+    job: int
+    force: bool
+    catching_up: bool  # a stage with no inputs and no ttl runs once at start
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Run the stage as check `job` prepared it; answer with `finished(name, job, ...)`."""
+
+    name: str
+    job: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Stop run `job` of the stage, and no other; its `finished` still comes."""
+
+    name: str
+    job: int
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Call `due` after this many seconds (or sooner)."""
+
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """A log event: level, dotted name, fields."""
+
+    level: str
+    event: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """Everything has settled after some work."""
+
+    fresh: int
+    failing: tuple[str, ...]
+    blocked: tuple[str, ...]
+    looping: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """Stopping, and no run is left."""
+
+
+Action = Check | Start | Cancel | Wake | Say | Idle | Exit
+
+
+class Trigger(enum.Enum):
+    """Who made a stage a candidate, as far as timing tells."""
+
+    NONE = 0
+    SELF = 1  # only changes seen while it ran, or just after
+    OUTSIDE = 2
+
+
+@dataclass(slots=True)
+class Slot:
+    """One stage: its state, and the few facts that the state alone does not say."""
+
+    state: SlotState = SlotState.CANDIDATE
+    job: int | None = None  # the check or run under way
+    forced: bool = False  # an invalidate: run whatever the key says
+    dirty: bool = False  # changed while checking or running: check again afterwards
+    catching_up: bool = True  # not checked since the daemon (or this stage) started
+    failures: int = 0
+    failed_key: str | None = None
+    retry_at: float | None = None  # monotonic
+    blocked_by: str | None = None
+    entry_mtime: float | None = None
+    run_started: float | None = None  # monotonic
+    run_ended: float | None = None  # monotonic
+    cancel_sent: bool = False
+    trigger: Trigger = Trigger.NONE
+    trigger_path: str | None = None
+    self_runs: int = 0
+
+
+class Coordinator:
+    """Decides, for every stage of a pipeline, what happens next."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.stages = {stage.name: stage for stage in plan.stages}
+        self.slots = {stage.name: Slot() for stage in plan.stages}
+        self.retiring: dict[str, int] = {}  # removed stages' runs, until they have stopped
+        self.stopping = False
+        self.exited = False
+        self.busy_since_idle = True  # the first idle after catching up is always said
+        self._next_job = 0
+
+    # --- events ---
+
+    def start(self, now: Now) -> list[Action]:
+        """The daemon is watching: check every stage."""
+        return self._dispatch(now)
+
+    def changed(self, changes: Mapping[str, Touch], now: Now, *, notable: bool = True) -> list[Action]:
+        """Paths that stages read changed."""
+        actions: list[Action] = []
+        if notable:
+            self.busy_since_idle = True
+        for name, touch in changes.items():
+            actions += self._touch(name, touch)
+        return actions + self._dispatch(now)
+
+    def invalidated(self, name: str, now: Now) -> list[Action]:
+        """A person removed the stage's entry: run it, now or once its current run ends."""
+        slot = self.slots.get(name)
+        if slot is None:
+            return self._dispatch(now)
+        self.busy_since_idle = True
+        slot.forced = True
+        slot.self_runs = 0
+        if slot.state in (SlotState.RUNNING, SlotState.CHECKING):
+            slot.dirty = True
+        else:
+            self._candidate(name)
+        return self._dispatch(now)
+
+    def rescan(self, now: Now) -> list[Action]:
+        """Distrust the watcher: check every key (held and blocked stages too: the key decides)."""
+        for name, slot in self.slots.items():
+            if slot.state is SlotState.LOOPING:
+                continue  # a rescan is not a change from outside
+            if slot.state in (SlotState.RUNNING, SlotState.CHECKING):
+                slot.dirty = True
+            elif slot.state not in BUSY:
+                self._candidate(name)
+        return self._dispatch(now)
+
+    def due(self, entry_mtimes: Mapping[str, float | None], now: Now) -> list[Action]:
+        """The wake-up came: TTL stages whose entry expired, failed stages whose backoff ended."""
+        actions: list[Action] = []
+        for name, slot in self.slots.items():
+            stage = self.stages[name]
+            if name in entry_mtimes and slot.state not in (SlotState.RUNNING, SlotState.CHECKING):
+                slot.entry_mtime = entry_mtimes[name]  # read again: an `accept` may have refreshed it
+            if slot.state is SlotState.IDLE and stage.ttl_s is not None:
+                if ttl_due_at(slot.entry_mtime, stage.ttl_s, now.wall) <= now.wall:
+                    actions.append(Say("debug", "ttl.due", {"stage": name}))
+                    self._candidate(name)
+            elif (
+                slot.state is SlotState.FAILED
+                and stage.ttl_s is not None
+                and slot.retry_at is not None
+                and slot.retry_at <= now.mono
+            ):
+                actions.append(Say("debug", "stage.retrying", {"stage": name, "failures": slot.failures}))
+                self._candidate(name)
+        return actions + self._dispatch(now)
+
+    def checked(self, name: str, job: int, verdict: Verdict, now: Now) -> list[Action]:
+        slot = self.slots.get(name)
+        if slot is None or slot.job != job or slot.state is not SlotState.CHECKING:
+            return self._dispatch(now)  # a check of a stage since removed, or of a stop
+        slot.job = None
+        slot.catching_up = False
+        if verdict.entry_mtime is not None or not verdict.run:
+            slot.entry_mtime = verdict.entry_mtime
+        actions: list[Action] = []
+        if verdict.error is not None:
+            actions.append(Say("error", "stage.check_failed", {"stage": name, "error": verdict.error}))
+            self._fail(name, key=None, now=now, actions=actions)
+        elif slot.dirty:
+            slot.dirty = False  # what it hashed may be out of date: hash again
+            self._candidate(name)
+        elif not verdict.run:
+            slot.state = SlotState.IDLE
+            slot.blocked_by = None
+            slot.forced = False
+            slot.trigger, slot.self_runs = Trigger.NONE, 0
+            if slot.failures:
+                self._recovered(name, actions)
+        else:
+            held = None
+            if slot.failures and not slot.forced:
+                held = hold_back(
+                    slot.failed_key, verdict.key, self.stages[name].ttl_s, slot.retry_at, now.mono
+                )
+            if held is not None:
+                slot.state = SlotState.FAILED
+                slot.trigger = Trigger.NONE
+                actions.append(Say("debug", "stage.held", {"stage": name, "reason": held}))
+            else:
+                slot.state = SlotState.READY
+                slot.job = job
+                slot.blocked_by = None
+        return actions + self._dispatch(now)
+
+    def finished(self, name: str, job: int, result: Finished, now: Now) -> list[Action]:
+        if self.retiring.get(name) == job:
+            del self.retiring[name]
+            return self._dispatch(now)
+        slot = self.slots.get(name)
+        if slot is None or slot.job != job or slot.state is not SlotState.RUNNING:
+            return self._dispatch(now)
+        slot.job = None
+        slot.cancel_sent = False
+        slot.run_ended = now.mono
+        actions: list[Action] = []
+        if self.stopping:
+            slot.state = SlotState.IDLE
+            return actions + self._dispatch(now)
+        if result.outcome is Outcome.SUCCEEDED:
+            slot.state = SlotState.IDLE
+            slot.entry_mtime = result.entry_mtime
+            self._recovered(name, actions)
+            for downstream in self.stages[name].downstream:
+                self._touch_quietly(downstream)
+        elif result.outcome is Outcome.CANCELLED:
+            self._candidate(name)  # restarted, or stopped by a reload: the key decides again
+        else:
+            self._fail(name, key=result.key, now=now, actions=actions)
+        if slot.dirty:
+            slot.dirty = False
+            if slot.state is not SlotState.LOOPING:
+                self._candidate(name)
+        return actions + self._dispatch(now)
+
+    def reloaded(self, plan: Plan, changed: Iterable[str], now: Now) -> list[Action]:
+        """A new pipeline: removed stages' runs are stopped before anything starts; new and
+        changed stages are checked; what a removed or changed stage blocked is checked again."""
+        actions: list[Action] = []
+        new = {stage.name: stage for stage in plan.stages}
+        changed = set(changed)
+        gone = [name for name in self.slots if name not in new]
+        for name in gone:
+            slot = self.slots.pop(name)
+            if slot.state is SlotState.RUNNING and slot.job is not None:
+                self.retiring[name] = slot.job
+                actions.append(Cancel(name, slot.job))
+        for name in new:
+            if name not in self.slots:
+                self.slots[name] = Slot()
+        self.plan, self.stages = plan, new
+        for name in changed & new.keys():
+            slot = self.slots[name]
+            # Its old failure said nothing about its new settings.
+            slot.failures, slot.failed_key, slot.retry_at, slot.self_runs = 0, None, None, 0
+            if slot.state in (SlotState.RUNNING, SlotState.CHECKING):
+                slot.dirty = True
+            else:
+                self._candidate(name)
+        for name, slot in self.slots.items():
+            if slot.state is SlotState.BLOCKED:  # its blocker may be gone, changed, or no longer upstream
+                if slot.blocked_by not in new or slot.blocked_by in changed:
+                    slot.blocked_by = None
+                self._candidate(name)
+        self.busy_since_idle = True
+        return actions + self._dispatch(now)
+
+    def stop(self, now: Now) -> list[Action]:
+        """Start nothing more; cancel every run; Exit once none is left."""
+        self.stopping = True
+        actions: list[Action] = []
+        for name, slot in self.slots.items():
+            if slot.state is SlotState.RUNNING and slot.job is not None and not slot.cancel_sent:
+                slot.cancel_sent = True
+                actions.append(Cancel(name, slot.job))
+        return actions + self._dispatch(now)
+
+    # --- queries ---
+
+    def running(self) -> dict[str, float]:
+        """Running stages -> when their run started (monotonic)."""
+        return {
+            name: slot.run_started or 0.0
+            for name, slot in self.slots.items()
+            if slot.state is SlotState.RUNNING
+        }
+
+    def in_state(self, *states: SlotState) -> list[str]:
+        return [name for name in self.plan.order if self.slots[name].state in states]
+
+    @property
+    def settled(self) -> bool:
+        return not self.retiring and not any(slot.state in BUSY for slot in self.slots.values())
+
+    def status_text(self, now: Now) -> str:
+        """One line for `systemctl status`: what the daemon is doing now."""
+        total = len(self.slots)
+        unchecked = sum(1 for slot in self.slots.values() if slot.catching_up)
+        running = self.running()
+        failing = self.in_state(SlotState.FAILED)
+        failing_text = f"{_count(len(failing), 'stage')} failing: {', '.join(failing)}"
+        if unchecked and not self.settled:
+            return f"catching up {total - unchecked}/{total}"
+        if running:
+            runs = [f"{name} ({now.mono - started:.0f} s)" for name, started in sorted(running.items())]
+            return "running " + ", ".join(runs) + (f"; {failing_text}" if failing else "")
+        pending = self.in_state(SlotState.CANDIDATE, SlotState.CHECKING, SlotState.READY)
+        if pending:
+            return "checking " + ", ".join(pending)
+        if failing:
+            return failing_text
+        return f"idle, {_count(total, 'stage')} fresh"
+
+    # --- transitions ---
+
+    def _new_job(self) -> int:
+        self._next_job += 1
+        return self._next_job
+
+    def _candidate(self, name: str) -> None:
+        slot = self.slots[name]
+        slot.state = SlotState.CANDIDATE
+        slot.job = None
+
+    def _touch_quietly(self, name: str) -> None:
+        """An upstream run ended: check the stage, which is neither its own nor an outside change."""
+        slot = self.slots.get(name)
+        if slot is None or slot.state is SlotState.LOOPING:
+            return
+        if slot.state in (SlotState.RUNNING, SlotState.CHECKING):
+            slot.dirty = True
+        elif slot.state not in BUSY:
+            self._candidate(name)
+
+    def _touch(self, name: str, touch: Touch) -> list[Action]:
+        """Something the stage reads changed."""
+        slot = self.slots.get(name)
+        if slot is None:
+            return []
+        path = touch.path
+        # Seen only while its last run was under way: most likely its own doing. (A person
+        # saving during a run looks the same, so it takes several runs in a row to hold it.)
+        by_self = (
+            slot.run_started is not None
+            and touch.first_seen >= slot.run_started
+            and (slot.state is SlotState.RUNNING or (slot.run_ended or 0.0) >= touch.last_seen)
+        )
+        if slot.state is SlotState.RUNNING:
+            slot.dirty = True
+        if by_self:
+            if slot.trigger is Trigger.NONE:
+                slot.trigger, slot.trigger_path = Trigger.SELF, path
+        else:
+            slot.trigger, slot.trigger_path = Trigger.OUTSIDE, path
+            slot.self_runs = 0
+        actions: list[Action] = []
+        if slot.state is SlotState.RUNNING:
+            if self.stages[name].restart_when_busy and not slot.cancel_sent and slot.job is not None:
+                slot.cancel_sent = True
+                actions.append(Say("info", "stage.restarting", {"stage": name}))
+                actions.append(Cancel(name, slot.job))
+            return actions
+        if slot.state is SlotState.LOOPING:
+            if by_self:
+                return actions  # held until a change from outside
+            actions.append(Say("info", "stage.released", {"stage": name, "path": path}))
+        if slot.state is SlotState.CHECKING:
+            slot.dirty = True
+        elif slot.state is SlotState.READY:
+            self._candidate(name)  # its prepared key is out of date
+        elif slot.state is not SlotState.CANDIDATE:
+            self._candidate(name)
+        return actions
+
+    def _fail(self, name: str, key: str | None, now: Now, actions: list[Action]) -> None:
+        slot = self.slots[name]
+        slot.state = SlotState.FAILED
+        slot.failures += 1
+        slot.failed_key = key
+        slot.forced = False
+        slot.trigger = Trigger.NONE  # self_runs is kept: a failing run can loop on itself too
+        slot.retry_at = now.mono + backoff_s(slot.failures, self.stages[name].ttl_s)
+        for downstream in self.plan.order:
+            other = self.slots[downstream]
+            if name in self.stages[downstream].ancestors and other.state is SlotState.CANDIDATE:
+                self._block(downstream, name, actions)
+
+    def _block(self, name: str, blocker: str, actions: list[Action]) -> None:
+        slot = self.slots[name]
+        if slot.blocked_by != blocker:  # said once, not at every change while blocked
+            actions.append(Say("warning", "stage.blocked", {"stage": name, "by": blocker}))
+        slot.state, slot.blocked_by = SlotState.BLOCKED, blocker
+        slot.catching_up = False
+
+    def _recovered(self, name: str, actions: list[Action]) -> None:
+        """The stage is fresh again: forget its failures, and check what it blocked."""
+        slot = self.slots[name]
+        slot.failures, slot.failed_key, slot.retry_at = 0, None, None
+        for other_name, other in self.slots.items():
+            if other.state is SlotState.BLOCKED and other.blocked_by == name:
+                self._candidate(other_name)
+
+    def _dispatch(self, now: Now) -> list[Action]:
+        actions: list[Action] = []
+        if self.stopping:
+            if not self.exited and not self.retiring and not self.running():
+                self.exited = True
+                actions.append(Exit())
+            return actions
+        unsettled = {name for name, slot in self.slots.items() if slot.state in BUSY}
+        failed = {name for name, slot in self.slots.items() if slot.state is SlotState.FAILED}
+        running = sum(1 for slot in self.slots.values() if slot.state is SlotState.RUNNING)
+        checking = sum(1 for slot in self.slots.values() if slot.state is SlotState.CHECKING)
+        for stage in self.plan.stages:
+            name, slot = stage.name, self.slots[stage.name]
+            if slot.state is SlotState.READY:
+                # Nothing starts while a removed stage's run is still stopping (it may write
+                # the very files a new stage writes).
+                if running >= self.plan.jobs or self.retiring or slot.job is None:
+                    continue
+                running += 1
+                slot.state = SlotState.RUNNING
+                slot.run_started = now.mono
+                slot.dirty = False
+                slot.forced = False
+                if slot.trigger is Trigger.SELF:
+                    slot.self_runs += 1
+                elif slot.trigger is Trigger.OUTSIDE:
+                    slot.self_runs = 0
+                slot.trigger = Trigger.NONE
+                self.busy_since_idle = True
+                actions.append(Start(name, slot.job))
+            elif slot.state is SlotState.CANDIDATE:
+                if stage.ancestors & (unsettled - {name}):
+                    continue  # checked once everything upstream of it has settled
+                blocker = next((up for up in self.plan.order if up in stage.ancestors and up in failed), None)
+                if blocker is not None:
+                    self._block(name, blocker, actions)
+                    unsettled.discard(name)
+                    continue
+                if slot.trigger is Trigger.SELF and slot.self_runs >= SELF_TRIGGER_RUNS and not slot.forced:
+                    slot.state = SlotState.LOOPING
+                    unsettled.discard(name)
+                    actions.append(
+                        Say(
+                            "warning",
+                            "stage.self_triggering",
+                            {"stage": name, "path": slot.trigger_path, "runs": slot.self_runs},
+                        )
+                    )
+                    continue
+                if checking >= CHECKS_IN_FLIGHT:
+                    continue
+                checking += 1
+                slot.state = SlotState.CHECKING
+                slot.job = self._new_job()
+                actions.append(Check(name, slot.job, slot.forced, slot.catching_up))
+        actions.append(Wake(self._next_wake(now)))
+        if self.settled and self.busy_since_idle:
+            self.busy_since_idle = False
+            actions.append(
+                Idle(
+                    fresh=sum(1 for slot in self.slots.values() if slot.state is SlotState.IDLE),
+                    failing=tuple(self.in_state(SlotState.FAILED)),
+                    blocked=tuple(self.in_state(SlotState.BLOCKED)),
+                    looping=tuple(self.in_state(SlotState.LOOPING)),
+                )
+            )
+        return actions
+
+    def _next_wake(self, now: Now) -> float:
+        """Seconds until a TTL stage is due or a failed TTL stage's backoff ends (inf: never)."""
+        soonest = float("inf")
+        for name, slot in self.slots.items():
+            ttl_s = self.stages[name].ttl_s
+            if ttl_s is None:
+                continue
+            if slot.state is SlotState.IDLE:
+                soonest = min(soonest, ttl_due_at(slot.entry_mtime, ttl_s, now.wall) - now.wall)
+            elif slot.state is SlotState.FAILED and slot.retry_at is not None:
+                soonest = min(soonest, slot.retry_at - now.mono)
+        return max(0.0, soonest)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def plan_of(
+    order: Iterable[str],
+    ancestors: Mapping[str, frozenset[str]],
+    downstream: Mapping[str, frozenset[str]],
+    ttl_s: Mapping[str, float | None],
+    restart_when_busy: Iterable[str],
+    jobs: int,
+) -> Plan:
+    restart = set(restart_when_busy)
+    return Plan(
+        tuple(
+            StagePlan(name, ancestors[name], downstream[name], ttl_s.get(name), name in restart)
+            for name in order
+        ),
+        jobs,
+    )
