@@ -1,0 +1,378 @@
+"""The coordinator's transitions with plain values and a fake clock: events in, actions out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+
+from stagewatch.coordinator import (
+    SELF_TRIGGER_RUNS,
+    Action,
+    Cancel,
+    Check,
+    Coordinator,
+    Exit,
+    Finished,
+    Idle,
+    Now,
+    Outcome,
+    Plan,
+    Say,
+    SlotState,
+    StagePlan,
+    Start,
+    Touch,
+    Verdict,
+    Wake,
+)
+
+pytestmark = pytest.mark.timeout(10)
+
+OK = Finished(Outcome.SUCCEEDED, "k", entry_mtime=1000.0)
+FAILED = Finished(Outcome.FAILED, "k")
+CANCELLED = Finished(Outcome.CANCELLED, "k")
+STALE = Verdict(run=True, key="k")
+FRESH = Verdict(run=False, key="k", entry_mtime=1000.0)
+
+
+def chain(
+    *names: str, ttl: dict[str, float] | None = None, restart: Iterable[str] = (), jobs: int = 2
+) -> Plan:
+    """Stages in a line: each reads what the one before it writes."""
+    ttl = ttl or {}
+    stages = []
+    for index, name in enumerate(names):
+        downstream = frozenset(names[index + 1 : index + 2])
+        stages.append(StagePlan(name, frozenset(names[:index]), downstream, ttl.get(name), name in restart))
+    return Plan(tuple(stages), jobs)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.wall, self.mono = 1000.0, 10.0
+
+    def now(self) -> Now:
+        return Now(self.wall, self.mono)
+
+    def advance(self, seconds: float) -> Now:
+        self.wall += seconds
+        self.mono += seconds
+        return self.now()
+
+
+def of(kind: type, actions: list[Action]) -> list[Action]:
+    return [action for action in actions if isinstance(action, kind)]
+
+
+def said(actions: list[Action], event: str) -> list[Say]:
+    return [a for a in actions if isinstance(a, Say) and a.event == event]
+
+
+def job_of(actions: list[Action], name: str) -> int:
+    return next(a.job for a in actions if isinstance(a, Check | Start) and a.name == name)
+
+
+def settle_fresh(coordinator: Coordinator, clock: Clock) -> None:
+    """Answer every check with 'fresh' until nothing is left to check."""
+    actions = coordinator.start(clock.now())
+    while of(Check, actions):
+        check = of(Check, actions)[0]
+        actions = of(Check, actions)[1:] + coordinator.checked(check.name, check.job, FRESH, clock.now())
+
+
+def run_to_start(coordinator: Coordinator, clock: Clock, name: str, actions: list[Action]) -> int:
+    """Answer the stage's check with 'stale'; the job of the run that starts."""
+    check = next(a for a in of(Check, actions) if a.name == name)
+    started = coordinator.checked(name, check.job, STALE, clock.now())
+    assert Start(name, check.job) in started
+    return check.job
+
+
+def touch(name: str, path: str, at: float) -> dict[str, Touch]:
+    return {name: Touch(path, at, at)}
+
+
+# --- start and the catch-up ---
+
+
+def test_start_checks_upstream_first_and_downstream_only_once_it_settled() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a", "b"))
+    actions = coordinator.start(clock.now())
+    assert [(c.name, c.catching_up) for c in of(Check, actions)] == [("a", True)]
+    actions = coordinator.checked("a", job_of(actions, "a"), FRESH, clock.now())
+    assert [c.name for c in of(Check, actions)] == ["b"]
+    actions = coordinator.checked("b", job_of(actions, "b"), FRESH, clock.now())
+    assert of(Idle, actions) == [Idle(fresh=2, failing=(), blocked=(), looping=())]
+
+
+def test_a_stale_stage_starts_and_its_downstream_is_checked_after_it() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a", "b"))
+    job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
+    assert coordinator.slots["a"].state is SlotState.RUNNING
+    assert coordinator.slots["b"].state is SlotState.CANDIDATE
+    actions = coordinator.finished("a", job, OK, clock.now())
+    assert [c.name for c in of(Check, actions)] == ["b"]
+
+
+def test_no_more_runs_than_jobs() -> None:
+    clock = Clock()
+    plan = Plan(tuple(StagePlan(n, frozenset(), frozenset()) for n in "abc"), jobs=2)
+    coordinator = Coordinator(plan)
+    actions = coordinator.start(clock.now())
+    starts: list[Action] = []
+    for check in of(Check, actions):
+        starts += of(Start, coordinator.checked(check.name, check.job, STALE, clock.now()))
+    assert [s.name for s in starts] == ["a", "b"]
+    assert coordinator.slots["c"].state is SlotState.READY
+    actions = coordinator.finished("a", job_of(starts, "a"), OK, clock.now())
+    assert [s.name for s in of(Start, actions)] == ["c"]
+
+
+# --- changes ---
+
+
+def test_a_change_during_a_run_checks_the_stage_again_after_it() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a"))
+    job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
+    assert of(Check, coordinator.changed(touch("a", "in.txt", clock.mono + 0.5), clock.advance(1))) == []
+    actions = coordinator.finished("a", job, OK, clock.advance(1))
+    assert [c.name for c in of(Check, actions)] == ["a"]
+
+
+def test_a_change_to_a_ready_stage_drops_its_prepared_key() -> None:
+    clock = Clock()
+    coordinator = Coordinator(Plan((StagePlan("a", frozenset(), frozenset()),), jobs=1))
+    coordinator.slots["a"].state = SlotState.READY
+    coordinator.slots["a"].job = 7
+    actions = coordinator.changed(touch("a", "x", clock.mono), clock.now())
+    assert [(c.name, c.job != 7) for c in of(Check, actions)] == [("a", True)]
+
+
+def test_restart_on_busy_cancels_exactly_the_running_job_once() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a", restart=["a"]))
+    job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
+    first = coordinator.changed(touch("a", "x", clock.mono), clock.advance(0.1))
+    second = coordinator.changed(touch("a", "x", clock.mono), clock.advance(0.1))
+    assert of(Cancel, first) == [Cancel("a", job)]
+    assert of(Cancel, second) == []  # one cancel per run
+    actions = coordinator.finished("a", job, CANCELLED, clock.now())
+    assert [c.name for c in of(Check, actions)] == ["a"]
+
+
+def test_a_late_report_of_an_old_job_changes_nothing() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a"))
+    job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
+    coordinator.finished("a", job, OK, clock.now())
+    coordinator.changed(touch("a", "x", clock.mono), clock.advance(5))
+    assert of(Check, coordinator.finished("a", job, FAILED, clock.now())) == []
+    assert coordinator.slots["a"].state is SlotState.CHECKING
+    assert coordinator.slots["a"].failures == 0
+
+
+# --- failures, blocking, holding ---
+
+
+def test_a_failure_blocks_what_is_waiting_downstream_and_says_so_once() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a", "b", "c"))
+    job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
+    actions = coordinator.finished("a", job, FAILED, clock.now())
+    assert [(s.fields["stage"], s.fields["by"]) for s in said(actions, "stage.blocked")] == [
+        ("b", "a"),
+        ("c", "a"),
+    ]
+    assert of(Idle, actions) == [Idle(fresh=0, failing=("a",), blocked=("b", "c"), looping=())]
+    # Another change to a blocked stage is not worth another warning.
+    again = coordinator.changed(touch("b", "x", clock.mono), clock.advance(5))
+    assert said(again, "stage.blocked") == []
+    assert coordinator.slots["b"].state is SlotState.BLOCKED
+
+
+def test_a_failed_stage_is_held_until_its_key_changes() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a"))
+    job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
+    coordinator.finished("a", job, FAILED, clock.now())
+    check = of(Check, coordinator.changed(touch("a", "x", clock.mono), clock.advance(60)))[0]
+    held = coordinator.checked("a", check.job, STALE, clock.now())  # same key as the failure
+    assert of(Start, held) == [] and said(held, "stage.held")
+    check = of(Check, coordinator.changed(touch("a", "x", clock.mono), clock.advance(1)))[0]
+    assert of(Start, coordinator.checked("a", check.job, Verdict(True, "k2"), clock.now()))
+
+
+def test_recovery_unblocks_downstream() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a", "b"))
+    job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
+    coordinator.finished("a", job, FAILED, clock.now())
+    check = of(Check, coordinator.changed(touch("a", "x", clock.mono), clock.advance(1)))[0]
+    run = of(Start, coordinator.checked("a", check.job, Verdict(True, "k2"), clock.now()))[0]
+    actions = coordinator.finished("a", run.job, OK, clock.now())
+    assert [c.name for c in of(Check, actions)] == ["b"]
+    assert coordinator.slots["a"].failures == 0
+
+
+def test_an_invalidate_runs_a_held_stage_whatever_its_key() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a"))
+    job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
+    coordinator.finished("a", job, FAILED, clock.now())
+    check = of(Check, coordinator.invalidated("a", clock.advance(1)))[0]
+    assert check.force
+    assert of(Start, coordinator.checked("a", check.job, STALE, clock.now()))
+
+
+# --- time ---
+
+
+def test_a_failed_ttl_stage_retries_after_its_backoff_not_its_ttl() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("fetch", ttl={"fetch": 3600.0}))
+    job = run_to_start(coordinator, clock, "fetch", coordinator.start(clock.now()))
+    actions = coordinator.finished("fetch", job, FAILED, clock.now())
+    assert of(Wake, actions) == [Wake(30.0)]
+    assert of(Check, coordinator.due({"fetch": clock.wall}, clock.advance(29))) == []
+    check = of(Check, coordinator.due({"fetch": clock.wall}, clock.advance(1)))[0]
+    job = job_of(coordinator.checked("fetch", check.job, STALE, clock.now()), "fetch")
+    actions = coordinator.finished("fetch", job, FAILED, clock.now())
+    assert of(Wake, actions) == [Wake(60.0)]  # 30 s, 1 min, 2 min, ...
+
+
+def test_a_ttl_stage_is_due_at_entry_mtime_plus_ttl() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("fetch", ttl={"fetch": 600.0}))
+    settle_fresh(coordinator, clock)  # entry written at wall 1000
+    assert coordinator._next_wake(clock.now()) == 600.0
+    assert of(Check, coordinator.due({"fetch": 1000.0}, clock.advance(599))) == []
+    assert [c.name for c in of(Check, coordinator.due({"fetch": 1000.0}, clock.advance(1)))] == ["fetch"]
+
+
+def test_an_entry_dated_in_the_future_is_due_now() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("fetch", ttl={"fetch": 600.0}))
+    settle_fresh(coordinator, clock)
+    clock.wall -= 3600  # the clock stepped back an hour
+    assert [c.name for c in of(Check, coordinator.due({"fetch": 1000.0}, clock.now()))] == ["fetch"]
+
+
+def test_the_entry_mtime_is_read_again_when_due() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("fetch", ttl={"fetch": 600.0}))
+    settle_fresh(coordinator, clock)
+    # An `accept` refreshed the entry 300 s in: not due at the old time.
+    assert of(Check, coordinator.due({"fetch": 1300.0}, clock.advance(600))) == []
+
+
+# --- invalidate during a run ---
+
+
+def test_an_invalidate_during_a_run_runs_it_again_after_it_forced() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a"))
+    job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
+    assert of(Check, coordinator.invalidated("a", clock.advance(1))) == []
+    actions = coordinator.finished("a", job, OK, clock.advance(1))
+    assert [(c.name, c.force) for c in of(Check, actions)] == [("a", True)]
+
+
+# --- reload ---
+
+
+def test_a_removed_stages_run_is_cancelled_and_nothing_starts_before_it_stopped() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("old"))
+    job = run_to_start(coordinator, clock, "old", coordinator.start(clock.now()))
+    actions = coordinator.reloaded(chain("new"), changed=(), now=clock.now())
+    assert of(Cancel, actions) == [Cancel("old", job)]
+    check = of(Check, actions)[0]
+    assert of(Start, coordinator.checked("new", check.job, STALE, clock.now())) == []
+    assert coordinator.slots["new"].state is SlotState.READY
+    actions = coordinator.finished("old", job, CANCELLED, clock.now())
+    assert of(Start, actions) == [Start("new", check.job)]
+
+
+def test_a_reload_that_removes_the_failed_blocker_checks_what_it_blocked() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a", "b"))
+    job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
+    coordinator.finished("a", job, FAILED, clock.now())
+    assert coordinator.slots["b"].state is SlotState.BLOCKED
+    actions = coordinator.reloaded(chain("b"), changed=(), now=clock.now())
+    assert [c.name for c in of(Check, actions)] == ["b"]
+
+
+def test_a_reload_that_changes_the_failed_stage_forgets_its_failure() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a", "b"))
+    job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
+    coordinator.finished("a", job, FAILED, clock.now())
+    actions = coordinator.reloaded(chain("a", "b"), changed=["a"], now=clock.now())
+    check = of(Check, actions)[0]
+    assert check.name == "a" and coordinator.slots["a"].failures == 0
+    assert of(Start, coordinator.checked("a", check.job, STALE, clock.now()))  # not held
+
+
+def test_a_changed_running_stage_is_checked_again_after_its_run() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a"))
+    job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
+    coordinator.reloaded(chain("a"), changed=["a"], now=clock.now())
+    assert [c.name for c in of(Check, coordinator.finished("a", job, OK, clock.now()))] == ["a"]
+
+
+# --- self-triggering ---
+
+
+def test_a_stage_retriggered_by_its_own_runs_is_held_and_said_once() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("loop"))
+    actions = coordinator.start(clock.now())
+    for _ in range(SELF_TRIGGER_RUNS + 1):
+        job = run_to_start(coordinator, clock, "loop", actions)
+        # It writes what it reads: the change is seen while it runs.
+        coordinator.changed(touch("loop", "data.txt", clock.mono + 0.01), clock.advance(0.02))
+        actions = coordinator.finished("loop", job, OK, clock.advance(0.01))
+        if not of(Check, actions):
+            break
+    assert coordinator.slots["loop"].state is SlotState.LOOPING
+    warnings = said(actions, "stage.self_triggering")
+    assert [(w.fields["stage"], w.fields["path"]) for w in warnings] == [("loop", "data.txt")]
+    assert of(Idle, actions)[0].looping == ("loop",)
+    # A change from outside (seen while it was not running) releases it.
+    actions = coordinator.changed(touch("loop", "data.txt", clock.mono + 5), clock.advance(5))
+    assert said(actions, "stage.released") and of(Check, actions)
+
+
+def test_changes_seen_between_runs_never_count_as_self_caused() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a"))
+    actions = coordinator.start(clock.now())
+    for _ in range(SELF_TRIGGER_RUNS * 2):
+        job = run_to_start(coordinator, clock, "a", actions)
+        coordinator.finished("a", job, OK, clock.advance(0.1))
+        actions = coordinator.changed(touch("a", "page.md", clock.mono + 0.01), clock.advance(0.02))
+    assert coordinator.slots["a"].state is SlotState.CHECKING
+
+
+# --- stop ---
+
+
+def test_stop_cancels_every_run_and_exits_once_they_ended() -> None:
+    clock = Clock()
+    plan = Plan(tuple(StagePlan(n, frozenset(), frozenset()) for n in "ab"), jobs=2)
+    coordinator = Coordinator(plan)
+    actions = coordinator.start(clock.now())
+    jobs = {}
+    for check in of(Check, actions):
+        jobs[check.name] = of(Start, coordinator.checked(check.name, check.job, STALE, clock.now()))[0].job
+    actions = coordinator.stop(clock.now())
+    assert sorted(of(Cancel, actions), key=lambda c: c.name) == [
+        Cancel("a", jobs["a"]),
+        Cancel("b", jobs["b"]),
+    ]
+    assert of(Exit, coordinator.finished("a", jobs["a"], CANCELLED, clock.now())) == []
+    assert of(Exit, coordinator.finished("b", jobs["b"], CANCELLED, clock.now())) == [Exit()]
+
+
+def test_stop_with_nothing_running_exits_at_once_and_starts_nothing_more() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a"))
+    check = of(Check, coordinator.start(clock.now()))[0]
+    assert of(Exit, coordinator.stop(clock.now())) == [Exit()]
+    assert of(Start, coordinator.checked("a", check.job, STALE, clock.now())) == []
+
+
+def test_status_text_says_what_happens() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("a", "b"))
+    actions = coordinator.start(clock.now())
+    assert coordinator.status_text(clock.now()) == "catching up 0/2"
+    job = run_to_start(coordinator, clock, "a", actions)
+    coordinator.slots["b"].catching_up = False
+    assert coordinator.status_text(clock.advance(4)) == "running a (4 s)"
+    coordinator.finished("a", job, FAILED, clock.now())
+    assert coordinator.status_text(clock.now()) == "1 stage failing: a"
