@@ -315,6 +315,13 @@ class Workspace:
         write_atomic(self.entry_path(stage.name), text, within=self.output_dir)
         return text
 
+    def announce_invalidation(self, name: str) -> None:
+        """Write an entry with no key and remove it again: a running daemon sees the removal
+        (an `invalidate`) even when the stage had no entry to remove."""
+        text = f"version={ENTRY_VERSION}\npending={datetime.now(UTC).isoformat(timespec='seconds')}\n"
+        write_atomic(self.entry_path(name), text, within=self.output_dir)
+        self.remove_entry(name)
+
     def remove_entry(self, name: str) -> bool:
         try:
             self.entry_path(name).unlink()

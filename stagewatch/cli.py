@@ -29,7 +29,7 @@ from stagewatch.log import Resolved, configure_logging, line_sink, resolve_forma
 from stagewatch.paths import PathKind, absolute, classify, is_within, posix
 from stagewatch.pipeline import Pipeline
 from stagewatch.runner import StageRunner
-from stagewatch.state import Attempt, Result, StateRecorder, read_state
+from stagewatch.state import Attempt, Result, StateRecorder, read_state, running_stages
 
 log = structlog.get_logger(__name__)
 
@@ -359,10 +359,27 @@ def cmd_invalidate(
     if args.all == bool(args.stages):
         raise UsageError("invalidate: name the stages, or give --all")
     names = list(pipeline.names) if args.all else _stage_names(pipeline, args.stages)
+    owner = lock_owner(pipeline.output_dir)
+    running = running_stages(pipeline.output_dir) if owner is not None else set()
     workspace = Workspace(pipeline.output_dir)
     for name in names:
         removed = workspace.remove_entry(name)
-        print(f"{name}: {'invalidated' if removed else 'no entry (already runs next round)'}")
+        if name not in running or owner is None:
+            print(f"{name}: {'invalidated' if removed else 'no entry (already runs next round)'}")
+        elif owner[1] == "watch":
+            if not removed:
+                # Its first run is under way: a deletion is what tells the daemon.
+                workspace.announce_invalidation(name)
+            print(f"{name}: invalidated; it is running now, and runs again once this run ends")
+        elif removed:
+            print(
+                f"{name}: invalidated; it is running now in a build (pid {owner[0]}): this run is not kept"
+            )
+        else:
+            print(
+                f"{name}: it is running now in a build (pid {owner[0]}) that will record it;"
+                " invalidate it again once the build ends"
+            )
     return 0
 
 

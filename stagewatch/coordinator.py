@@ -490,7 +490,16 @@ class Coordinator:
         slot.failed_key = key
         slot.forced = False
         slot.trigger = Trigger.NONE  # self_runs is kept: a failing run can loop on itself too
-        slot.retry_at = now.mono + backoff_s(slot.failures, self.stages[name].ttl_s)
+        ttl_s = self.stages[name].ttl_s
+        slot.retry_at = now.mono + backoff_s(slot.failures, ttl_s)
+        if ttl_s is not None:  # live data may come back: said, so nobody waits a whole ttl for it
+            actions.append(
+                Say(
+                    "info",
+                    "stage.retry_scheduled",
+                    {"stage": name, "retry_in_s": backoff_s(slot.failures, ttl_s)},
+                )
+            )
         for downstream in self.plan.order:
             other = self.slots[downstream]
             if name in self.stages[downstream].ancestors and other.state is SlotState.CANDIDATE:

@@ -108,6 +108,22 @@ class StoryRenderer:
             return f"{self._c(_CYAN, '⏲')} {stage}: ttl expired"
         if event == "stage.cancelled":
             return f"{self._c(_YELLOW, '■')} {stage} stopped after {_seconds(f.get('duration_s'))}"
+        if event == "stage.retry_scheduled":
+            return f"{self._c(_YELLOW, '⏲')} {stage}: trying again in {_seconds(f.get('retry_in_s'))}"
+        if event == "stage.self_triggering":
+            return (
+                f"{self._c(_YELLOW, '⟲')} {self._c(_BOLD, stage)} keeps changing what it reads"
+                f" ({f.get('path')}, {f.get('runs')} runs in a row): held until something else changes it"
+            )
+        if event == "stage.released":
+            return f"{self._c(_CYAN, '~')} {stage}: {f.get('path')} changed from outside; checking it again"
+        if event == "stage.invalidated":
+            return f"{self._c(_CYAN, '~')} {self._c(_BOLD, stage)} invalidated: runs again"
+        if event == "stage.invalidated_while_running":
+            return f"{stage}: invalidated while it ran, so this run is not recorded; it runs again"
+        if event == "watch.output_dir_gone":
+            gone = self._c(_RED, "the output folder is gone")
+            return f"{gone}: {f.get('path')} was deleted or moved; stopping"
         if event == "stage.restarting":
             return f"{self._c(_YELLOW, '↻')} {stage}: its inputs changed while it ran; restarting it"
         if event == "config.reloaded":

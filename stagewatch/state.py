@@ -78,6 +78,13 @@ def read_state(output_dir: Path) -> PipelineState:
         return PipelineState()
 
 
+def running_stages(output_dir: Path) -> set[str]:
+    """Stages whose last attempt is recorded as running (meaningful while the lock is held)."""
+    return {
+        name for name, attempt in read_state(output_dir).stages.items() if attempt.result is Result.RUNNING
+    }
+
+
 def write_state(output_dir: Path, state: PipelineState) -> None:
     data = {
         "pid": state.pid,
