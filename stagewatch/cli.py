@@ -372,9 +372,7 @@ def cmd_invalidate(
                 workspace.announce_invalidation(name)
             print(f"{name}: invalidated; it is running now, and runs again once this run ends")
         elif removed:
-            print(
-                f"{name}: invalidated; it is running now in a build (pid {owner[0]}): this run is not kept"
-            )
+            print(f"{name}: invalidated; it is running now in a build (pid {owner[0]}): this run is not kept")
         else:
             print(
                 f"{name}: it is running now in a build (pid {owner[0]}) that will record it;"

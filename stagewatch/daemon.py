@@ -284,6 +284,8 @@ class Daemon:
             self._perform(self.coordinator.checked(action.name, action.job, verdict, self._now()))
 
         def failed(error: BaseException) -> None:
+            if self.stopping:
+                return  # hashing was given up for the stop
             log.error("daemon.internal_error", stage=action.name, during="check", error=repr(error))
             verdict = Verdict(True, None, error=f"stagewatch could not check it: {error!r}")
             self._perform(self.coordinator.checked(action.name, action.job, verdict, self._now()))
@@ -304,7 +306,8 @@ class Daemon:
             return self.attempts.run(prepared)
 
         def failed(error: BaseException) -> None:
-            result = RunResult.not_started(f"stagewatch failed: {error!r}")
+            log.error("daemon.internal_error", stage=action.name, during="run", error=repr(error))
+            result = RunResult.not_started(f"stagewatch could not run it: {error!r}")
             self._finish(action.name, action.job, result, key)
 
         self._offload(
@@ -633,7 +636,9 @@ class Daemon:
             timer = self._timers.pop(name, None)
             if timer is not None:
                 timer.cancel()
-        # No run may start from here on, and every run under way is stopped.
+        # No run may start from here on, every run under way is stopped, and no stop waits
+        # for a large file being hashed.
+        self.workspace.digests.stop()
         threading.Thread(target=self.runner.cancel_all, name="cancel-all", daemon=True).start()
         # Nothing can prevent a stop: should a run never report its end, stop without it.
         self.loop.call_later(STOP_DEADLINE_S, self._stop_anyway)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import sqlite3
@@ -35,9 +36,24 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str) -> str:
+class HashingStopped(Exception):
+    """Hashing was given up: stagewatch is stopping."""
+
+
+def sha256_file(path: str, stop: threading.Event | None = None) -> str:
+    """The file's SHA-256 hex; with `stop`, read in chunks so that a stop is not kept waiting
+    for a large file (HashingStopped)."""
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        if stop is None:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+        digest = hashlib.sha256()
+        buffer = bytearray(_CHUNK)
+        view = memoryview(buffer)
+        while size := handle.readinto(buffer):
+            if stop.is_set():
+                raise HashingStopped(path)
+            digest.update(view[:size])
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +75,13 @@ class _Known:
         )
 
 
-def _hash_stable(path: str) -> tuple[str, _Known] | None:
+def _hash_stable(path: str, stop: threading.Event | None = None) -> tuple[str, _Known] | None:
     """Hash a file, again if it changed while being read; None when it cannot be read."""
     for _ in range(3):
         try:
             before = os.stat(path)
             hashed_at_ns = time.time_ns()
-            digest = sha256_file(path)
+            digest = sha256_file(path, stop)
             after = os.stat(path)
         except OSError:
             return None
@@ -98,6 +114,7 @@ class DigestCache:
         self._dirty: dict[str, _Known] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._stop = threading.Event()
         if db_path is not None:
             self._load(db_path)
 
@@ -138,9 +155,9 @@ class DigestCache:
         if len(to_hash) >= _PARALLEL_FROM:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
-            hashed = list(self._pool.map(_hash_stable, to_hash))
+            hashed = list(self._pool.map(functools.partial(_hash_stable, stop=self._stop), to_hash))
         else:
-            hashed = [_hash_stable(path) for path in to_hash]
+            hashed = [_hash_stable(path, self._stop) for path in to_hash]
         with self._lock:
             for path, outcome in zip(to_hash, hashed, strict=True):
                 if outcome is None:
@@ -171,6 +188,10 @@ class DigestCache:
             conn.close()
         except sqlite3.Error as exc:
             log.warning("digests.write_failed", path=str(self._db_path), error=str(exc))
+
+    def stop(self) -> None:
+        """Give up hashing now (HashingStopped in whoever waits for it): stagewatch is stopping."""
+        self._stop.set()
 
     def close(self) -> None:
         self.flush()

@@ -43,6 +43,7 @@ class Notifier:
         self._socket: socket.socket | None = None
         self._last_status: str | None = None
         self._warned = False
+        self._dropped = False
 
     @property
     def enabled(self) -> bool:
@@ -53,8 +54,17 @@ class Notifier:
             return
         try:
             if self._socket is None:
-                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Non-blocking: a receiver that does not read (its queue holds ten datagrams)
+                # must never stall the loop that sends the watchdog pings.
+                kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                self._socket = socket.socket(socket.AF_UNIX, kind)
             self._socket.sendto("\n".join(lines).encode(), self.address)
+        except BlockingIOError:
+            if not self._dropped:
+                self._dropped = True
+                log.warning(
+                    "systemd.notify_dropped", socket=self.address.replace("\0", "@"), reason="queue full"
+                )
         except OSError as exc:
             if not self._warned:  # systemd went away, say: say so once, keep running
                 self._warned = True

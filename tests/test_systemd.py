@@ -245,3 +245,16 @@ def test_unit_files_are_hardened_notify_services(unit: str) -> None:
     ):
         assert setting in text, setting
     assert "User=stagewatch" in text or "DynamicUser=yes" in text
+
+
+@pytest.mark.timeout(10)
+def test_a_receiver_that_does_not_read_never_blocks_the_sender(notify_path: tuple[str, NotifySocket]) -> None:
+    path, _receiver = notify_path  # bound, never read: its queue fills after a few datagrams
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    began = time.monotonic()
+    with capture_logs() as logs:
+        for _ in range(100):
+            notifier.alive()
+    assert time.monotonic() - began < 2.0
+    assert [entry["event"] for entry in logs] == ["systemd.notify_dropped"]
+    notifier.close()
