@@ -14,10 +14,13 @@ from stagewatch.errors import ConfigError
 from stagewatch.graph import CycleError, build_graph, output_feeds
 from stagewatch.paths import CACHE_DIR, IgnoreRules, PathKind, absolute, classify, is_within, posix
 from stagewatch.pipeline import Pipeline
+from stagewatch.regular import FileTooLarge, NotRegularFile, read_regular
 from stagewatch.stage import MODULE_NAME, STAGE_NAME, OnBusy, Stage, WatcherKind
 
 DEFAULT_CONFIG = "stagewatch.toml"
 CONFIG_ENV = "STAGEWATCH_CONFIG"
+# A pipeline file is a few kilobytes; far more is a mistake (a log, a dump), not a pipeline.
+MAX_CONFIG_BYTES = 10 * 1024 * 1024
 TOP_KEYS = ("pipeline", "stage")
 PIPELINE_KEYS = ("output_dir", "python_path", "jobs", "debounce", "ignore", "on_busy", "rescan", "watcher")
 STAGE_KEYS = (
@@ -38,13 +41,21 @@ def locate_config(explicit: str | None, environ: Mapping[str, str] = os.environ)
 def load_pipeline(path: Path) -> Pipeline:
     """Read and validate a pipeline file; ConfigError lists every problem, one per line."""
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such file (pass --config PATH, set {CONFIG_ENV}, or create ./{DEFAULT_CONFIG})"
         ) from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder (did you mean {path / DEFAULT_CONFIG}?)") from None
+    except NotRegularFile as exc:
+        if exc.kind == "a folder":
+            raise ConfigError(f"{path}: is a folder (did you mean {path / DEFAULT_CONFIG}?)") from None
+        # A FIFO or a device would be read forever (or never): refused by its kind, unopened.
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    except FileTooLarge as exc:
+        raise ConfigError(
+            f"{path}: {exc.size / 2**20:.1f} MiB is too large for a pipeline file"
+            f" (at most {MAX_CONFIG_BYTES // 2**20} MiB)"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:

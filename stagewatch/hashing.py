@@ -16,6 +16,8 @@ from pathlib import Path
 
 import structlog
 
+from stagewatch.regular import open_regular
+
 log = structlog.get_logger(__name__)
 
 # A digest taken while the file's mtime was this close to the moment of hashing is not
@@ -42,8 +44,9 @@ class HashingStopped(Exception):
 
 def sha256_file(path: str, stop: threading.Event | None = None) -> str:
     """The file's SHA-256 hex; with `stop`, read in chunks so that a stop is not kept waiting
-    for a large file (HashingStopped)."""
-    with open(path, "rb") as handle:
+    for a large file (HashingStopped). NotRegularFile (an OSError) for a FIFO or a device,
+    which is never waited on."""
+    with open_regular(path) as handle:
         if stop is None:
             return hashlib.file_digest(handle, "sha256").hexdigest()
         digest = hashlib.sha256()
