@@ -20,11 +20,14 @@ from stagewatch.hashing import DigestCache, sha256_bytes
 from stagewatch.inputs import expand, missing_outputs
 from stagewatch.layout import CacheLayout, write_atomic
 from stagewatch.paths import IgnoreRules, label, posix
+from stagewatch.regular import read_regular
 from stagewatch.stage import RunResult, Stage
 
 log = structlog.get_logger(__name__)
 
 ENTRY_VERSION = 2
+# An entry is a line per input file: 64 MiB is a million files, far beyond any stage.
+MAX_ENTRY_BYTES = 64 * 1024 * 1024
 ARGV_LABEL = "(argv)"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -225,11 +228,12 @@ class Workspace:
         path = self.entry_path(name)
         try:
             mtime = path.stat().st_mtime
-            text = path.read_text(encoding="utf-8", errors="surrogateescape")
+            text = read_regular(path, MAX_ENTRY_BYTES).decode("utf-8", errors="surrogateescape")
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as exc:
-            entry: Entry | CorruptEntry = CorruptEntry(str(path), str(exc))
+        except OSError as exc:
+            # A FIFO or a device under the entry's name is refused unopened: never a wait.
+            entry: Entry | CorruptEntry = CorruptEntry(str(path), exc.strerror or str(exc))
         else:
             entry = parse_entry(text, str(path), mtime)
         if isinstance(entry, CorruptEntry):

@@ -234,13 +234,17 @@ def _print_plan(decisions: list[tuple[str, Decision]]) -> None:
 
 
 def _ago(iso: str | None, now: datetime) -> str:
+    """How long ago a recorded time was; a time written by hand without a zone is UTC (as
+    stagewatch writes them), and one that is no time at all is shown as it is, if it fits."""
     if not iso:
         return "-"
     try:
         then = datetime.fromisoformat(iso)
-    except ValueError:
-        return iso
-    return format_duration((now - then).total_seconds()) + " ago"
+        if then.tzinfo is None:
+            then = then.replace(tzinfo=UTC)
+        return format_duration((now - then).total_seconds()) + " ago"
+    except (ValueError, OverflowError):
+        return iso if len(iso) <= 13 and iso.isprintable() else "?"
 
 
 def _stage_status(

@@ -6,17 +6,20 @@ import contextlib
 import functools
 import hashlib
 import os
+import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from stagewatch.regular import open_regular
+from stagewatch.regular import kind_of, open_regular
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +35,16 @@ CREATE TABLE IF NOT EXISTS digests (
     ctime_ns INTEGER, hashed_at_ns INTEGER, digest TEXT
 )
 """
+_NAMES = ("path", "size", "mtime_ns", "ino", "ctime_ns", "hashed_at_ns", "digest")
+_COLUMNS = [(name, 1 if name == "path" else 0) for name in _NAMES]  # (name, primary key position)
+# Another process holding the file, a folder it cannot write, a full disk: go without the
+# cache this time and keep the file. Every other error means the file is no digest cache.
+_TRANSIENT = frozenset({
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_READONLY, sqlite3.SQLITE_FULL, sqlite3.SQLITE_PERM, sqlite3.SQLITE_NOMEM,
+    sqlite3.SQLITE_PROTOCOL, sqlite3.SQLITE_INTERRUPT, sqlite3.SQLITE_NOLFS,
+})  # fmt: skip
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -76,6 +89,30 @@ class _Known:
             and st.st_ctime_ns == self.ctime_ns
             and self.mtime_ns < self.hashed_at_ns - RACY_WINDOW_NS
         )
+
+
+def _valid_rows(rows: Iterable[tuple[Any, ...]]) -> tuple[dict[str, _Known], list[int]]:
+    """The rows a digest may be trusted from, by path, and the rowids of the others (wrong types,
+    NULLs, a digest that is not 64 hex: written by something else, or damaged)."""
+    known: dict[str, _Known] = {}
+    bad: list[int] = []
+    for rowid, path, size, mtime_ns, ino, ctime_ns, hashed_at_ns, digest in rows:
+        # Spelled out, not all(...): a warm start reads a row per file known.
+        if (
+            type(path) is bytes
+            and path
+            and type(size) is int
+            and type(mtime_ns) is int
+            and type(ino) is int
+            and type(ctime_ns) is int
+            and type(hashed_at_ns) is int
+            and type(digest) is str
+            and _HEX64.fullmatch(digest)
+        ):
+            known[os.fsdecode(path)] = _Known(size, mtime_ns, ino, ctime_ns, hashed_at_ns, digest)
+        else:
+            bad.append(rowid)
+    return known, bad
 
 
 def _hash_stable(path: str, stop: threading.Event | None = None) -> tuple[str, _Known] | None:
@@ -123,22 +160,64 @@ class DigestCache:
 
     def _load(self, db_path: Path) -> None:
         try:
-            with sqlite3.connect(db_path, timeout=2) as conn:
-                conn.execute(_SCHEMA)
-                rows = conn.execute(
-                    "SELECT path, size, mtime_ns, ino, ctime_ns, hashed_at_ns, digest FROM digests"
-                ).fetchall()
-            conn.close()
-        except sqlite3.OperationalError as exc:
-            # Locked by another stagewatch, say: go without it this time, never delete it.
-            log.warning("digests.unavailable", path=str(db_path), error=str(exc))
+            st = os.stat(db_path)
+        except FileNotFoundError:
+            return  # the first flush creates it
+        except OSError as exc:
+            log.warning("digests.unavailable", path=str(db_path), error=exc.strerror or str(exc))
             return
+        if not stat.S_ISREG(st.st_mode):
+            self._unusable(db_path, f"not a regular file ({kind_of(st.st_mode)})")
+            return
+        known: dict[str, _Known] = {}
+        bad: list[int] = []
+        foreign = False
+        try:
+            with contextlib.closing(sqlite3.connect(db_path, timeout=2)) as conn:
+                columns = [(row[1], row[5]) for row in conn.execute("PRAGMA table_info(digests)")]
+                foreign = bool(columns) and columns != _COLUMNS
+                if columns and not foreign:
+                    known, bad = _valid_rows(conn.execute(f"SELECT rowid, {', '.join(_NAMES)} FROM digests"))
+                if bad:
+                    # Dropped from the file too, so that this is said once; a failure here only
+                    # means it is said again next time.
+                    with contextlib.suppress(sqlite3.Error), conn:
+                        conn.executemany("DELETE FROM digests WHERE rowid = ?", [(rowid,) for rowid in bad])
         except sqlite3.Error as exc:
-            log.warning("digests.unreadable", path=str(db_path), error=str(exc))
-            with contextlib.suppress(OSError):
-                db_path.unlink()
+            if exc.sqlite_errorcode & 0xFF in _TRANSIENT:
+                # Locked by another stagewatch, say: go without it this time, never delete it.
+                log.warning("digests.unavailable", path=str(db_path), error=str(exc))
+            else:
+                self._unusable(db_path, str(exc))
             return
-        self._known = {os.fsdecode(row[0]): _Known(*row[1:]) for row in rows}
+        if foreign:
+            self._unusable(db_path, "it holds a table named digests with other columns")
+            return
+        if bad:
+            log.warning(
+                "digests.unreadable",
+                path=str(db_path),
+                error=f"{len(bad)} malformed rows",
+                action="dropped them",
+            )
+        self._known = known
+
+    def _unusable(self, db_path: Path, problem: str) -> None:
+        """Not a digest cache at all: say so once, and start a new one in its place."""
+        try:
+            db_path.unlink()
+        except IsADirectoryError:
+            # A folder under that name is someone's, not a cache to throw away: go without.
+            self._db_path = None
+            log.warning("digests.unreadable", path=str(db_path), error=problem, action="not using it")
+            return
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self._db_path = None
+            log.warning("digests.unreadable", path=str(db_path), error=problem, action=exc.strerror)
+            return
+        log.warning("digests.unreadable", path=str(db_path), error=problem, action="starting a new one")
 
     def digests(self, paths: Iterable[str]) -> dict[str, str | None]:
         """Each path's SHA-256 hex, or None when it is missing or unreadable."""
@@ -181,7 +260,7 @@ class DigestCache:
             with sqlite3.connect(self._db_path, timeout=2) as conn:
                 conn.execute(_SCHEMA)
                 conn.executemany(
-                    "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR REPLACE INTO digests ({', '.join(_NAMES)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
                         # Paths as bytes: a file name need not be UTF-8.
                         (os.fsencode(p), k.size, k.mtime_ns, k.ino, k.ctime_ns, k.hashed_at_ns, k.digest)

@@ -14,9 +14,13 @@ from typing import Any
 import structlog
 
 from stagewatch.layout import CacheLayout, write_atomic
+from stagewatch.regular import read_regular
 from stagewatch.stage import RunResult
 
 log = structlog.get_logger(__name__)
+
+# A stage's record is a few lines of output tail: 64 MiB is far beyond any real pipeline.
+MAX_STATE_BYTES = 64 * 1024 * 1024
 
 
 class Result(enum.Enum):
@@ -53,11 +57,50 @@ def state_path(output_dir: Path) -> Path:
     return CacheLayout(output_dir).state
 
 
-def _attempts(records: Any) -> dict[str, Attempt]:
-    return {
-        name: Attempt(**{**record, "result": Result(record["result"]), "tail": tuple(record.get("tail", ()))})
-        for name, record in records.items()
-    }
+def _attempt(record: object) -> Attempt:
+    """One recorded attempt, checked field by field; ValueError says what is wrong with it."""
+    if not isinstance(record, dict):
+        raise ValueError(f"not a table but {type(record).__name__}")
+    results = [result.value for result in Result]
+    if record.get("result") not in results:
+        raise ValueError(f'"result" is {record.get("result")!r}, not one of {", ".join(results)}')
+    for key, kinds in _FIELD_TYPES.items():
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            raise ValueError(f'"{key}" is {value!r}')
+    if not isinstance(record.get("started"), str):
+        raise ValueError('"started" is missing')
+    tail = record.get("tail", [])
+    if not isinstance(tail, list) or not all(isinstance(line, str) for line in tail):
+        raise ValueError('"tail" is not a list of lines')
+    # Keys this version does not know are left out: a newer stagewatch may have written them.
+    known = {key: record[key] for key in _FIELD_TYPES if record.get(key) is not None}
+    return Attempt(**{**known, "result": Result(record["result"]), "tail": tuple(tail)})
+
+
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "started": str,
+    "finished": str,
+    "duration_s": (int, float),
+    "exit_code": int,
+    "error": str,
+}
+
+
+def _attempts(table: str, records: object, problems: list[str]) -> dict[str, Attempt]:
+    """The good records of one table; each bad one is left out and said in `problems`."""
+    if records is None:
+        return {}
+    if not isinstance(records, dict):
+        problems.append(f'"{table}" is not a table')
+        return {}
+    attempts = {}
+    for name, record in records.items():
+        try:
+            attempts[name] = _attempt(record)
+        except ValueError as exc:
+            problems.append(f'{table} "{name}": {exc}')
+    return attempts
 
 
 def _record(attempt: Attempt) -> dict[str, Any]:
@@ -65,17 +108,34 @@ def _record(attempt: Attempt) -> dict[str, Any]:
 
 
 def read_state(output_dir: Path) -> PipelineState:
-    """What was recorded; an unreadable file reads as nothing recorded (it is rewritten soon)."""
+    """What was recorded. A damaged file costs one warning and only its bad records (the
+    whole file when it is not a JSON table); the next save writes it whole again."""
+    path = state_path(output_dir)
+    problems: list[str] = []
+    state = PipelineState()
     try:
-        data: Any = json.loads(state_path(output_dir).read_text(encoding="utf-8"))
-        return PipelineState(
-            data.get("pid"),
-            data.get("mode"),
-            _attempts(data.get("stages", {})),
-            _attempts(data.get("failures", {})),
-        )
-    except (OSError, ValueError, TypeError, AttributeError, KeyError):
-        return PipelineState()
+        data: object = json.loads(read_regular(path, MAX_STATE_BYTES).decode("utf-8"))
+    except FileNotFoundError:
+        return state
+    except OSError as exc:
+        problems.append(exc.strerror or str(exc))
+    except UnicodeDecodeError as exc:
+        problems.append(f"not UTF-8 ({exc.reason} at byte {exc.start})")
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[...": JSON nested too deep
+        problems.append(f"not JSON: {str(exc)[:100]}")
+    else:
+        if isinstance(data, dict):
+            pid, mode = data.get("pid"), data.get("mode")
+            state.pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+            state.mode = mode if isinstance(mode, str) else None
+            state.stages = _attempts("stages", data.get("stages"), problems)
+            state.failures = _attempts("failures", data.get("failures"), problems)
+        else:
+            problems.append(f"not a JSON object but {type(data).__name__}")
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        log.warning("state.unreadable", path=str(path), problem=shown, action="left out")
+    return state
 
 
 def running_stages(output_dir: Path) -> set[str]:

@@ -319,3 +319,43 @@ def test_entry_paths_with_newlines_and_percents_round_trip(tmp_path: Path) -> No
     assert isinstance(entry, Entry)
     assert sorted(rel for rel, _ in entry.inputs) == sorted(f"in/{name}" for name in names)
     assert should_skip(stage, tmp_path)
+
+
+def test_a_locked_digest_database_is_kept_and_gone_without(tmp_path: Path) -> None:
+    db = tmp_path / "d.sqlite"
+    path = tmp_path / "f"
+    path.write_text("one")
+    first = DigestCache(db)
+    first.digests([str(path)])
+    first.close()
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with capture_logs() as logs:
+            cache = DigestCache(db)
+            assert cache.digests([str(path)]) == {str(path): sha(b"one")}
+        assert [log["event"] for log in logs] == ["digests.unavailable"]
+    finally:
+        holder.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM digests").fetchone() == (1,)
+    conn.close()
+
+
+def test_malformed_digest_rows_are_dropped_and_the_good_ones_kept(tmp_path: Path) -> None:
+    db = tmp_path / "d.sqlite"
+    path = tmp_path / "f"
+    path.write_text("one")
+    first = DigestCache(db)
+    first.digests([str(path)])
+    first.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO digests VALUES (?, NULL, 'x', 1, 2, 3, 'short')", (b"/elsewhere",))
+    conn.close()
+    with capture_logs() as logs:
+        cache = DigestCache(db)
+    assert [(log["event"], log["error"]) for log in logs] == [("digests.unreadable", "1 malformed rows")]
+    assert list(cache._known) == [str(path)]
+    with capture_logs() as logs:
+        DigestCache(db).close()
+    assert logs == []

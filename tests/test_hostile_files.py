@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +83,232 @@ def test_a_symlink_to_a_regular_pipeline_file_is_read(project: Project) -> None:
     proc = project.cli("check")
     assert proc.returncode == 0, proc.stderr
     assert "valid, 1 stage" in proc.stdout
+
+
+# --- damaged cache files -----------------------------------------------------------------------
+
+COPY = """
+[[stage]]
+name = "copy"
+command = ["sh", "-c", "cat in.txt > out.txt; echo copy >> runs.log"]
+inputs = ["in.txt"]
+outputs = ["out.txt"]
+"""
+
+HEX = "0123456789abcdef" * 4
+
+
+@pytest.fixture
+def copy(project: Project) -> Project:
+    project.write("in.txt", "hello\n")
+    project.config(COPY)
+    return project
+
+
+def cache(project: Project, name: str) -> Path:
+    return project.root / "_build" / ".cache" / name
+
+
+def log_events(text: str) -> list[dict[str, Any]]:
+    """The JSON log lines in a stream (other lines, such as a table, are skipped)."""
+    found = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict) and "event" in event:
+                found.append(event)
+    return found
+
+
+def no_traceback(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    return proc
+
+
+def ran(project: Project) -> int:
+    log = project.root / "runs.log"
+    count = len(log.read_text().split()) if log.exists() else 0
+    log.unlink(missing_ok=True)
+    return count
+
+
+def good_digest_rows(db: Path) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT path, size, mtime_ns, ino, ctime_ns, hashed_at_ns, digest FROM digests")
+        return list(rows.fetchall())
+
+
+def make_bad_rows(db: Path) -> None:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("DELETE FROM digests")
+        conn.executemany(
+            "INSERT INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (b"/nowhere/a", None, None, None, None, None, None),
+                (b"/nowhere/b", "big", "soon", "x", "y", "z", HEX),
+                (b"/nowhere/c", 1, 2, 3, 4, 5, "abc"),
+                (7, 1, 2, 3, 4, 5, HEX),
+            ],
+        )
+
+
+def make_foreign_table(db: Path) -> None:
+    db.unlink()
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("CREATE TABLE digests (name TEXT, value INTEGER)")
+        conn.execute("INSERT INTO digests VALUES ('x', 1)")
+
+
+def make_not_sqlite(db: Path) -> None:
+    db.write_bytes(b"SQLite format 2\0" + b"\xff" * 4000)
+
+
+def make_empty(db: Path) -> None:
+    db.write_bytes(b"")
+
+
+DIGEST_DAMAGE = {
+    "bad rows": make_bad_rows,
+    "foreign table": make_foreign_table,
+    "not sqlite": make_not_sqlite,
+    "zero bytes": make_empty,
+}
+
+
+@pytest.mark.parametrize("damage", DIGEST_DAMAGE.values(), ids=DIGEST_DAMAGE.keys())
+def test_a_damaged_digest_cache_is_rebuilt_with_a_warning(
+    copy: Project, damage: Callable[[Path], None]
+) -> None:
+    assert no_traceback(copy.cli("build")).returncode == 0
+    db = cache(copy, "digests.sqlite")
+    damage(db)
+    proc = no_traceback(copy.cli("status"))
+    assert proc.returncode == 0
+    warnings = [e["path"] for e in log_events(proc.stderr) if e["event"] == "digests.unreadable"]
+    assert warnings == ([] if damage is make_empty else [str(db)])
+    copy.write("in.txt", "changed\n")
+    ran(copy)
+    for command in (("explain", "copy"), ("build", "--dry-run"), ("build",), ("build",)):
+        proc = no_traceback(copy.cli(*command))
+        assert proc.returncode == 0, proc.stderr
+        assert "digests." not in proc.stdout + proc.stderr  # healed: said once, never again
+    assert ran(copy) == 1
+    rows = good_digest_rows(db)
+    assert rows and all(isinstance(row[0], bytes) and len(row[6]) == 64 for row in rows)
+
+
+def test_a_digest_cache_that_is_a_fifo_is_replaced_not_opened(copy: Project) -> None:
+    assert no_traceback(copy.cli("build")).returncode == 0
+    db = cache(copy, "digests.sqlite")
+    db.unlink()
+    os.mkfifo(db)
+    proc = no_traceback(copy.cli("status"))
+    assert proc.returncode == 0
+    assert [e["path"] for e in log_events(proc.stderr) if e["event"] == "digests.unreadable"] == [str(db)]
+    assert no_traceback(copy.cli("build")).returncode == 0
+    assert good_digest_rows(db)
+
+
+@pytest.mark.parametrize("finished", ["2024-05-01T10:00:00", "yesterday", "", "9999-99-99T99:99"])
+def test_an_entry_finished_time_without_zone_or_garbage_is_shown(copy: Project, finished: str) -> None:
+    assert no_traceback(copy.cli("build")).returncode == 0
+    entry = copy.entry("copy")
+    lines = [
+        f"finished={finished}" if line.startswith("finished=") else line
+        for line in entry.read_text().splitlines()
+    ]
+    entry.write_text("\n".join(lines) + "\n")
+    status = no_traceback(copy.cli("status"))
+    assert status.returncode == 0
+    row = status.stdout.splitlines()[2].split()
+    assert row[:2] == ["copy", "fresh"]
+    if finished == "2024-05-01T10:00:00":
+        assert row[2].endswith("d") or row[2].endswith("y")  # read as UTC: days ago, not an error
+    explain = no_traceback(copy.cli("explain", "copy"))
+    assert explain.returncode == 0
+    assert "fresh" in explain.stdout
+    assert no_traceback(copy.cli("status", "--json")).returncode == 0
+    assert no_traceback(copy.cli("build")).returncode == 0
+
+
+STATE_DAMAGE: dict[str, bytes] = {
+    "a list": b"[1, 2, 3]\n",
+    "stages a number": b'{"stages": 5}\n',
+    "unknown result": b'{"stages": {"copy": {"result": "bogus", "started": "2024-01-01T00:00:00+00:00"}}}\n',
+    "record a list": b'{"stages": {"copy": ["failed"]}, "failures": {"copy": null}}\n',
+    "wrong field types": (
+        b'{"pid": "me", "mode": 3, "stages": {"copy": {"result": "failed", "started": 5,'
+        b' "duration_s": "slow", "tail": 7, "extra": 1}}}\n'
+    ),
+    "not UTF-8": b'{"stages": {"\xff\xfe": 1}}\n',
+    "deeply nested": b"[" * 100_000 + b"]" * 100_000,
+    "not JSON": b"\x00\x01garbage",
+}
+
+
+@pytest.mark.parametrize("text", STATE_DAMAGE.values(), ids=STATE_DAMAGE.keys())
+def test_a_damaged_state_file_reads_as_nothing_recorded_and_is_rewritten(copy: Project, text: bytes) -> None:
+    assert no_traceback(copy.cli("build")).returncode == 0
+    state = cache(copy, "state.json")
+    state.write_bytes(text)
+    status = no_traceback(copy.cli("status", "--json"))
+    assert status.returncode == 0
+    assert json.loads(status.stdout)["stages"][0]["last_attempt"] is None
+    warnings = [e for e in log_events(status.stderr) if e["event"] == "state.unreadable"]
+    assert [w["path"] for w in warnings] == [str(state)]
+    assert no_traceback(copy.cli("status")).returncode == 0
+    assert no_traceback(copy.cli("explain", "copy")).returncode == 0
+    copy.write("in.txt", "changed\n")
+    build = no_traceback(copy.cli("build"))
+    assert build.returncode == 0
+    assert len([e for e in log_events(build.stdout) if e["event"] == "state.unreadable"]) == 1
+    recorded = json.loads(state.read_text())
+    assert recorded["stages"]["copy"]["result"] == "succeeded"
+    status = no_traceback(copy.cli("status"))
+    assert "state.unreadable" not in status.stderr
+
+
+def test_a_state_file_keeps_its_good_records_and_drops_the_bad(copy: Project) -> None:
+    copy.config(COPY + '\n[[stage]]\nname = "other"\ncommand = ["true"]\ninputs = ["in.txt"]\n')
+    state = cache(copy, "state.json")
+    state.parent.mkdir(parents=True)
+    good = {"result": "failed", "started": "2024-01-01T00:00:00+00:00", "error": "exit 3", "tail": ["boom"]}
+    state.write_text(
+        json.dumps({"stages": {"copy": good, "other": {"result": "bogus"}}, "failures": {"copy": good}})
+    )
+    proc = no_traceback(copy.cli("status", "--json"))
+    assert proc.returncode == 0
+    rows = {row["name"]: row for row in json.loads(proc.stdout)["stages"]}
+    assert rows["copy"]["last_attempt"]["error"] == "exit 3"
+    assert rows["copy"]["last_failure"]["tail"] == ["boom"]
+    assert rows["other"]["last_attempt"] is None
+    warnings = [e for e in log_events(proc.stderr) if e["event"] == "state.unreadable"]
+    assert len(warnings) == 1 and "other" in warnings[0]["problem"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_state_file_that_is_not_a_file_is_not_waited_on(copy: Project, kind: str) -> None:
+    assert no_traceback(copy.cli("build")).returncode == 0
+    state = cache(copy, "state.json")
+    state.unlink()
+    if kind == "fifo":
+        os.mkfifo(state)
+    else:
+        state.mkdir()
+    proc = no_traceback(copy.cli("status", "--json"))
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["stages"][0]["state"] == "fresh"
+    assert [e["path"] for e in log_events(proc.stderr) if e["event"] == "state.unreadable"] == [str(state)]
+
+
+def test_an_entry_that_is_a_fifo_is_stale_not_waited_on(copy: Project) -> None:
+    assert no_traceback(copy.cli("build")).returncode == 0
+    entry = copy.entry("copy")
+    entry.unlink()
+    os.mkfifo(entry)
+    proc = no_traceback(copy.cli("status", "--json"))
+    assert proc.returncode == 0
+    row = json.loads(proc.stdout)["stages"][0]
+    assert row["state"] == "stale"
+    assert row["reasons"] == ["cache entry unreadable: not a regular file (a FIFO)"]
+    assert no_traceback(copy.cli("explain", "copy")).returncode == 0
