@@ -345,6 +345,9 @@ def cmd_explain(
     if stage.ttl_s is not None:
         if decision.age_s is None:
             print(f"  ttl: {format_duration(stage.ttl_s)}, no entry yet: due now")
+        elif decision.age_s < 0:
+            ahead = format_duration(-decision.age_s)
+            print(f"  ttl: {format_duration(stage.ttl_s)}, entry dated {ahead} in the future: due now")
         else:
             left = decision.ttl_left_s or 0.0
             due = f"{format_duration(left)} left" if left > 0 else "due now"

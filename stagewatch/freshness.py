@@ -129,6 +129,17 @@ class TtlExpired:
 
 
 @dataclass(frozen=True, slots=True)
+class EntryFromTheFuture:
+    """The entry's mtime lies ahead of now: the clock stepped back since the run (DESIGN §1.4)."""
+
+    ahead_s: float
+
+    def __str__(self) -> str:
+        ahead = format_duration(self.ahead_s)
+        return f"ttl expired: the entry is dated {ahead} in the future (clock stepped back?)"
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamRuns:
     stage: str
 
@@ -148,6 +159,7 @@ Reason = (
     | KeyDiffers
     | OutputMissing
     | TtlExpired
+    | EntryFromTheFuture
     | UpstreamRuns
 )
 
@@ -159,8 +171,18 @@ class Decision:
     run: bool
     reasons: tuple[Reason, ...]
     key: str | None
-    age_s: float | None = None
+    age_s: float | None = None  # now - the entry's mtime; negative for an entry dated in the future
     ttl_left_s: float | None = None
+
+
+def ttl_expired(entry_mtime: float, ttl_s: float, now: float) -> bool:
+    """Whether a TTL stage's entry has expired: it is `ttl_s` old, or dated in the future.
+
+    An entry from the future means the clock stepped back since the run: trusting it would
+    keep the stage fresh for its whole ttl plus the step, so it counts as expired (DESIGN §1.4).
+    """
+    age_s = now - entry_mtime
+    return age_s < 0 or age_s >= ttl_s
 
 
 def _diff(role: str, recorded: Digests, observed: Digests) -> list[Reason]:
@@ -222,10 +244,12 @@ def decide(
             reasons.append(LastRunUnfinished())
         if fingerprint.key is not None:
             reasons += key_changes(entry, fingerprint)
-        age_s = max(0.0, now - entry.mtime)
+        age_s = now - entry.mtime
         if stage.ttl_s is not None and not entry.pending:
-            ttl_left_s = stage.ttl_s - age_s
-            if ttl_left_s <= 0:
+            ttl_left_s = 0.0 if age_s < 0 else stage.ttl_s - age_s
+            if age_s < 0:
+                reasons.append(EntryFromTheFuture(-age_s))
+            elif ttl_expired(entry.mtime, stage.ttl_s, now):
                 reasons.append(TtlExpired(age_s, stage.ttl_s))
     reasons += [OutputMissing(path) for path in missing_outputs]
     return Decision(bool(reasons), tuple(reasons), fingerprint.key, age_s, ttl_left_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -291,6 +292,36 @@ def test_no_input_ttl_stage_is_skipped_until_it_expires(project: Project) -> Non
     _age_entry(project, "fetch", 6 * 3600 + 1)
     build(project)
     assert runs(project) == ["fetched"]
+
+
+def test_an_entry_dated_in_the_future_is_expired_everywhere(project: Project) -> None:
+    project.config(
+        """
+        [[stage]]
+        name = "fetch"
+        command = ["sh", "-c", "echo fetched >> runs.log; date > live.json"]
+        outputs = ["live.json"]
+        ttl = "6h"
+        """
+    )
+    build(project)
+    assert runs(project) == ["fetched"]
+    _age_entry(project, "fetch", -3600)  # the clock stepped back an hour after the run
+    why = r"ttl expired: the entry is dated (1h|59m \d+s) in the future \(clock stepped back\?\)"
+    status = project.cli("status", "--json")
+    row = json.loads(status.stdout)["stages"][0]
+    assert (row["state"], row["ttl_left_s"]) == ("stale", 0.0)
+    assert len(row["reasons"]) == 1 and re.fullmatch(why, row["reasons"][0])
+    explain = project.cli("explain", "fetch").stdout
+    assert re.search(f"^    - {why}$", explain, re.MULTILINE)
+    assert re.search(r"^  ttl: 6h, entry dated (1h|59m \d+s) in the future: due now$", explain, re.MULTILINE)
+    assert re.search(f"^run    fetch  {why}$", build(project, "--dry-run").stdout, re.MULTILINE)
+    proc = build(project)
+    reasons = named(proc, "stage.started")[0]["reasons"]
+    assert len(reasons) == 1 and re.fullmatch(why, reasons[0])
+    assert runs(project) == ["fetched"]
+    assert build(project).returncode == 0
+    assert runs(project) == []  # the new entry is dated now: fresh again
 
 
 def test_stage_without_inputs_or_ttl_runs_every_build(project: Project) -> None:
