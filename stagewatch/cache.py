@@ -15,12 +15,21 @@ from typing import Literal
 import structlog
 
 from stagewatch.codedeps import find_code_dependencies, resolve_module_source
-from stagewatch.freshness import CorruptEntry, Decision, Digests, Entry, Fingerprint, decide
+from stagewatch.freshness import (
+    CorruptEntry,
+    Decision,
+    Digests,
+    Entry,
+    FileProblem,
+    Fingerprint,
+    Trouble,
+    decide,
+)
 from stagewatch.hashing import DigestCache, sha256_bytes
 from stagewatch.inputs import expand, missing_outputs
 from stagewatch.layout import CacheLayout, write_atomic
 from stagewatch.paths import IgnoreRules, label, posix
-from stagewatch.regular import read_regular
+from stagewatch.regular import NotRegularFile, read_regular
 from stagewatch.stage import RunResult, Stage
 
 log = structlog.get_logger(__name__)
@@ -150,6 +159,15 @@ def format_pending(previous: Entry, started: datetime, token: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _unhashable(path: str, error: OSError) -> FileProblem:
+    """A file found a moment ago that could not be hashed: gone since, swapped for a FIFO, unreadable."""
+    if isinstance(error, FileNotFoundError):
+        return FileProblem(path, Trouble.MISSING)
+    if isinstance(error, NotRegularFile):
+        return FileProblem(path, Trouble.NOT_REGULAR, error.kind)
+    return FileProblem(path, Trouble.UNREADABLE, error.strerror or str(error))
+
+
 class Workspace:
     """One output_dir's cache: fingerprints of stages, and the entry files in _build/.cache."""
 
@@ -183,40 +201,43 @@ class Workspace:
     def fingerprint(self, stage: Stage) -> Fingerprint:
         """Hash the stage's code, code dependencies and inputs as they are now."""
         rules = self.rules(stage)
-        missing: list[str] = []
+        problems: list[FileProblem] = []
         code_path: str | None = None
         dep_paths: list[str] = []
         if stage.module is not None:
             code_path = self.module_source(stage)
             if code_path is None:
-                missing.append(f"module {stage.module} (not found on python_path)")
+                problems.append(FileProblem(stage.module, Trouble.MODULE_NOT_FOUND))
             else:
                 dep_paths = find_code_dependencies(stage.module, self.search_path(stage))
         sources = expand(stage.sources, self.root, rules)
         inputs = expand(stage.inputs, self.root, rules)
-        missing += sources.missing
-        missing += inputs.missing
+        problems += sources.problems
+        problems += inputs.problems
         dep_files = sorted(set(dep_paths) | set(sources.files))
         wanted = [*dep_files, *inputs.files] + ([code_path] if code_path else [])
-        digests = self.digests.digests(wanted)
-        vanished = [label(path, self.root) for path in wanted if digests.get(path) is None]
-        missing += vanished
+        hashed = self.digests.hash_files(wanted)
+        digests = {path: got for path, got in hashed.items() if isinstance(got, str)}
+        problems += [
+            _unhashable(label(path, self.root), got)
+            for path, got in hashed.items()
+            if isinstance(got, OSError)
+        ]
 
         def pairs(paths: list[str] | tuple[str, ...]) -> Digests:
-            found = ((label(p, self.root), digests.get(p)) for p in paths)
-            return tuple(sorted((rel, hx) for rel, hx in found if hx is not None))
+            return tuple(sorted((label(p, self.root), digests[p]) for p in paths if p in digests))
 
         if stage.command is not None:
             code: tuple[str, str] | None = (ARGV_LABEL, command_code_hex(stage.command))
-        elif code_path is not None and digests.get(code_path):
-            code = (label(code_path, self.root), digests[code_path] or "")
+        elif code_path is not None and code_path in digests:
+            code = (label(code_path, self.root), digests[code_path])
         else:
             code = None
         deps, input_digests = pairs(dep_files), pairs(inputs.files)
         key = None
-        if not missing and code is not None:
+        if not problems and code is not None:
             key = stage_key(stage.name, code[1], deps, input_digests)
-        return Fingerprint(key, code, deps, input_digests, tuple(dict.fromkeys(missing)))
+        return Fingerprint(key, code, deps, input_digests, tuple(dict.fromkeys(problems)))
 
     def missing_outputs(self, stage: Stage) -> tuple[str, ...]:
         return missing_outputs(stage.outputs, self.root)
@@ -281,8 +302,8 @@ class Workspace:
         the pending entry that began the run (`marker`) is gone, a person invalidated the
         stage while it ran: the success is not recorded, so the stage runs again.
         """
-        if result.ok and fingerprint.missing:
-            error = "exit 0 but declared file missing: " + ", ".join(fingerprint.missing)
+        if result.ok and fingerprint.problems:
+            error = "exit 0 but " + "; ".join(str(problem) for problem in fingerprint.problems)
             return replace(result, ok=False, error=error), False
         if not result.ok or fingerprint.key is None:
             return result, False
@@ -362,7 +383,8 @@ def mark_done(stage: Stage, output_dir: Path | str, key: str | None = None) -> N
         fingerprint = workspace.fingerprint(stage)
         if key is None:
             if fingerprint.key is None:
-                raise ValueError(f"stage {stage.name!r}: no key, missing: {', '.join(fingerprint.missing)}")
+                problems = "; ".join(str(problem) for problem in fingerprint.problems)
+                raise ValueError(f"stage {stage.name!r}: no key: {problems}")
             key = fingerprint.key
         workspace.record_success(stage, key, fingerprint, None)
     finally:

@@ -339,7 +339,8 @@ def cmd_explain(
         took = f", took {format_duration(entry.duration_s)}" if entry.duration_s is not None else ""
         print(f"  last successful run: {entry.finished or 'unknown time'}{took}")
         print(f"  recorded key: {entry.key}" + ("  (legacy entry: key only)" if entry.legacy else ""))
-    print(f"  current key:  {fingerprint.key or '(none: ' + ', '.join(fingerprint.missing) + ')'}")
+    problems = "; ".join(str(problem) for problem in fingerprint.problems)
+    print(f"  current key:  {fingerprint.key or '(none: ' + problems + ')'}")
     counts = f"{len(fingerprint.inputs)} input files, {len(fingerprint.deps)} code dependencies"
     print(f"  reads: {counts}")
     if stage.ttl_s is not None:
@@ -400,7 +401,8 @@ def cmd_accept(
             fingerprint = workspace.fingerprint(stage)
             missing_outputs = workspace.missing_outputs(stage)
             if fingerprint.key is None:
-                print(f"{name}: not accepted: missing {', '.join(fingerprint.missing)}", file=sys.stderr)
+                problems = "; ".join(str(problem) for problem in fingerprint.problems)
+                print(f"{name}: not accepted: {problems}", file=sys.stderr)
                 refused += 1
             elif missing_outputs:
                 print(f"{name}: not accepted: output missing: {', '.join(missing_outputs)}", file=sys.stderr)

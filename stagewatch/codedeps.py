@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.machinery import PathFinder
 
+from stagewatch.regular import open_regular
+
 
 @dataclass(frozen=True, slots=True)
 class ModuleFile:
@@ -88,7 +90,7 @@ def _imported_names(tree: ast.AST, module: ModuleFile) -> list[str]:
 
 def _parse(path: str) -> ast.AST | None:
     try:
-        with open(path, "rb") as handle, warnings.catch_warnings():
+        with open_regular(path) as handle, warnings.catch_warnings():
             # A SyntaxWarning about the user's code ("\d" in a string) is not ours to print,
             # and under -W error it must not hide the module's imports.
             warnings.simplefilter("ignore")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from stagewatch.durations import format_duration
@@ -12,13 +13,13 @@ Digests = tuple[tuple[str, str], ...]  # (label, sha256 hex), sorted by label
 
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
-    """What a stage's key is made of, observed now; key is None when an explicit file is missing."""
+    """What a stage's key is made of, observed now; key is None when a declared file is a problem."""
 
     key: str | None
     code: tuple[str, str] | None  # (label, hex); label is "(argv)" for a command
     deps: Digests
     inputs: Digests
-    missing: tuple[str, ...]
+    problems: tuple[FileProblem, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +80,47 @@ class EntryUnreadable:
         return f"cache entry unreadable: {self.problem}"
 
 
+class Trouble(enum.Enum):
+    """What keeps a declared file (or the stage's module) out of the key."""
+
+    MISSING = "missing"
+    BROKEN_LINK = "a broken symlink"
+    NOT_REGULAR = "not a regular file"  # a FIFO, a socket, a device: never opened
+    NOT_A_FOLDER = "not a folder"
+    UNREADABLE = "unreadable"
+    MODULE_NOT_FOUND = "module not found"
+    MODULE_SHADOWED = "module named like the standard library's"
+
+
 @dataclass(frozen=True, slots=True)
-class MissingFile:
+class FileProblem:
+    """A declared file the key cannot be made without, and what is wrong with it: no key, so the
+    stage runs and its failure is reported (DESIGN §1). `path` is as declared (or the module's
+    name); `detail` is the kind of file, the error, or the standard-library module."""
+
     path: str
+    trouble: Trouble = Trouble.MISSING
+    detail: str = ""
 
     def __str__(self) -> str:
-        return f"declared file missing: {self.path}"
+        match self.trouble:
+            case Trouble.MISSING:
+                return f"declared file missing: {self.path}"
+            case Trouble.BROKEN_LINK:
+                return f"declared file missing: {self.path} (a broken symlink)"
+            case Trouble.NOT_REGULAR:
+                return f"declared file is not a regular file ({self.detail}): {self.path}"
+            case Trouble.NOT_A_FOLDER:
+                return f"declared folder is not a folder ({self.detail}): {self.path}"
+            case Trouble.UNREADABLE:
+                return f"declared file unreadable ({self.detail}): {self.path}"
+            case Trouble.MODULE_NOT_FOUND:
+                return f"module not found on python_path: {self.path}"
+            case Trouble.MODULE_SHADOWED:
+                return (
+                    f"module {self.path} is named like the standard library's {self.detail}:"
+                    f" the run would import Python's own {self.detail}; rename it"
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +189,7 @@ Reason = (
     | NeverBuilt
     | LastRunUnfinished
     | EntryUnreadable
-    | MissingFile
+    | FileProblem
     | CodeChanged
     | FileChanged
     | KeyDiffers
@@ -233,7 +269,7 @@ def decide(
         reasons.append(Forced())
     if not stage.skippable and always_run_unskippable:
         reasons.append(AlwaysRuns())
-    reasons += [MissingFile(path) for path in fingerprint.missing]
+    reasons += fingerprint.problems
     age_s = ttl_left_s = None
     if entry is None:
         reasons.append(NeverBuilt())

@@ -115,16 +115,16 @@ def _valid_rows(rows: Iterable[tuple[Any, ...]]) -> tuple[dict[str, _Known], lis
     return known, bad
 
 
-def _hash_stable(path: str, stop: threading.Event | None = None) -> tuple[str, _Known] | None:
-    """Hash a file, again if it changed while being read; None when it cannot be read."""
+def _hash_stable(path: str, stop: threading.Event | None = None) -> tuple[str, _Known] | OSError:
+    """Hash a file, again if it changed while being read; the OSError when it cannot be read."""
     for _ in range(3):
         try:
             before = os.stat(path)
             hashed_at_ns = time.time_ns()
             digest = sha256_file(path, stop)
             after = os.stat(path)
-        except OSError:
-            return None
+        except OSError as exc:
+            return exc
         if (before.st_mtime_ns, before.st_size, before.st_ino) == (
             after.st_mtime_ns,
             after.st_size,
@@ -221,13 +221,20 @@ class DigestCache:
 
     def digests(self, paths: Iterable[str]) -> dict[str, str | None]:
         """Each path's SHA-256 hex, or None when it is missing or unreadable."""
-        result: dict[str, str | None] = {}
+        return {
+            path: None if isinstance(got, OSError) else got for path, got in self.hash_files(paths).items()
+        }
+
+    def hash_files(self, paths: Iterable[str]) -> dict[str, str | OSError]:
+        """Each path's SHA-256 hex, or the OSError that says why it has none (NotRegularFile for
+        a FIFO or a device, which is never opened)."""
+        result: dict[str, str | OSError] = {}
         to_hash: list[str] = []
         for path in paths:
             try:
                 st = os.stat(path)
-            except OSError:
-                result[path] = None
+            except OSError as exc:
+                result[path] = exc
                 continue
             known = self._known.get(path)
             if known is not None and known.still_valid(st):
@@ -242,8 +249,8 @@ class DigestCache:
             hashed = [_hash_stable(path, self._stop) for path in to_hash]
         with self._lock:
             for path, outcome in zip(to_hash, hashed, strict=True):
-                if outcome is None:
-                    result[path] = None
+                if isinstance(outcome, OSError):
+                    result[path] = outcome
                     continue
                 result[path], known = outcome
                 self._known[path] = known

@@ -6,15 +6,17 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from stagewatch.freshness import FileProblem, Trouble
 from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, glob_base, glob_matches
+from stagewatch.regular import kind_of
 
 
 @dataclass(frozen=True, slots=True)
 class Expansion:
-    """The files a list of patterns names (absolute, unique), and the explicit ones that are missing."""
+    """The files a list of patterns names (absolute, unique), and the explicit names that are a problem."""
 
     files: tuple[str, ...]
-    missing: tuple[str, ...]
+    problems: tuple[FileProblem, ...]
 
 
 def walk_files(folder: str, rules: IgnoreRules) -> Iterator[str]:
@@ -51,9 +53,10 @@ def walk_files(folder: str, rules: IgnoreRules) -> Iterator[str]:
 
 
 def expand(patterns: Iterable[str], output_dir: str, rules: IgnoreRules) -> Expansion:
-    """Files first named explicitly, then found by folders and globs; a missing file or folder is reported."""
+    """Files first named explicitly, then found by folders and globs; an explicit name that is
+    missing, or is not what it is declared as, is a problem (a FIFO is never a file to read)."""
     found: set[str] = set()
-    missing: list[str] = []
+    problems: list[FileProblem] = []
     for pattern in patterns:
         kind = classify(pattern)
         path = absolute(pattern, output_dir)
@@ -72,8 +75,22 @@ def expand(patterns: Iterable[str], output_dir: str, rules: IgnoreRules) -> Expa
         elif kind is PathKind.FILE and os.path.isfile(path):
             found.add(path)
         else:
-            missing.append(pattern)
-    return Expansion(files=tuple(sorted(found)), missing=tuple(missing))
+            problems.append(_problem(pattern, path, kind))
+    return Expansion(files=tuple(sorted(found)), problems=tuple(problems))
+
+
+def _problem(pattern: str, path: str, kind: PathKind) -> FileProblem:
+    """Why an explicit name is not a file (or folder) to read: missing, a broken link, another kind."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        broken = os.path.islink(path)
+        return FileProblem(pattern, Trouble.BROKEN_LINK if broken else Trouble.MISSING)
+    except OSError as exc:  # a folder on the way that cannot be searched, a symlink loop
+        return FileProblem(pattern, Trouble.UNREADABLE, exc.strerror or str(exc))
+    if kind is PathKind.FOLDER:
+        return FileProblem(pattern, Trouble.NOT_A_FOLDER, kind_of(st.st_mode))
+    return FileProblem(pattern, Trouble.NOT_REGULAR, kind_of(st.st_mode))
 
 
 def missing_outputs(outputs: Iterable[str], output_dir: str) -> tuple[str, ...]:

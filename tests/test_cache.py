@@ -13,9 +13,10 @@ from structlog.testing import capture_logs
 
 from stagewatch import Stage, compute_key, invalidate, mark_done, should_skip
 from stagewatch.cache import Workspace, parse_entry
-from stagewatch.freshness import CorruptEntry, Entry
+from stagewatch.freshness import CorruptEntry, Entry, FileProblem, Trouble
 from stagewatch.hashing import RACY_WINDOW_NS, DigestCache, _Known
 from stagewatch.layout import write_atomic
+from stagewatch.regular import NotRegularFile
 
 
 def sha(data: bytes) -> str:
@@ -359,3 +360,19 @@ def test_malformed_digest_rows_are_dropped_and_the_good_ones_kept(tmp_path: Path
     with capture_logs() as logs:
         DigestCache(db).close()
     assert logs == []
+
+
+def test_a_fifo_is_never_opened_for_hashing(tmp_path: Path) -> None:
+    fifo = tmp_path / "f"
+    os.mkfifo(fifo)
+    got = DigestCache(None).hash_files([str(fifo)])[str(fifo)]
+    assert isinstance(got, NotRegularFile)
+    assert (got.kind, got.filename) == ("a FIFO", str(fifo))
+
+
+def test_a_fifo_named_in_sources_is_not_a_regular_file(site: Path) -> None:
+    os.mkfifo(site / "data.fifo")
+    stage = render_stage(inputs=("content/*.md",), sources=("data.fifo",))
+    fingerprint = Workspace(site).fingerprint(stage)
+    assert fingerprint.key is None
+    assert fingerprint.problems == (FileProblem("data.fifo", Trouble.NOT_REGULAR, "a FIFO"),)

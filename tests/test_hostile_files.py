@@ -312,3 +312,86 @@ def test_an_entry_that_is_a_fifo_is_stale_not_waited_on(copy: Project) -> None:
     assert row["state"] == "stale"
     assert row["reasons"] == ["cache entry unreadable: not a regular file (a FIFO)"]
     assert no_traceback(copy.cli("explain", "copy")).returncode == 0
+
+
+# --- inputs that cannot be read, said as such --------------------------------------------------
+
+
+def _proc_mem_is_unreadable() -> bool:
+    try:
+        with open("/proc/self/mem", "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        return exc.strerror == "Input/output error"
+    return False
+
+
+def make_fifo(project: Project) -> str:
+    os.mkfifo(project.root / "in.dat")
+    return "in.dat"
+
+
+def make_socket(project: Project) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(project.root / "in.dat"))  # the socket file stays after close
+    return "in.dat"
+
+
+def make_broken_link(project: Project) -> str:
+    (project.root / "in.dat").symlink_to(project.root / "gone.dat")
+    return "in.dat"
+
+
+def make_nothing(project: Project) -> str:
+    return "in.dat"
+
+
+def make_file_for_folder(project: Project) -> str:
+    project.write("in", "a file where a folder is declared")
+    return "in/"
+
+
+def name_unreadable(project: Project) -> str:
+    if not _proc_mem_is_unreadable():
+        pytest.skip("/proc/self/mem is readable here")
+    return "/proc/self/mem"  # a regular file that even root cannot read from its start
+
+
+INPUT_TROUBLE = {
+    "fifo": (make_fifo, "declared file is not a regular file (a FIFO): in.dat"),
+    "socket": (make_socket, "declared file is not a regular file (a socket): in.dat"),
+    "broken symlink": (make_broken_link, "declared file missing: in.dat (a broken symlink)"),
+    "missing": (make_nothing, "declared file missing: in.dat"),
+    "file for a folder": (make_file_for_folder, "declared folder is not a folder (a regular file): in/"),
+    "unreadable": (name_unreadable, "declared file unreadable (Input/output error): /proc/self/mem"),
+}
+
+
+@pytest.mark.parametrize(("make", "why"), INPUT_TROUBLE.values(), ids=INPUT_TROUBLE.keys())
+def test_an_input_that_cannot_be_read_is_said_as_such(
+    project: Project, make: Callable[[Project], str], why: str
+) -> None:
+    pattern = make(project)
+    project.config(
+        f"""
+        [[stage]]
+        name = "lenient"
+        command = ["sh", "-c", "echo ran >> runs.log; echo made > out.txt"]
+        inputs = ["{pattern}"]
+        outputs = ["out.txt"]
+        """
+    )
+    dry_run = no_traceback(project.cli("build", "--dry-run"))
+    assert f"run    lenient  {why}; no successful run recorded" in dry_run.stdout
+    explain = no_traceback(project.cli("explain", "lenient"))
+    assert f"    - {why}\n" in explain.stdout
+    assert f"  current key:  (none: {why})\n" in explain.stdout
+    proc = no_traceback(project.cli("build"))
+    assert proc.returncode == 1
+    events = log_events(proc.stdout)
+    assert [e["reasons"][0] for e in events if e["event"] == "stage.started"] == [why]
+    assert [e["error"] for e in events if e["event"] == "stage.failed"] == [f"exit 0 but {why}"]
+    assert ran(project) == 1
+    assert not project.entry("lenient").exists()
+    status = json.loads(no_traceback(project.cli("status", "--json")).stdout)
+    assert why in status["stages"][0]["reasons"]

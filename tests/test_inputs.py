@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from stagewatch.freshness import FileProblem, Trouble
 from stagewatch.inputs import Expansion, expand, missing_outputs
 from stagewatch.paths import IgnoreRules, posix
 
@@ -36,7 +37,7 @@ def test_explicit_file_is_expanded_to_its_absolute_path(tmp_path: Path, write_fi
 def test_missing_explicit_file_is_reported_missing(tmp_path: Path) -> None:
     expansion = run_expand(tmp_path, "data/repos.toml")
     assert expansion.files == ()
-    assert expansion.missing == ("data/repos.toml",)
+    assert expansion.problems == (FileProblem("data/repos.toml", Trouble.MISSING),)
 
 
 def test_explicit_file_outside_output_dir_is_expanded(tmp_path: Path, write_file: WriteFile) -> None:
@@ -68,16 +69,16 @@ def test_folder_written_without_slash_expands_as_folder(tmp_path: Path, write_fi
     write_file("content/posts/b.md", "x")
     expansion = run_expand(tmp_path, "content")
     assert rel_files(tmp_path, expansion) == ["content/a.md", "content/posts/b.md"]
-    assert expansion.missing == ()
+    assert expansion.problems == ()
 
 
 def test_missing_folder_input_is_reported_missing(tmp_path: Path) -> None:
-    assert run_expand(tmp_path, "content/").missing == ("content/",)
+    assert run_expand(tmp_path, "content/").problems == (FileProblem("content/", Trouble.MISSING),)
 
 
 def test_empty_folder_input_gives_no_files_and_is_not_missing(tmp_path: Path) -> None:
     (tmp_path / "content").mkdir()
-    assert run_expand(tmp_path, "content/") == Expansion(files=(), missing=())
+    assert run_expand(tmp_path, "content/") == Expansion(files=(), problems=())
 
 
 # --- globs ---
@@ -98,11 +99,11 @@ def test_single_star_glob_stays_in_its_folder(tmp_path: Path, write_file: WriteF
 
 def test_glob_matching_nothing_gives_no_files_and_no_missing(tmp_path: Path, write_file: WriteFile) -> None:
     write_file("content/a.txt", "x")
-    assert run_expand(tmp_path, "content/**/*.md") == Expansion(files=(), missing=())
+    assert run_expand(tmp_path, "content/**/*.md") == Expansion(files=(), problems=())
 
 
 def test_glob_with_missing_base_gives_no_files_and_no_missing(tmp_path: Path) -> None:
-    assert run_expand(tmp_path, "nowhere/**/*.md") == Expansion(files=(), missing=())
+    assert run_expand(tmp_path, "nowhere/**/*.md") == Expansion(files=(), problems=())
 
 
 # --- what globs and folders leave out ---
@@ -202,7 +203,7 @@ def test_glob_rooted_in_ignored_folder_leaves_out_its_files(tmp_path: Path, writ
 def test_file_named_exactly_is_never_left_out(tmp_path: Path, write_file: WriteFile, rel: str) -> None:
     write_file(rel, "x")
     expansion = run_expand(tmp_path, rel)
-    assert expansion == Expansion(files=(posix(tmp_path / rel),), missing=())
+    assert expansion == Expansion(files=(posix(tmp_path / rel),), problems=())
 
 
 def test_file_named_exactly_is_kept_despite_an_ignore_pattern(tmp_path: Path, write_file: WriteFile) -> None:
@@ -225,7 +226,7 @@ def test_dangling_ordinary_link_is_left_out_of_folder_input(tmp_path: Path, writ
     os.symlink(tmp_path / "gone.md", tmp_path / "content" / "b.md")
     expansion = run_expand(tmp_path, "content/")
     assert rel_files(tmp_path, expansion) == ["content/a.md"]
-    assert expansion.missing == ()
+    assert expansion.problems == ()
 
 
 def test_dangling_ordinary_link_is_left_out_of_glob(tmp_path: Path, write_file: WriteFile) -> None:
@@ -236,7 +237,57 @@ def test_dangling_ordinary_link_is_left_out_of_glob(tmp_path: Path, write_file: 
 
 def test_dangling_link_named_exactly_is_reported_missing(tmp_path: Path) -> None:
     os.symlink(tmp_path / "gone.csv", tmp_path / "data.csv")
-    assert run_expand(tmp_path, "data.csv") == Expansion(files=(), missing=("data.csv",))
+    assert run_expand(tmp_path, "data.csv") == Expansion(
+        files=(), problems=(FileProblem("data.csv", Trouble.BROKEN_LINK),)
+    )
+
+
+def test_fifo_named_exactly_is_not_a_regular_file(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "data.csv")
+    assert run_expand(tmp_path, "data.csv") == Expansion(
+        files=(), problems=(FileProblem("data.csv", Trouble.NOT_REGULAR, "a FIFO"),)
+    )
+
+
+def test_device_named_exactly_is_not_a_regular_file(tmp_path: Path) -> None:
+    assert run_expand(tmp_path, "/dev/null").problems == (
+        FileProblem("/dev/null", Trouble.NOT_REGULAR, "a character device"),
+    )
+
+
+def test_fifo_in_an_input_folder_is_left_out(tmp_path: Path, write_file: WriteFile) -> None:
+    write_file("content/a.md", "x")
+    os.mkfifo(tmp_path / "content" / "b.md")
+    assert run_expand(tmp_path, "content/") == Expansion((posix(tmp_path / "content/a.md"),), ())
+    assert run_expand(tmp_path, "content/*.md") == Expansion((posix(tmp_path / "content/a.md"),), ())
+
+
+def test_file_named_as_a_folder_is_not_a_folder(tmp_path: Path, write_file: WriteFile) -> None:
+    write_file("content", "x")
+    assert run_expand(tmp_path, "content/").problems == (
+        FileProblem("content/", Trouble.NOT_A_FOLDER, "a regular file"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("problem", "text"),
+    [
+        (FileProblem("a.md"), "declared file missing: a.md"),
+        (FileProblem("a.md", Trouble.BROKEN_LINK), "declared file missing: a.md (a broken symlink)"),
+        (FileProblem("a", Trouble.NOT_REGULAR, "a FIFO"), "declared file is not a regular file (a FIFO): a"),
+        (
+            FileProblem("a/", Trouble.NOT_A_FOLDER, "a regular file"),
+            "declared folder is not a folder (a regular file): a/",
+        ),
+        (
+            FileProblem("a", Trouble.UNREADABLE, "Permission denied"),
+            "declared file unreadable (Permission denied): a",
+        ),
+        (FileProblem("pipeline.x", Trouble.MODULE_NOT_FOUND), "module not found on python_path: pipeline.x"),
+    ],
+)
+def test_each_problem_is_said_in_its_own_words(problem: FileProblem, text: str) -> None:
+    assert str(problem) == text
 
 
 def test_symlink_to_a_file_is_expanded_by_folder_input(tmp_path: Path, write_file: WriteFile) -> None:
