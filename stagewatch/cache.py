@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import secrets
+import stat
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from typing import Literal
 import structlog
 
 from stagewatch.codedeps import find_code_dependencies, resolve_module_source
+from stagewatch.errors import StagewatchError
 from stagewatch.freshness import (
     CorruptEntry,
     Decision,
@@ -29,7 +31,7 @@ from stagewatch.hashing import DigestCache, sha256_bytes
 from stagewatch.inputs import expand, missing_outputs
 from stagewatch.layout import CacheLayout, write_atomic
 from stagewatch.paths import IgnoreRules, label, posix
-from stagewatch.regular import NotRegularFile, read_regular
+from stagewatch.regular import NotRegularFile, kind_of, read_regular
 from stagewatch.stage import RunResult, Stage
 
 log = structlog.get_logger(__name__)
@@ -159,6 +161,23 @@ def format_pending(previous: Entry, started: datetime, token: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_cache_dir(layout: CacheLayout) -> None:
+    """StagewatchError in one line when _build/.cache, or _build, is a file (someone ran `touch`):
+    nothing under it can be read or written, and the error would otherwise name an entry."""
+    path = layout.output_dir
+    for part in layout.dir.relative_to(layout.output_dir).parts:
+        path = path / part
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            return  # made when first needed
+        except OSError:
+            return  # said by whatever then fails to use it, with its own words
+        if not stat.S_ISDIR(mode):
+            kind = "a file" if stat.S_ISREG(mode) else kind_of(mode)
+            raise StagewatchError(f"{path} is {kind}, not a folder; remove it")
+
+
 def _unhashable(path: str, error: OSError) -> FileProblem:
     """A file found a moment ago that could not be hashed: gone since, swapped for a FIFO, unreadable."""
     if isinstance(error, FileNotFoundError):
@@ -178,6 +197,7 @@ class Workspace:
         self.cache_dir = self.layout.dir
         db = self.layout.digests if persistent_digests else None
         if db is not None:
+            check_cache_dir(self.layout)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.digests = DigestCache(db)
         self._rules: dict[tuple[str, ...], IgnoreRules] = {}
@@ -352,6 +372,9 @@ class Workspace:
             self.entry_path(name).unlink()
         except FileNotFoundError:
             return False
+        except NotADirectoryError:
+            check_cache_dir(self.layout)
+            raise
         return True
 
 

@@ -395,3 +395,44 @@ def test_an_input_that_cannot_be_read_is_said_as_such(
     assert not project.entry("lenient").exists()
     status = json.loads(no_traceback(project.cli("status", "--json")).stdout)
     assert why in status["stages"][0]["reasons"]
+
+
+# --- the cache folder is not a folder ----------------------------------------------------------
+
+
+WATCH_START = pytest.param(
+    ("watch",),
+    marks=pytest.mark.xfail(
+        strict=True,
+        reason="watch takes the lock (lock.py) before any Workspace: cmd_watch or PipelineLock.acquire"
+        " must call cache.check_cache_dir first",
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("build",),
+        ("build", "--dry-run"),
+        ("status",),
+        ("status", "--json"),
+        ("explain", "copy"),
+        ("accept", "copy"),
+        ("invalidate", "copy"),
+        WATCH_START,
+    ],
+    ids=" ".join,
+)
+@pytest.mark.parametrize("blocker", ["_build/.cache", "_build"])
+def test_a_cache_folder_that_is_a_file_is_said_in_one_line(
+    copy: Project, command: tuple[str, ...], blocker: str
+) -> None:
+    (copy.root / "out.txt").write_text("hello\n")
+    copy.write(blocker, "someone ran touch")
+    proc = no_traceback(copy.cli(*command))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1:] == [
+        f"stagewatch: {copy.root / blocker} is a file, not a folder; remove it"
+    ]
+    assert (copy.root / blocker).read_text() == "someone ran touch"
