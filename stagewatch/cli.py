@@ -408,7 +408,13 @@ def cmd_accept(
                 print(f"{name}: not accepted: output missing: {', '.join(missing_outputs)}", file=sys.stderr)
                 refused += 1
             else:
-                workspace.record_success(stage, fingerprint.key, fingerprint, None)
+                try:
+                    workspace.record_success(stage, fingerprint.key, fingerprint, None)
+                except OSError as exc:  # names the entry itself, never its temporary file
+                    what = f"{exc.filename}: {exc.strerror or exc}" if exc.filename else str(exc)
+                    print(f"{name}: not accepted: could not write {what}", file=sys.stderr)
+                    refused += 1
+                    continue
                 note = "" if stage.skippable else "; it has no inputs and no ttl, so build runs it anyway"
                 print(f"{name}: accepted (current inputs recorded as built{note})")
     finally:

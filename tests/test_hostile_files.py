@@ -436,3 +436,81 @@ def test_a_cache_folder_that_is_a_file_is_said_in_one_line(
         f"stagewatch: {copy.root / blocker} is a file, not a folder; remove it"
     ]
     assert (copy.root / blocker).read_text() == "someone ran touch"
+
+
+# --- a write that fails names its file ---------------------------------------------------------
+
+TWO = (
+    COPY
+    + """
+[[stage]]
+name = "again"
+command = ["sh", "-c", "cat in.txt > again.txt"]
+inputs = ["in.txt"]
+outputs = ["again.txt"]
+"""
+)
+
+
+def test_accept_names_the_entry_it_could_not_write_and_goes_on(copy: Project) -> None:
+    copy.config(TWO)
+    assert no_traceback(copy.cli("build")).returncode == 0
+    copy.write("in.txt", "a cosmetic edit\n")
+    copy.entry("copy").unlink()
+    copy.entry("copy").mkdir()  # a real EISDIR from the rename onto it
+    proc = no_traceback(copy.cli("accept", "copy", "again"))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"copy: not accepted: could not write {copy.entry('copy')}: Is a directory"
+    ]
+    assert proc.stdout.splitlines() == ["again: accepted (current inputs recorded as built)"]
+    assert not list(copy.entry("copy").parent.glob(".*.tmp"))
+
+
+def test_an_entry_that_cannot_be_written_is_named_in_the_failure(copy: Project) -> None:
+    copy.entry("copy").mkdir(parents=True)
+    proc = no_traceback(copy.cli("build"))
+    assert proc.returncode == 1
+    failed = [e for e in log_events(proc.stdout) if e["event"] == "stage.failed"]
+    assert [e["error"] for e in failed] == [
+        f"ran, but its cache entry {copy.entry('copy')} could not be written: Is a directory"
+    ]
+
+
+def with_file_size_limit(project: Project, limit: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with RLIMIT_FSIZE set: writes past `limit` bytes fail with EFBIG, as on a full disk.
+    (Python ignores SIGXFSZ, so the write fails instead of killing the process.)"""
+    limited = (
+        "import os, resource, sys;"
+        f" resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}));"
+        " os.execv(sys.executable, [sys.executable, '-m', 'stagewatch', *sys.argv[1:]])"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", limited, "--config", str(project.root / "stagewatch.toml"),
+         "--log-format", "json", *args],
+        cwd=project.root, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+def test_a_full_disk_names_every_file_it_could_not_write(copy: Project) -> None:
+    assert no_traceback(copy.cli("build")).returncode == 0
+    copy.write("in.txt", "changed\n")
+    ran(copy)
+    proc = no_traceback(with_file_size_limit(copy, 120, "build"))
+    assert proc.returncode == 1
+    events = log_events(proc.stdout)
+    failed = [e["error"] for e in events if e["event"] == "stage.failed"]
+    assert failed == [
+        f"its cache entry {copy.entry('copy')} could not be replaced before the run: File too large"
+    ]
+    assert ran(copy) == 0
+    unwritable = {
+        e["event"]: e["path"] for e in events if e["event"] in ("state.unwritable", "digests.write_failed")
+    }
+    assert unwritable == {
+        "state.unwritable": str(cache(copy, "state.json")),
+        "digests.write_failed": str(cache(copy, "digests.sqlite")),
+    }
+    proc = no_traceback(copy.cli("build"))  # room again: all is well
+    assert proc.returncode == 0
+    assert ran(copy) == 1
