@@ -15,7 +15,7 @@ from typing import Literal
 
 import structlog
 
-from stagewatch.codedeps import find_code_dependencies, resolve_module_source
+from stagewatch.codedeps import find_code_dependencies, resolve_module_source, stdlib_shadowed
 from stagewatch.errors import StagewatchError
 from stagewatch.freshness import (
     CorruptEntry,
@@ -226,6 +226,9 @@ class Workspace:
         dep_paths: list[str] = []
         if stage.module is not None:
             code_path = self.module_source(stage)
+            shadowed = stdlib_shadowed(stage.module)
+            if shadowed is not None:
+                problems.append(FileProblem(stage.module, Trouble.MODULE_SHADOWED, shadowed))
             if code_path is None:
                 problems.append(FileProblem(stage.module, Trouble.MODULE_NOT_FOUND))
             else:
@@ -317,7 +320,8 @@ class Workspace:
     ) -> tuple[RunResult, bool]:
         """After a run: its verdict, and whether a success's entry (the key from before it) was written.
 
-        Exit 0 with a declared file missing is still a failure. An entry that cannot be
+        Exit 0 with a declared file missing is still a failure, and a failure of a module named
+        like a standard-library one says so. An entry that cannot be
         written turns the success into the stage's failure, never a crash of the round. When
         the pending entry that began the run (`marker`) is gone, a person invalidated the
         stage while it ran: the success is not recorded, so the stage runs again.
@@ -325,6 +329,10 @@ class Workspace:
         if result.ok and fingerprint.problems:
             error = "exit 0 but " + "; ".join(str(problem) for problem in fingerprint.problems)
             return replace(result, ok=False, error=error), False
+        shadowed = [problem for problem in fingerprint.problems if problem.trouble is Trouble.MODULE_SHADOWED]
+        if shadowed and not result.cancelled:
+            # Its failure is most likely that: the standard library's module has no such function.
+            return replace(result, error=f"{result.error} ({shadowed[0]})"), False
         if not result.ok or fingerprint.key is None:
             return result, False
         if marker is not None and self._entry_text(stage.name) != marker:

@@ -18,11 +18,11 @@ import structlog
 from stagewatch import __version__
 from stagewatch.build import BuildRound, plan, require_stages, select_stages
 from stagewatch.cache import Workspace
-from stagewatch.codedeps import resolve_module_source
+from stagewatch.codedeps import resolve_module_source, stdlib_shadowed
 from stagewatch.config import load_pipeline, locate_config
 from stagewatch.durations import format_duration
 from stagewatch.errors import StagewatchError, UsageError
-from stagewatch.freshness import CorruptEntry, Decision, Entry
+from stagewatch.freshness import CorruptEntry, Decision, Entry, shadowing
 from stagewatch.graph import Graph
 from stagewatch.lock import PipelineLock, lock_owner
 from stagewatch.log import Resolved, configure_logging, line_sink, resolve_format
@@ -490,7 +490,10 @@ def _runnable_problems(pipeline: Pipeline) -> tuple[list[str], list[str]]:
     for stage in pipeline.stages:
         where = f'{pipeline.config_path}: stage "{stage.name}"'
         search = stage.search_path(root)
-        if stage.module is not None and resolve_module_source(stage.module, search) is None:
+        shadowed = stdlib_shadowed(stage.module) if stage.module is not None else None
+        if stage.module is not None and shadowed is not None:
+            problems.append(f'{where}: "module": {stage.module} {shadowing(shadowed)}')
+        elif stage.module is not None and resolve_module_source(stage.module, search) is None:
             problems.append(
                 f'{where}: "module": {stage.module} not found on python_path ({", ".join(search)})'
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,6 +58,16 @@ class ModuleResolver:
         parts = name.split(".")
         found = [self.find(".".join(parts[: i + 1])) for i in range(len(parts))]
         return [module for module in found if module is not None]
+
+
+def stdlib_shadowed(module: str) -> str | None:
+    """The standard-library module a stage module's top-level name collides with, if any.
+
+    The stage's interpreter has that one already loaded, or finds it before the project's
+    own for every library that imports it: the run would not be the code the key hashed.
+    """
+    top = module.partition(".")[0]
+    return top if top in sys.stdlib_module_names else None
 
 
 def resolve_module_source(module: str, search_path: Sequence[str]) -> str | None:

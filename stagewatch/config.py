@@ -12,6 +12,7 @@ from typing import Any
 from stagewatch.durations import parse_duration
 from stagewatch.errors import ConfigError
 from stagewatch.graph import CycleError, build_graph, output_feeds
+from stagewatch.layout import ENTRY_SUFFIX
 from stagewatch.paths import CACHE_DIR, IgnoreRules, PathKind, absolute, classify, is_within, posix
 from stagewatch.pipeline import Pipeline
 from stagewatch.regular import FileTooLarge, NotRegularFile, read_regular
@@ -19,6 +20,10 @@ from stagewatch.stage import MODULE_NAME, STAGE_NAME, OnBusy, Stage, WatcherKind
 
 DEFAULT_CONFIG = "stagewatch.toml"
 CONFIG_ENV = "STAGEWATCH_CONFIG"
+# The longest file stagewatch names after a stage is its entry's temporary file while it is
+# written (layout.write_atomic): ".<name>.hash.XXXXXXXX.tmp", within NAME_MAX (255 bytes).
+_TEMP_TAIL = ".XXXXXXXX.tmp"
+MAX_STAGE_NAME = 255 - len(".") - len(ENTRY_SUFFIX) - len(_TEMP_TAIL)
 # A pipeline file is a few kilobytes; far more is a mistake (a log, a dump), not a pipeline.
 MAX_CONFIG_BYTES = 10 * 1024 * 1024
 TOP_KEYS = ("pipeline", "stage")
@@ -234,7 +239,14 @@ def _parse_stage(
 ) -> Stage | None:
     table = _table(problems, file, f"stage #{index}", raw)
     name = table.get("name")
-    where = f'stage "{name}"' if isinstance(name, str) and name else f"stage #{index}"
+    too_long = isinstance(name, str) and len(name.encode()) > MAX_STAGE_NAME
+    if not isinstance(name, str) or not name:
+        where = f"stage #{index}"
+    elif too_long:
+        where = f'stage #{index} ("{name[:20]}...")'  # the whole name would bury the message
+    else:
+        where = f'stage "{name}"'
+
     reader = _Reader(problems, file, where, table)
     before = len(problems)
     reader.unknown_keys(STAGE_KEYS)
@@ -242,6 +254,12 @@ def _parse_stage(
         reader.problem('missing "name"')
     elif not isinstance(name, str) or not STAGE_NAME.fullmatch(name):
         reader.problem(f'"name" {_show(name)} is invalid: use letters, digits, "_", "-" and "."')
+    elif too_long:
+        longest = f".{name[:20]}...{ENTRY_SUFFIX}{_TEMP_TAIL}"
+        reader.problem(
+            f'"name" is {len(name)} characters long; at most {MAX_STAGE_NAME} fit in the file names'
+            f' stagewatch keeps for it (the longest is "{longest}")'
+        )
     elif name in seen:
         reader.problem(f'duplicate name (stage #{seen[name]} is also "{name}")')
     else:

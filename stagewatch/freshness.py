@@ -117,10 +117,15 @@ class FileProblem:
             case Trouble.MODULE_NOT_FOUND:
                 return f"module not found on python_path: {self.path}"
             case Trouble.MODULE_SHADOWED:
-                return (
-                    f"module {self.path} is named like the standard library's {self.detail}:"
-                    f" the run would import Python's own {self.detail}; rename it"
-                )
+                return f"module {self.path} {shadowing(self.detail)}"
+
+
+def shadowing(stdlib: str) -> str:
+    """What is wrong with a stage module whose top-level name is a standard-library module's."""
+    return (
+        f"is named like the standard library's {stdlib}: the run would import Python's own {stdlib};"
+        " rename it"
+    )
 
 
 @dataclass(frozen=True, slots=True)

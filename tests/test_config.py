@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -1410,3 +1411,87 @@ def test_cli_check_refuses_a_module_it_cannot_find(project: Project) -> None:
         " and no stage makes it",
         f'{path}: stage "render": "module": pipeline.rendr not found on python_path ({project.root})',
     ]
+
+
+# --- names that cannot work on disk or in Python -----------------------------------------------
+
+
+def test_a_stage_name_too_long_for_its_cache_files_is_refused(tmp_path: Path) -> None:
+    name = "n" * 237
+    path = write_config(tmp_path, f'[[stage]]\nname = "{name}"\ncommand = ["true"]\n')
+    assert only_problem(path) == (
+        f'{path}: stage #1 ("{"n" * 20}..."): "name" is 237 characters long; at most 236 fit'
+        f' in the file names stagewatch keeps for it (the longest is ".{"n" * 20}....hash.XXXXXXXX.tmp")'
+    )
+
+
+def test_the_longest_stage_name_allowed_builds_and_is_fresh(project: Project) -> None:
+    name = "n" * 236
+    project.config(
+        f'[[stage]]\nname = "{name}"\ncommand = ["sh", "-c", "echo > out"]\noutputs = ["out"]\nttl = 60\n'
+    )
+    first = project.cli("build")
+    assert first.returncode == 0, first.stderr
+    assert project.entry(name).exists()
+    assert "fresh" in project.cli("status").stdout.splitlines()[2]
+
+
+STDLIB_MODULES = {
+    "json": "json",
+    "statistics": "statistics",
+    "email.render": "email",
+    "html.pages": "html",
+}
+
+
+@pytest.mark.parametrize(("module", "stdlib"), STDLIB_MODULES.items())
+def test_cli_check_refuses_a_module_named_like_the_standard_library(
+    project: Project, module: str, stdlib: str
+) -> None:
+    # In lib/, not in the project's root: `python -m stagewatch` run there would import it itself.
+    project.config(f'[pipeline]\npython_path = ["lib"]\n\n[[stage]]\nname = "render"\nmodule = "{module}"\n')
+    source = project.write("lib/" + module.replace(".", "/") + ".py", "def run(out):\n    pass\n")
+    if "." in module:
+        project.write("lib/" + module.split(".")[0] + "/__init__.py", "")
+    result = project.cli("check")
+    assert result.returncode == 2
+    path = project.root / "stagewatch.toml"
+    assert source.exists()
+    assert result.stderr.splitlines() == [
+        f'{path}: stage "render": "module": {module} is named like the standard library\'s {stdlib}:'
+        f" the run would import Python's own {stdlib}; rename it"
+    ]
+
+
+def test_cli_check_accepts_a_project_package_named_like_no_standard_module(project: Project) -> None:
+    project.config('[[stage]]\nname = "render"\nmodule = "pipeline.json"\n')
+    project.write("pipeline/__init__.py", "")
+    project.write("pipeline/json.py", "def run(out):\n    pass\n")
+    result = project.cli("check")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "error"),
+    [
+        ("statistics", "exit 0 but {why}"),  # the project's own was imported, and ran
+        ("os", "exit 1 ({why})"),  # the interpreter's os was loaded first: it has no run()
+    ],
+)
+def test_a_run_of_a_module_named_like_the_standard_library_fails_saying_why(
+    project: Project, module: str, error: str
+) -> None:
+    project.config(f'[pipeline]\npython_path = ["lib"]\n\n[[stage]]\nname = "render"\nmodule = "{module}"\n')
+    project.write(f"lib/{module}.py", "def run(out):\n    pass\n")
+    why = (
+        f"module {module} is named like the standard library's {module}:"
+        f" the run would import Python's own {module}; rename it"
+    )
+    result = project.cli("build")
+    assert result.returncode == 1
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["error"] for e in events if e["event"] == "stage.failed"] == [error.format(why=why)]
+    assert f"    - {why}" in project.cli("explain", "render").stdout
+    accept = project.cli("accept", "render")
+    assert accept.returncode == 1
+    assert accept.stderr == f"render: not accepted: {why}\n"
