@@ -47,20 +47,34 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+_YEAR_S = 365 * 86400
+_SHOWN_UNITS = (("y", _YEAR_S), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+_MOST_PARTS = 3
+_LONGEST_YEARS = 10_000
+
+
 def format_duration(seconds: float) -> str:
-    """A short human form: "0.8s", "42s", "3m 20s", "5h 2m", "2d 3h"."""
+    """A short human form, up to three units: "0.8s", "42s", "3m 20s", "1d 1h 1m", "1y 40d 2h".
+
+    The value is rounded to the smallest unit shown, so 30 days less a second is "30d", not
+    "29d 23h 59m". A year is 365 days; beyond 10,000 of them the number says nothing more.
+    """
     if seconds < 0:
         return "-" + format_duration(-seconds)
     if not math.isfinite(seconds):
         return "forever"
     if round(seconds, 1) < 10:
         return f"{seconds:.1f}s"
+    if seconds >= _LONGEST_YEARS * _YEAR_S:
+        return f"over {_LONGEST_YEARS}y"
     whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    for unit_s, unit, sub_s, sub in ((86400, "d", 3600, "h"), (3600, "h", 60, "m"), (60, "m", 1, "s")):
-        if whole >= unit_s:
-            major, rest = divmod(whole, unit_s)
-            minor = rest // sub_s
-            return f"{major}{unit} {minor}{sub}" if minor else f"{major}{unit}"
-    return f"{whole}s"  # pragma: no cover - the loop always returns
+    for _ in range(2):  # once more when rounding carried into a larger unit ("23h 59m 59.6s")
+        first = next(index for index, (_, size) in enumerate(_SHOWN_UNITS) if whole >= size)
+        step = _SHOWN_UNITS[min(first + _MOST_PARTS, len(_SHOWN_UNITS)) - 1][1]
+        whole = (whole + step // 2) // step * step
+    parts = []
+    for unit, size in _SHOWN_UNITS[first : first + _MOST_PARTS]:
+        count, whole = divmod(whole, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return " ".join(parts)

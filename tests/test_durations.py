@@ -159,20 +159,36 @@ def test_integer_too_large_for_a_float_is_rejected_with_value_error() -> None:
         (59.6, "1m"),
         (60, "1m"),
         (200, "3m 20s"),
+        (3599.6, "1h"),
         (3600, "1h"),
+        (3659, "1h 59s"),
         (3660, "1h 1m"),
+        (3661, "1h 1m 1s"),
         (18120, "5h 2m"),
         (86400, "1d"),
+        (90061, "1d 1h 1m"),
         (183600, "2d 3h"),
+        (30 * 86400, "30d"),
+        (30 * 86400 - 0.5, "30d"),
+        (30 * 86400 - 1, "30d"),
+        (30 * 86400 - 60, "29d 23h 59m"),
+        (365 * 86400, "1y"),
+        (3.5e7, "1y 40d 2h"),
+        (10 * 365 * 86400 + 3 * 86400, "10y 3d"),
     ],
 )
-def test_format_duration_picks_the_two_largest_units(seconds: float, text: str) -> None:
+def test_format_duration_shows_up_to_three_units(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
 
 
-def test_format_duration_drops_the_smaller_unit_remainder() -> None:
-    assert format_duration(3600 + 59) == "1h"
+@pytest.mark.parametrize("seconds", [1e12, 1e300, 1.7976931348623157e308])
+def test_format_duration_of_an_absurd_span_stays_short(seconds: float) -> None:
+    assert format_duration(seconds) == "over 10000y"
 
 
 def test_format_duration_of_a_negative_span_has_a_minus_sign() -> None:
     assert format_duration(-200) == "-3m 20s"
+
+
+def test_format_duration_of_infinity_is_forever() -> None:
+    assert format_duration(float("inf")) == "forever"
