@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from stagewatch.lock import PipelineLock, lock_owner
 from stagewatch.log import Resolved, configure_logging, line_sink, resolve_format
 from stagewatch.paths import PathKind, absolute, classify, is_within, posix
 from stagewatch.pipeline import Pipeline
+from stagewatch.regular import kind_of
 from stagewatch.runner import StageRunner
 from stagewatch.state import Attempt, Result, StateRecorder, read_state, running_stages
 
@@ -482,8 +484,9 @@ def cmd_check(
 
 
 def _runnable_problems(pipeline: Pipeline) -> tuple[list[str], list[str]]:
-    """What the file cannot say by itself: modules that cannot be found (problems), and
-    declared input files that exist nowhere and that no stage makes (warnings)."""
+    """What the file cannot say by itself: modules that cannot be found or that the standard
+    library shadows (problems), and declared input files that exist nowhere and that no stage
+    makes, or that are no regular file (warnings)."""
     root = posix(pipeline.output_dir)
     problems, warnings = [], []
     made = {absolute(output, root) for stage in pipeline.stages for output in stage.outputs}
@@ -499,7 +502,18 @@ def _runnable_problems(pipeline: Pipeline) -> tuple[list[str], list[str]]:
             )
         for pattern in stage.inputs:
             path = absolute(pattern, root)
-            if classify(pattern) is PathKind.GLOB or os.path.exists(path):
+            if classify(pattern) is PathKind.GLOB:
+                continue
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                pass
+            else:
+                if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+                    warnings.append(
+                        f'{where}: input "{pattern}" is not a regular file ({kind_of(mode)}):'
+                        " stagewatch never reads it, so the stage fails until it is one"
+                    )
                 continue
             if not any(is_within(path, output) for output in made):
                 warnings.append(f'{where}: input "{pattern}" does not exist (yet), and no stage makes it')

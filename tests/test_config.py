@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -1495,3 +1496,17 @@ def test_a_run_of_a_module_named_like_the_standard_library_fails_saying_why(
     accept = project.cli("accept", "render")
     assert accept.returncode == 1
     assert accept.stderr == f"render: not accepted: {why}\n"
+
+
+def test_cli_check_warns_of_an_input_that_is_not_a_regular_file(project: Project) -> None:
+    project.config('[[stage]]\nname = "render"\ncommand = ["true"]\ninputs = ["in.fifo", "/dev/null"]\n')
+    os.mkfifo(project.root / "in.fifo")
+    result = project.cli("check")
+    assert result.returncode == 0, result.stderr
+    path = project.root / "stagewatch.toml"
+    assert result.stderr.splitlines() == [
+        f'warning: {path}: stage "render": input "in.fifo" is not a regular file (a FIFO):'
+        " stagewatch never reads it, so the stage fails until it is one",
+        f'warning: {path}: stage "render": input "/dev/null" is not a regular file (a character device):'
+        " stagewatch never reads it, so the stage fails until it is one",
+    ]
