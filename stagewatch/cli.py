@@ -244,7 +244,8 @@ def _ago(iso: str | None, now: datetime) -> str:
         then = datetime.fromisoformat(iso)
         if then.tzinfo is None:
             then = then.replace(tzinfo=UTC)
-        return format_duration((now - then).total_seconds()) + " ago"
+        seconds = (now - then).total_seconds()
+        return format_duration(seconds) + " ago" if seconds >= 0 else "in the future"
     except (ValueError, OverflowError):
         return iso if len(iso) <= 13 and iso.isprintable() else "?"
 
