@@ -396,11 +396,22 @@ def cmd_accept(
     args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
 ) -> int:
     names = _stage_names(pipeline, args.stages)
+    owner = lock_owner(pipeline.output_dir)
+    running = running_stages(pipeline.output_dir) if owner is not None else set()
     workspace = Workspace(pipeline.output_dir, persistent_digests=True)
     refused = 0
     try:
         for name in names:
             stage = pipeline.stage(name)
+            if name in running and owner is not None:
+                # Its outputs are being written: what is there now is not what the inputs give.
+                print(
+                    f"{name}: not accepted: it is running now (stagewatch {owner[1] or '?'}, pid {owner[0]});"
+                    " accept it once the run has ended",
+                    file=sys.stderr,
+                )
+                refused += 1
+                continue
             fingerprint = workspace.fingerprint(stage)
             missing_outputs = workspace.missing_outputs(stage)
             if fingerprint.key is None:

@@ -16,9 +16,15 @@ from typing import Any
 
 from stagewatch.scheduler import backoff_s, hold_back, ttl_due_at
 
-# A stage whose runs keep being retriggered by changes seen while it ran is writing something
+# A stage whose runs keep being retriggered by files written while it ran is writing something
 # it reads: after this many such runs in a row it is held (DESIGN §5).
 SELF_TRIGGER_RUNS = 5
+# Before holding a stage for good, it is left alone this long and run once more: a person who
+# saved during each of its last runs gets their last save built; a loop shows itself again.
+LOOP_PAUSE_S = 2.0
+# Filesystem timestamps come from a coarse kernel clock, up to a tick behind the real time:
+# a write just after a run started may be dated just before it.
+MTIME_SLACK_S = 0.01
 # Checks handed out at once: enough to keep the worker busy, few enough that a flush of new
 # changes is not queued behind a whole catch-up.
 CHECKS_IN_FLIGHT = 16
@@ -76,12 +82,12 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Touch:
-    """Changes that touched one stage: one of their paths, and when the first and the last of
-    them were seen (monotonic, as they arrived, before the debounce)."""
+    """Changes that touched one stage: one of their paths, and the span of their files' mtimes
+    (wall clock; None when a file is gone and its time unknown)."""
 
     path: str
-    first_seen: float
-    last_seen: float
+    written_from: float | None = None
+    written_to: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,11 +201,15 @@ class Slot:
     blocked_by: str | None = None
     entry_mtime: float | None = None
     run_started: float | None = None  # monotonic
-    run_ended: float | None = None  # monotonic
+    run_started_wall: float | None = None
+    run_ended_wall: float | None = None
     cancel_sent: bool = False
     trigger: Trigger = Trigger.NONE
     trigger_path: str | None = None
     self_runs: int = 0
+    loop_check_at: float | None = None  # monotonic: the one more run before holding it for good
+    loop_confirming: bool = False  # that run is under way
+    loop_confirmed_until: float | None = None  # monotonic: its own change again until then holds it
 
 
 class Coordinator:
@@ -237,7 +247,7 @@ class Coordinator:
             return self._dispatch(now)
         self.busy_since_idle = True
         slot.forced = True
-        slot.self_runs = 0
+        slot.self_runs, slot.loop_confirmed_until, slot.loop_check_at = 0, None, None
         if slot.state in (SlotState.RUNNING, SlotState.CHECKING):
             slot.dirty = True
         else:
@@ -267,6 +277,13 @@ class Coordinator:
                     actions.append(Say("debug", "ttl.due", {"stage": name}))
                     self._candidate(name)
             elif (
+                slot.state is SlotState.LOOPING
+                and slot.loop_check_at is not None
+                and slot.loop_check_at <= now.mono
+            ):
+                slot.loop_check_at, slot.loop_confirming, slot.trigger = None, True, Trigger.NONE
+                self._candidate(name)
+            elif (
                 slot.state is SlotState.FAILED
                 and stage.ttl_s is not None
                 and slot.retry_at is not None
@@ -295,7 +312,7 @@ class Coordinator:
             slot.state = SlotState.IDLE
             slot.blocked_by = None
             slot.forced = False
-            slot.trigger, slot.self_runs = Trigger.NONE, 0
+            slot.trigger, slot.self_runs, slot.loop_confirmed_until = Trigger.NONE, 0, None
             if slot.failures:
                 self._recovered(name, actions)
         else:
@@ -323,7 +340,7 @@ class Coordinator:
             return self._dispatch(now)
         slot.job = None
         slot.cancel_sent = False
-        slot.run_ended = now.mono
+        slot.run_ended_wall = now.wall
         actions: list[Action] = []
         if self.stopping:
             slot.state = SlotState.IDLE
@@ -335,13 +352,20 @@ class Coordinator:
             for downstream in self.stages[name].downstream:
                 self._touch_quietly(downstream)
         elif result.outcome is Outcome.CANCELLED:
-            self._candidate(name)  # restarted, or stopped by a reload: the key decides again
+            # Restarted, or stopped by a reload: the key decides again. A run cut short says
+            # nothing of what its own writes do.
+            slot.trigger = Trigger.NONE
+            self._candidate(name)
         else:
             self._fail(name, key=result.key, now=now, actions=actions)
         if slot.dirty:
             slot.dirty = False
             if slot.state is not SlotState.LOOPING:
                 self._candidate(name)
+        if slot.loop_confirming:
+            # The run after the pause has ended: its own change, if it comes, holds it now.
+            slot.loop_confirming = False
+            slot.loop_confirmed_until = now.mono + LOOP_PAUSE_S
         return actions + self._dispatch(now)
 
     def reloaded(self, plan: Plan, changed: Iterable[str], now: Now) -> list[Action]:
@@ -449,12 +473,17 @@ class Coordinator:
         if slot is None:
             return []
         path = touch.path
-        # Seen only while its last run was under way: most likely its own doing. (A person
+        # Written while its last run was under way: most likely its own doing. (A person
         # saving during a run looks the same, so it takes several runs in a row to hold it.)
+        # File times, not event times: the events of a run's own writes may arrive after it.
+        end = float("inf") if slot.state is SlotState.RUNNING else slot.run_ended_wall
         by_self = (
-            slot.run_started is not None
-            and touch.first_seen >= slot.run_started
-            and (slot.state is SlotState.RUNNING or (slot.run_ended or 0.0) >= touch.last_seen)
+            slot.run_started_wall is not None
+            and end is not None
+            and touch.written_from is not None
+            and touch.written_to is not None
+            and touch.written_from >= slot.run_started_wall - MTIME_SLACK_S
+            and touch.written_to <= end
         )
         if slot.state is SlotState.RUNNING:
             slot.dirty = True
@@ -463,7 +492,7 @@ class Coordinator:
                 slot.trigger, slot.trigger_path = Trigger.SELF, path
         else:
             slot.trigger, slot.trigger_path = Trigger.OUTSIDE, path
-            slot.self_runs = 0
+            slot.self_runs, slot.loop_confirmed_until, slot.loop_check_at = 0, None, None
         actions: list[Action] = []
         if slot.state is SlotState.RUNNING:
             if self.stages[name].restart_when_busy and not slot.cancel_sent and slot.job is not None:
@@ -541,6 +570,7 @@ class Coordinator:
                 running += 1
                 slot.state = SlotState.RUNNING
                 slot.run_started = now.mono
+                slot.run_started_wall, slot.run_ended_wall = now.wall, None
                 slot.dirty = False
                 slot.forced = False
                 if slot.trigger is Trigger.SELF:
@@ -561,13 +591,13 @@ class Coordinator:
                 if slot.trigger is Trigger.SELF and slot.self_runs >= SELF_TRIGGER_RUNS and not slot.forced:
                     slot.state = SlotState.LOOPING
                     unsettled.discard(name)
-                    actions.append(
-                        Say(
-                            "warning",
-                            "stage.self_triggering",
-                            {"stage": name, "path": slot.trigger_path, "runs": slot.self_runs},
-                        )
-                    )
+                    until = slot.loop_confirmed_until
+                    if until is None or now.mono > until:
+                        slot.loop_check_at = now.mono + LOOP_PAUSE_S
+                        continue
+                    slot.loop_check_at, slot.loop_confirmed_until = None, None
+                    fields = {"stage": name, "path": slot.trigger_path, "runs": slot.self_runs + 1}
+                    actions.append(Say("warning", "stage.self_triggering", fields))
                     continue
                 if checking >= CHECKS_IN_FLIGHT:
                     continue
@@ -592,6 +622,8 @@ class Coordinator:
         """Seconds until a TTL stage is due or a failed TTL stage's backoff ends (inf: never)."""
         soonest = float("inf")
         for name, slot in self.slots.items():
+            if slot.state is SlotState.LOOPING and slot.loop_check_at is not None:
+                soonest = min(soonest, slot.loop_check_at - now.mono)
             ttl_s = self.stages[name].ttl_s
             if ttl_s is None:
                 continue

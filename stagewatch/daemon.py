@@ -87,6 +87,20 @@ def _identity(folder: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
+def widen(touch: Touch, written: float | None) -> Touch:
+    """The touch with one more file's mtime in its span (an unknown time makes it unknown)."""
+    if written is None or touch.written_from is None or touch.written_to is None:
+        return Touch(touch.path)
+    return Touch(touch.path, min(touch.written_from, written), max(touch.written_to, written))
+
+
 def plan_for(pipeline: Pipeline, jobs: int) -> Plan:
     graph = pipeline.graph
     return plan_of(
@@ -152,7 +166,7 @@ class Daemon:
         self.prepared: dict[str, tuple[int, Prepared]] = {}
         self.run_jobs: dict[str, int] = {}  # stage -> its run under way, for Cancel
         self.run_jobs_lock = threading.Lock()
-        self.pending: list[tuple[Change, float]] = []  # with when it was seen
+        self.pending: list[Change] = []
         self.burst: Burst | None = None
         self.stopping = False
         self.exit_code = 0
@@ -402,8 +416,7 @@ class Daemon:
         if self.stopping:
             return
         now = self.loop.time()
-        seen = time.monotonic()
-        self.pending.extend((change, seen) for change in changes)
+        self.pending.extend(changes)
         self.burst = start_burst(now) if self.burst is None else self.burst.add(now)
         self._arm("flush", self.burst.due_at(self.pipeline.debounce_s) - now, self._flush)
 
@@ -414,9 +427,8 @@ class Daemon:
             self.io, lambda: self._read_batch(changes, impact), self._apply_batch, self._batch_failed
         )
 
-    def _read_batch(self, timed: list[tuple[Change, float]], impact: ImpactMap) -> Batch:
+    def _read_batch(self, changes: list[Change], impact: ImpactMap) -> Batch:
         """On the I/O thread: watch new folders, walk them, and find what the changes touch."""
-        changes = [change for change, _ in timed]
         invalidated: list[str] = []
         # Before folding events by path: a deletion followed by a rewrite must not hide it.
         for change in changes:
@@ -432,30 +444,27 @@ class Daemon:
         if any(change.is_dir for change in changes):
             # Watch new folders before walking them: a file made in between is not missed.
             self._replan(new_folders)
-        seen: dict[str, tuple[Change, float, float]] = {}
-        for change, at in timed:
-            first = seen[change.path][1] if change.path in seen else at
-            seen[change.path] = (change, first, at)
+        seen: dict[str, Change] = {}
+        for change in changes:
+            seen[change.path] = change
             if change.is_dir and not change.gone:
                 # Files made in a new folder before its watch existed send no event (trap 2).
                 for path in walk_files(change.path, impact.rules):
-                    seen.setdefault(path, (Change(path, False, False), at, at))
+                    seen.setdefault(path, Change(path, False, False))
         affected: dict[str, Touch] = {}
         sources: list[str] = []
         echoes: list[str] = []
-        for change, first, last in seen.values():
+        for change in seen.values():
             names = impact.affected(change)
             if not names:
                 continue
             (echoes if impact.is_own_write(change.path) else sources).append(change.path)
+            written = _mtime(change.path)
             for name in names:
                 known = affected.get(name)
-                if known is None:
-                    affected[name] = Touch(change.path, first, last)
-                else:
-                    affected[name] = Touch(
-                        known.path, min(known.first_seen, first), max(known.last_seen, last)
-                    )
+                affected[name] = (
+                    Touch(change.path, written, written) if known is None else widen(known, written)
+                )
         return Batch(
             tuple(dict.fromkeys(invalidated)), affected, tuple(sources), tuple(echoes), reload, ground_gone
         )

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import pytest
 
 from stagewatch.coordinator import (
+    LOOP_PAUSE_S,
     SELF_TRIGGER_RUNS,
     Action,
     Cancel,
@@ -89,8 +90,9 @@ def run_to_start(coordinator: Coordinator, clock: Clock, name: str, actions: lis
     return check.job
 
 
-def touch(name: str, path: str, at: float) -> dict[str, Touch]:
-    return {name: Touch(path, at, at)}
+def touch(name: str, path: str, written_at: float) -> dict[str, Touch]:
+    """A change to `path`, a file whose mtime is `written_at` (wall clock)."""
+    return {name: Touch(path, written_at, written_at)}
 
 
 # --- start and the catch-up ---
@@ -135,7 +137,7 @@ def test_no_more_runs_than_jobs() -> None:
 def test_a_change_during_a_run_checks_the_stage_again_after_it() -> None:
     clock, coordinator = Clock(), Coordinator(chain("a"))
     job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
-    assert of(Check, coordinator.changed(touch("a", "in.txt", clock.mono + 0.5), clock.advance(1))) == []
+    assert of(Check, coordinator.changed(touch("a", "in.txt", clock.wall + 0.5), clock.advance(1))) == []
     actions = coordinator.finished("a", job, OK, clock.advance(1))
     assert [c.name for c in of(Check, actions)] == ["a"]
 
@@ -145,15 +147,15 @@ def test_a_change_to_a_ready_stage_drops_its_prepared_key() -> None:
     coordinator = Coordinator(Plan((StagePlan("a", frozenset(), frozenset()),), jobs=1))
     coordinator.slots["a"].state = SlotState.READY
     coordinator.slots["a"].job = 7
-    actions = coordinator.changed(touch("a", "x", clock.mono), clock.now())
+    actions = coordinator.changed(touch("a", "x", clock.wall), clock.now())
     assert [(c.name, c.job != 7) for c in of(Check, actions)] == [("a", True)]
 
 
 def test_restart_on_busy_cancels_exactly_the_running_job_once() -> None:
     clock, coordinator = Clock(), Coordinator(chain("a", restart=["a"]))
     job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
-    first = coordinator.changed(touch("a", "x", clock.mono), clock.advance(0.1))
-    second = coordinator.changed(touch("a", "x", clock.mono), clock.advance(0.1))
+    first = coordinator.changed(touch("a", "x", clock.wall), clock.advance(0.1))
+    second = coordinator.changed(touch("a", "x", clock.wall), clock.advance(0.1))
     assert of(Cancel, first) == [Cancel("a", job)]
     assert of(Cancel, second) == []  # one cancel per run
     actions = coordinator.finished("a", job, CANCELLED, clock.now())
@@ -164,7 +166,7 @@ def test_a_late_report_of_an_old_job_changes_nothing() -> None:
     clock, coordinator = Clock(), Coordinator(chain("a"))
     job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
     coordinator.finished("a", job, OK, clock.now())
-    coordinator.changed(touch("a", "x", clock.mono), clock.advance(5))
+    coordinator.changed(touch("a", "x", clock.wall), clock.advance(5))
     assert of(Check, coordinator.finished("a", job, FAILED, clock.now())) == []
     assert coordinator.slots["a"].state is SlotState.CHECKING
     assert coordinator.slots["a"].failures == 0
@@ -183,7 +185,7 @@ def test_a_failure_blocks_what_is_waiting_downstream_and_says_so_once() -> None:
     ]
     assert of(Idle, actions) == [Idle(fresh=0, failing=("a",), blocked=("b", "c"), looping=())]
     # Another change to a blocked stage is not worth another warning.
-    again = coordinator.changed(touch("b", "x", clock.mono), clock.advance(5))
+    again = coordinator.changed(touch("b", "x", clock.wall), clock.advance(5))
     assert said(again, "stage.blocked") == []
     assert coordinator.slots["b"].state is SlotState.BLOCKED
 
@@ -192,10 +194,10 @@ def test_a_failed_stage_is_held_until_its_key_changes() -> None:
     clock, coordinator = Clock(), Coordinator(chain("a"))
     job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
     coordinator.finished("a", job, FAILED, clock.now())
-    check = of(Check, coordinator.changed(touch("a", "x", clock.mono), clock.advance(60)))[0]
+    check = of(Check, coordinator.changed(touch("a", "x", clock.wall), clock.advance(60)))[0]
     held = coordinator.checked("a", check.job, STALE, clock.now())  # same key as the failure
     assert of(Start, held) == [] and said(held, "stage.held")
-    check = of(Check, coordinator.changed(touch("a", "x", clock.mono), clock.advance(1)))[0]
+    check = of(Check, coordinator.changed(touch("a", "x", clock.wall), clock.advance(1)))[0]
     assert of(Start, coordinator.checked("a", check.job, Verdict(True, "k2"), clock.now()))
 
 
@@ -203,7 +205,7 @@ def test_recovery_unblocks_downstream() -> None:
     clock, coordinator = Clock(), Coordinator(chain("a", "b"))
     job = run_to_start(coordinator, clock, "a", coordinator.start(clock.now()))
     coordinator.finished("a", job, FAILED, clock.now())
-    check = of(Check, coordinator.changed(touch("a", "x", clock.mono), clock.advance(1)))[0]
+    check = of(Check, coordinator.changed(touch("a", "x", clock.wall), clock.advance(1)))[0]
     run = of(Start, coordinator.checked("a", check.job, Verdict(True, "k2"), clock.now()))[0]
     actions = coordinator.finished("a", run.job, OK, clock.now())
     assert [c.name for c in of(Check, actions)] == ["b"]
@@ -311,23 +313,49 @@ def test_a_changed_running_stage_is_checked_again_after_its_run() -> None:
 # --- self-triggering ---
 
 
-def test_a_stage_retriggered_by_its_own_runs_is_held_and_said_once() -> None:
-    clock, coordinator = Clock(), Coordinator(chain("loop"))
-    actions = coordinator.start(clock.now())
-    for _ in range(SELF_TRIGGER_RUNS + 1):
-        job = run_to_start(coordinator, clock, "loop", actions)
-        # It writes what it reads: the change is seen while it runs.
-        coordinator.changed(touch("loop", "data.txt", clock.mono + 0.01), clock.advance(0.02))
-        actions = coordinator.finished("loop", job, OK, clock.advance(0.01))
+def loop_runs(coordinator: Coordinator, clock: Clock, actions: list[Action], runs: int) -> list[Action]:
+    """Runs that each write, while they run, a file the stage reads; the actions after the last."""
+    for _ in range(runs):
         if not of(Check, actions):
             break
+        job = run_to_start(coordinator, clock, "loop", actions)
+        coordinator.changed(touch("loop", "data.txt", clock.wall + 0.01), clock.advance(0.02))
+        actions = coordinator.finished("loop", job, OK, clock.advance(0.01))
+    return actions
+
+
+def test_a_stage_retriggered_by_its_own_runs_is_held_and_said_once() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("loop"))
+    actions = loop_runs(coordinator, clock, coordinator.start(clock.now()), SELF_TRIGGER_RUNS + 1)
+    # Left alone for a pause, then run once more: it changes its own input again.
+    assert coordinator.slots["loop"].state is SlotState.LOOPING
+    assert said(actions, "stage.self_triggering") == [] and of(Wake, actions) == [Wake(LOOP_PAUSE_S)]
+    actions = loop_runs(coordinator, clock, coordinator.due({}, clock.advance(LOOP_PAUSE_S)), 1)
     assert coordinator.slots["loop"].state is SlotState.LOOPING
     warnings = said(actions, "stage.self_triggering")
     assert [(w.fields["stage"], w.fields["path"]) for w in warnings] == [("loop", "data.txt")]
     assert of(Idle, actions)[0].looping == ("loop",)
-    # A change from outside (seen while it was not running) releases it.
-    actions = coordinator.changed(touch("loop", "data.txt", clock.mono + 5), clock.advance(5))
+    assert of(Check, coordinator.due({}, clock.advance(3600))) == []  # held for good
+    # A change from outside (written while it was not running) releases it.
+    actions = coordinator.changed(touch("loop", "data.txt", clock.wall), clock.advance(5))
     assert said(actions, "stage.released") and of(Check, actions)
+
+
+def test_a_person_saving_during_every_run_gets_the_last_save_built() -> None:
+    clock, coordinator = Clock(), Coordinator(chain("loop"))
+    loop_runs(coordinator, clock, coordinator.start(clock.now()), SELF_TRIGGER_RUNS + 1)
+    assert coordinator.slots["loop"].state is SlotState.LOOPING
+    # The person stopped typing: the run after the pause changes nothing, and all is quiet.
+    job = run_to_start(coordinator, clock, "loop", coordinator.due({}, clock.advance(LOOP_PAUSE_S)))
+    actions = coordinator.finished("loop", job, OK, clock.advance(0.3))
+    assert coordinator.slots["loop"].state is SlotState.IDLE
+    assert said(actions, "stage.self_triggering") == []
+    # Saves during runs again, later: another pause and another run, never a hold at once.
+    clock.advance(60)
+    actions = loop_runs(
+        coordinator, clock, coordinator.changed(touch("loop", "x", clock.wall), clock.now()), 2
+    )
+    assert said(actions, "stage.self_triggering") == []
 
 
 def test_changes_seen_between_runs_never_count_as_self_caused() -> None:
@@ -336,7 +364,7 @@ def test_changes_seen_between_runs_never_count_as_self_caused() -> None:
     for _ in range(SELF_TRIGGER_RUNS * 2):
         job = run_to_start(coordinator, clock, "a", actions)
         coordinator.finished("a", job, OK, clock.advance(0.1))
-        actions = coordinator.changed(touch("a", "page.md", clock.mono + 0.01), clock.advance(0.02))
+        actions = coordinator.changed(touch("a", "page.md", clock.wall + 0.01), clock.advance(0.02))
     assert coordinator.slots["a"].state is SlotState.CHECKING
 
 

@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -239,7 +241,8 @@ outputs = ["out.txt"]
     with RunningDaemon(site) as daemon:
         daemon.wait_event("watch.idle")
         if how == "deleted":
-            shutil.rmtree(site.root)
+            # The daemon may still write a file in there while it goes: rm -rf again, as a person would.
+            wait_until(lambda: shutil.rmtree(site.root, ignore_errors=True) or not site.root.exists())
         else:
             site.root.rename(tmp_path / "elsewhere")
         gone = daemon.wait_event("watch.output_dir_gone")
@@ -294,3 +297,38 @@ def test_sigterm_during_a_long_check_stops_at_once(big_input: Project) -> None:
         assert time.monotonic() - began < 10
     state = json.loads((big_input.root / "_build/.cache/state.json").read_text())
     assert state["pid"] is None
+
+
+def test_accept_of_a_stage_running_in_the_daemon_is_refused(slow: Project) -> None:  # noqa: F811
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        hold_slow_stage(daemon, slow, mark)
+        proc = slow.cli("accept", "slow")
+        assert proc.returncode == 1
+        assert proc.stderr.strip() == (
+            f"slow: not accepted: it is running now (stagewatch watch, pid {daemon.proc.pid});"
+            " accept it once the run has ended"
+        )
+        assert "key=" not in slow.entry("slow").read_text()
+        (slow.root / "go").write_text("")
+        daemon.wait_event("stage.succeeded", mark, stage="slow")
+        assert daemon.stop() == 0
+
+
+def test_accept_of_a_stage_running_in_a_build_is_refused(slow: Project) -> None:  # noqa: F811
+    slow.write("in/slow.txt", "wait")
+    build = subprocess.Popen(
+        [sys.executable, "-m", "stagewatch", "--config", str(slow.root / "stagewatch.toml"), "build", "slow"],
+        cwd=slow.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: bool(starts(slow)))
+        proc = slow.cli("accept", "slow")
+        assert proc.returncode == 1
+        assert f"it is running now (stagewatch build, pid {build.pid})" in proc.stderr
+        (slow.root / "go").write_text("")
+        assert build.wait(timeout=30) == 0
+    finally:
+        build.kill()
+        build.wait()
+    assert slow.cli("accept", "slow").returncode == 0  # once it has ended
