@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import enum
 import heapq
 import time
 from collections.abc import Iterable
@@ -19,23 +18,16 @@ from stagewatch.freshness import Decision, UpstreamRuns
 from stagewatch.graph import Graph
 from stagewatch.pipeline import Pipeline
 from stagewatch.runner import StageRunner
-from stagewatch.stage import RunResult
+from stagewatch.stage import RunResult, StageState
 from stagewatch.state import StateRecorder
 
 log = structlog.get_logger(__name__)
 
 
-class Outcome(enum.Enum):
-    FRESH = "fresh"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    BLOCKED = "blocked"
-
-
 @dataclass(frozen=True, slots=True)
 class StageReport:
     name: str
-    outcome: Outcome
+    outcome: StageState
     decision: Decision | None = None
     result: RunResult | None = None
     blocked_by: str | None = None
@@ -46,12 +38,12 @@ class BuildReport:
     stages: tuple[StageReport, ...]
     duration_s: float
 
-    def count(self, outcome: Outcome) -> int:
+    def count(self, outcome: StageState) -> int:
         return sum(1 for report in self.stages if report.outcome is outcome)
 
     @property
     def ok(self) -> bool:
-        return self.count(Outcome.FAILED) == 0 and self.count(Outcome.BLOCKED) == 0
+        return self.count(StageState.FAILED) == 0 and self.count(StageState.BLOCKED) == 0
 
 
 def data_upstream(graph: Graph, name: str) -> set[str]:
@@ -155,7 +147,7 @@ class BuildRound:
                     for future in done:
                         prepared = running.pop(future)
                         result = future.result()
-                        verdict = Outcome.SUCCEEDED if result.ok else Outcome.FAILED
+                        verdict = StageState.SUCCEEDED if result.ok else StageState.FAILED
                         finish(StageReport(prepared.stage.name, verdict, prepared.decision, result))
             except BaseException:
                 # Ctrl-C or SIGTERM: stop the stages' process groups; no entry is written for them.
@@ -166,10 +158,10 @@ class BuildRound:
         )
         log.info(
             "build.finished",
-            ran=report.count(Outcome.SUCCEEDED) + report.count(Outcome.FAILED),
-            fresh=report.count(Outcome.FRESH),
-            failed=report.count(Outcome.FAILED),
-            blocked=report.count(Outcome.BLOCKED),
+            ran=report.count(StageState.SUCCEEDED) + report.count(StageState.FAILED),
+            fresh=report.count(StageState.FRESH),
+            failed=report.count(StageState.FAILED),
+            blocked=report.count(StageState.BLOCKED),
             duration_s=round(report.duration_s, 3),
         )
         return report
@@ -179,12 +171,12 @@ class BuildRound:
     ) -> StageReport | Prepared:
         """A report for a stage that is blocked or fresh; what to run for one that is stale."""
         for upstream in sorted(self.graph.upstream[name] & chosen):
-            if reports[upstream].outcome in (Outcome.FAILED, Outcome.BLOCKED):
+            if reports[upstream].outcome in (StageState.FAILED, StageState.BLOCKED):
                 blocker = reports[upstream].blocked_by or upstream
                 log.warning("stage.blocked", stage=name, by=blocker)
-                return StageReport(name, Outcome.BLOCKED, blocked_by=blocker)
+                return StageReport(name, StageState.BLOCKED, blocked_by=blocker)
         prepared = self.attempts.prepare(self.pipeline.stage(name), force=force)
         if not prepared.decision.run:
             log.debug("stage.skipped", stage=name)
-            return StageReport(name, Outcome.FRESH, prepared.decision)
+            return StageReport(name, StageState.FRESH, prepared.decision)
         return prepared

@@ -31,7 +31,8 @@ from stagewatch.paths import PathKind, absolute, classify, is_within, posix
 from stagewatch.pipeline import Pipeline
 from stagewatch.regular import kind_of
 from stagewatch.runner import StageRunner
-from stagewatch.state import Attempt, Result, StateRecorder, read_state, running_stages
+from stagewatch.stage import StageState
+from stagewatch.state import Attempt, StateRecorder, read_state, running_stages
 
 log = structlog.get_logger(__name__)
 
@@ -252,15 +253,15 @@ def _ago(iso: str | None, now: datetime) -> str:
 
 def _stage_status(
     decision: Decision, entry: Entry | CorruptEntry | None, attempt: Attempt | None, locked: bool
-) -> tuple[str, list[str]]:
+) -> tuple[StageState, list[str]]:
     reasons = [str(reason) for reason in decision.reasons]
-    if attempt is not None and attempt.result is Result.RUNNING and locked:
-        return "running", reasons
-    if attempt is not None and attempt.result is Result.FAILED and decision.run:
-        return "failed", [f"last run failed: {attempt.error}", *reasons]
+    if attempt is not None and attempt.result is StageState.RUNNING and locked:
+        return StageState.RUNNING, reasons
+    if attempt is not None and attempt.result is StageState.FAILED and decision.run:
+        return StageState.FAILED, [f"last run failed: {attempt.error}", *reasons]
     if entry is None and decision.run:
-        return "never run", reasons
-    return ("stale" if decision.run else "fresh"), reasons
+        return StageState.NEVER_RUN, reasons
+    return (StageState.STALE if decision.run else StageState.FRESH), reasons
 
 
 def cmd_status(
@@ -282,7 +283,7 @@ def cmd_status(
             ttl_left = decision.ttl_left_s
             rows.append({
                 "name": name,
-                "state": state_name,
+                "state": state_name.value,
                 "reasons": reasons,
                 "last_success": entry.finished if isinstance(entry, Entry) else None,
                 "ttl_left_s": None if ttl_left is None else max(0.0, round(ttl_left, 1)),

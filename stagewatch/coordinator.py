@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stagewatch.scheduler import backoff_s, hold_back, ttl_due_at
+from stagewatch.stage import StageState
 
 # A stage whose runs keep being retriggered by files written while it ran is writing something
 # it reads: after this many such runs in a row it is held (DESIGN §5).
@@ -100,17 +101,11 @@ class Verdict:
     error: str | None = None  # the check itself failed (counts as a failed attempt)
 
 
-class Outcome(enum.Enum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
 @dataclass(frozen=True, slots=True)
 class Finished:
     """How a run ended, and the entry's mtime after it (for the stage's ttl)."""
 
-    outcome: Outcome
+    outcome: StageState  # SUCCEEDED, FAILED or CANCELLED
     key: str | None = None
     entry_mtime: float | None = None
 
@@ -345,13 +340,13 @@ class Coordinator:
         if self.stopping:
             slot.state = SlotState.IDLE
             return actions + self._dispatch(now)
-        if result.outcome is Outcome.SUCCEEDED:
+        if result.outcome is StageState.SUCCEEDED:
             slot.state = SlotState.IDLE
             slot.entry_mtime = result.entry_mtime
             self._recovered(name, actions)
             for downstream in self.stages[name].downstream:
                 self._touch_quietly(downstream)
-        elif result.outcome is Outcome.CANCELLED:
+        elif result.outcome is StageState.CANCELLED:
             # Restarted, or stopped by a reload: the key decides again. A run cut short says
             # nothing of what its own writes do.
             slot.trigger = Trigger.NONE

@@ -35,7 +35,6 @@ from stagewatch.coordinator import (
     Finished,
     Idle,
     Now,
-    Outcome,
     Plan,
     Say,
     Start,
@@ -54,7 +53,7 @@ from stagewatch.paths import is_within, label
 from stagewatch.pipeline import Pipeline
 from stagewatch.runner import GRACE_S, StageRunner
 from stagewatch.scheduler import Burst, start_burst
-from stagewatch.stage import Change, OnBusy, RunResult
+from stagewatch.stage import Change, OnBusy, RunResult, attempt_result
 from stagewatch.state import StateRecorder
 from stagewatch.systemd import Notifier
 from stagewatch.watcher import Watcher, plan_watches
@@ -333,10 +332,8 @@ class Daemon:
         with self.run_jobs_lock:
             if self.run_jobs.get(name) == job:
                 del self.run_jobs[name]
-        if result.ok:
-            finished = Finished(Outcome.SUCCEEDED, key, self._entry_mtime(name))
-        else:
-            finished = Finished(Outcome.CANCELLED if result.cancelled else Outcome.FAILED, key)
+        outcome = attempt_result(result)
+        finished = Finished(outcome, key, self._entry_mtime(name) if result.ok else None)
         self._perform(self.coordinator.finished(name, job, finished, self._now()))
 
     def _cancel(self, action: Cancel) -> None:

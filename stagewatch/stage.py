@@ -15,6 +15,32 @@ STAGE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
+class StageState(enum.Enum):
+    """Where a stage stands, in the one vocabulary of `status`, state.json, build reports and logs."""
+
+    FRESH = "fresh"  # its entry vouches for its outputs
+    STALE = "stale"  # something it reads has changed since its last success
+    NEVER_RUN = "never run"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # stopped by stagewatch (a stop, a restart, a reload)
+    BLOCKED = "blocked"  # a stage upstream of it failed
+    LOOPING = "looping"  # held: its runs keep changing what it reads
+
+
+ATTEMPT_RESULTS = (StageState.RUNNING, StageState.SUCCEEDED, StageState.FAILED, StageState.CANCELLED)
+"""How one attempt stands: what state.json records."""
+
+
+def attempt_result(result: RunResult) -> StageState:
+    return (
+        StageState.SUCCEEDED
+        if result.ok
+        else (StageState.CANCELLED if result.cancelled else StageState.FAILED)
+    )
+
+
 class OnBusy(enum.Enum):
     """What a change to a running stage's inputs does."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import threading
@@ -15,7 +14,7 @@ import structlog
 
 from stagewatch.layout import CacheLayout, write_atomic
 from stagewatch.regular import read_regular
-from stagewatch.stage import RunResult
+from stagewatch.stage import ATTEMPT_RESULTS, RunResult, StageState, attempt_result
 
 log = structlog.get_logger(__name__)
 
@@ -23,20 +22,11 @@ log = structlog.get_logger(__name__)
 MAX_STATE_BYTES = 64 * 1024 * 1024
 
 
-class Result(enum.Enum):
-    """How a stage's attempt stands."""
-
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One run of a stage, as status shows it."""
 
-    result: Result
+    result: StageState
     started: str
     finished: str | None = None
     duration_s: float | None = None
@@ -61,7 +51,7 @@ def _attempt(record: object) -> Attempt:
     """One recorded attempt, checked field by field; ValueError says what is wrong with it."""
     if not isinstance(record, dict):
         raise ValueError(f"not a table but {type(record).__name__}")
-    results = [result.value for result in Result]
+    results = [result.value for result in ATTEMPT_RESULTS]
     if record.get("result") not in results:
         raise ValueError(f'"result" is {record.get("result")!r}, not one of {", ".join(results)}')
     for key, kinds in _FIELD_TYPES.items():
@@ -75,7 +65,7 @@ def _attempt(record: object) -> Attempt:
         raise ValueError('"tail" is not a list of lines')
     # Keys this version does not know are left out: a newer stagewatch may have written them.
     known = {key: record[key] for key in _FIELD_TYPES if record.get(key) is not None}
-    return Attempt(**{**known, "result": Result(record["result"]), "tail": tuple(tail)})
+    return Attempt(**{**known, "result": StageState(record["result"]), "tail": tuple(tail)})
 
 
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -141,7 +131,9 @@ def read_state(output_dir: Path) -> PipelineState:
 def running_stages(output_dir: Path) -> set[str]:
     """Stages whose last attempt is recorded as running (meaningful while the lock is held)."""
     return {
-        name for name, attempt in read_state(output_dir).stages.items() if attempt.result is Result.RUNNING
+        name
+        for name, attempt in read_state(output_dir).stages.items()
+        if attempt.result is StageState.RUNNING
     }
 
 
@@ -171,9 +163,9 @@ class StateRecorder:
         self.state = read_state(output_dir)
         self.state.pid, self.state.mode = os.getpid(), mode
         for name, attempt in list(self.state.stages.items()):
-            if attempt.result is Result.RUNNING:  # its owner is gone: that run never finished
+            if attempt.result is StageState.RUNNING:  # its owner is gone: that run never finished
                 self.state.stages[name] = Attempt(
-                    Result.CANCELLED, attempt.started, error="stagewatch stopped"
+                    StageState.CANCELLED, attempt.started, error="stagewatch stopped"
                 )
 
     def _save(self) -> None:
@@ -186,14 +178,14 @@ class StateRecorder:
 
     def started(self, name: str) -> None:
         with self._lock:
-            self.state.stages[name] = Attempt(Result.RUNNING, _now_iso())
+            self.state.stages[name] = Attempt(StageState.RUNNING, _now_iso())
             self._save()
 
     def finished(self, name: str, result: RunResult) -> None:
         with self._lock:
             previous = self.state.stages.get(name)
             attempt = Attempt(
-                Result.SUCCEEDED if result.ok else (Result.CANCELLED if result.cancelled else Result.FAILED),
+                attempt_result(result),
                 previous.started if previous else _now_iso(),
                 _now_iso(),
                 round(result.duration_s, 3),
@@ -202,7 +194,7 @@ class StateRecorder:
                 () if result.ok else result.output_tail,
             )
             self.state.stages[name] = attempt
-            if attempt.result is Result.FAILED:
+            if attempt.result is StageState.FAILED:
                 self.state.failures[name] = attempt
             self._save()
 
@@ -219,8 +211,8 @@ class StateRecorder:
         with self._lock:
             self.state.pid = None
             for name, attempt in list(self.state.stages.items()):
-                if attempt.result is Result.RUNNING:
+                if attempt.result is StageState.RUNNING:
                     self.state.stages[name] = Attempt(
-                        Result.CANCELLED, attempt.started, error="stagewatch stopped"
+                        StageState.CANCELLED, attempt.started, error="stagewatch stopped"
                     )
             self._save()

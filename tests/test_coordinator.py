@@ -17,7 +17,6 @@ from stagewatch.coordinator import (
     Finished,
     Idle,
     Now,
-    Outcome,
     Plan,
     Say,
     SlotState,
@@ -27,12 +26,13 @@ from stagewatch.coordinator import (
     Verdict,
     Wake,
 )
+from stagewatch.stage import StageState
 
 pytestmark = pytest.mark.timeout(10)
 
-OK = Finished(Outcome.SUCCEEDED, "k", entry_mtime=1000.0)
-FAILED = Finished(Outcome.FAILED, "k")
-CANCELLED = Finished(Outcome.CANCELLED, "k")
+OK = Finished(StageState.SUCCEEDED, "k", entry_mtime=1000.0)
+FAILED = Finished(StageState.FAILED, "k")
+CANCELLED = Finished(StageState.CANCELLED, "k")
 STALE = Verdict(run=True, key="k")
 FRESH = Verdict(run=False, key="k", entry_mtime=1000.0)
 

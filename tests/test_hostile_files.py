@@ -18,7 +18,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from stagewatch.cli import _ago
-from stagewatch.state import Attempt, PipelineState, Result, read_state, write_state
+from stagewatch.stage import StageState
+from stagewatch.state import Attempt, PipelineState, read_state, write_state
 from tests.conftest import Project
 
 pytestmark = pytest.mark.timeout(60)
@@ -299,7 +300,7 @@ def test_a_malformed_record_is_left_out_with_one_warning(tmp_path: Path, record:
     with capture_logs() as logs:
         state = read_state(tmp_path)
     assert list(state.stages) == ["good"]
-    assert state.stages["good"] == Attempt(Result.SUCCEEDED, "t", "u", 1)
+    assert state.stages["good"] == Attempt(StageState.SUCCEEDED, "t", "u", 1)
     assert (state.failures, state.pid) == ({}, None)
     assert [log["event"] for log in logs] == ["state.unreadable"]
     assert 'stages "bad"' in logs[0]["problem"] and 'failures "bad"' in logs[0]["problem"]
@@ -312,7 +313,7 @@ def write_state_text(output_dir: Path, text: str) -> None:
 
 
 def test_a_good_state_file_reads_back_without_a_warning(tmp_path: Path) -> None:
-    attempt = Attempt(Result.FAILED, "s", "f", 1.5, 3, "exit 3", ("a", "b"))
+    attempt = Attempt(StageState.FAILED, "s", "f", 1.5, 3, "exit 3", ("a", "b"))
     write_state(tmp_path, PipelineState(7, "watch", {"x": attempt}, {"x": attempt}))
     with capture_logs() as logs:
         assert read_state(tmp_path) == PipelineState(7, "watch", {"x": attempt}, {"x": attempt})
