@@ -1,8 +1,9 @@
-"""The pipeline's one-writer lock: an flock on _build/.cache/.lock holding the owner's pid."""
+"""The pipeline's one-writer lock: an flock on the output folder, its owner named in _build/.cache/.lock."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import time
@@ -10,6 +11,10 @@ from pathlib import Path
 
 from stagewatch.errors import LockHeldError
 from stagewatch.layout import CacheLayout
+
+# Filesystems where a folder cannot be flocked (NFS emulates flock with POSIX locks, which
+# want a file open for writing): there the record file itself is locked, as it used to be.
+_NO_FOLDER_LOCK = frozenset({errno.EBADF, errno.EINVAL, errno.ENOLCK, errno.EOPNOTSUPP})
 
 
 def _flock_briefly(fd: int, kind: int, patience_s: float = 0.3) -> None:
@@ -26,48 +31,125 @@ def _flock_briefly(fd: int, kind: int, patience_s: float = 0.3) -> None:
             time.sleep(0.01)
 
 
-def _read_owner(handle: int) -> tuple[int | None, str]:
+def _read_record(path: Path) -> tuple[int | None, str]:
+    """(pid, role) from the owner's record; (None, "") when it is missing, empty or unreadable."""
     try:
-        text = os.pread(handle, 256, 0).decode("utf-8", errors="replace").split()
+        text = path.read_bytes()[:256].decode("utf-8", errors="replace").split()
     except OSError:
         return None, ""
     pid = int(text[0]) if text and text[0].isdigit() else None
     return pid, text[1] if len(text) > 1 else ""
 
 
+def _holder_pid(folder_fd: int) -> int | None:
+    """Who holds a write flock on this folder, from the kernel's table of locks (Linux): what
+    names the owner when its record went away with a deleted _build/."""
+    try:
+        st = os.fstat(folder_fd)
+        with open("/proc/locks", encoding="ascii", errors="replace") as table:
+            lines = table.read().splitlines()
+    except OSError:
+        return None
+    # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:260072 0 EOF" (device in hex major:minor)
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        fields = line.split()
+        if "->" in fields:  # a waiter, not a holder
+            continue
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[3] == "WRITE" and fields[5] == where:
+            return int(fields[4]) if fields[4].isdigit() else None
+    return None
+
+
+def _open_folder(output_dir: Path) -> int:
+    return os.open(output_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
 class PipelineLock:
-    """Held by `watch` and `build` for their whole life; released on close or process exit."""
+    """Held by `watch` and `build` for their whole life; released on close or process exit.
+
+    The flock is on the output folder, which a clean step (`rm -rf _build`) cannot remove, so a
+    second daemon or a build is refused even then. `_build/.cache/.lock` only says who holds it
+    (for `status` and the refusal); the holder writes it again when it finds it gone.
+    """
 
     def __init__(self, output_dir: Path) -> None:
-        self.path = CacheLayout(output_dir).lock
+        layout = CacheLayout(output_dir)
+        self.output_dir = layout.output_dir
+        self.path = layout.lock
         self._fd: int | None = None
+        self._record = ""
 
     def acquire(self, role: str) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)  # an output_dir made by the first build
+        fd = _open_folder(self.output_dir)
+        try:
+            _flock_briefly(fd, fcntl.LOCK_EX)
+        except BlockingIOError:
+            holder = _holder_pid(fd)
+            os.close(fd)
+            raise self._held(holder) from None
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in _NO_FOLDER_LOCK:
+                raise
+            fd = self._lock_record_instead()
+        self._fd = fd
+        self._record = f"{os.getpid()} {role}\n"
+        try:
+            self._write_record()
+        except BaseException:
+            self.release()
+            raise
+
+    def _lock_record_instead(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             _flock_briefly(fd, fcntl.LOCK_EX)
         except BlockingIOError:
-            pid, owner_role = _read_owner(fd)
             os.close(fd)
-            who = f"pid {pid}" if pid is not None else "unknown pid"
-            if owner_role == "watch":
-                advice = 'it keeps the pipeline fresh; use "stagewatch invalidate STAGE" to force a rerun'
-            else:
-                advice = "wait for it to finish"
-            raise LockHeldError(
-                f"stagewatch {owner_role or '(another)'} ({who}) is already running on this pipeline"
-                f" (lock {self.path}); {advice}",
-                pid,
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {role}\n".encode(), 0)
-        self._fd = fd
+            raise self._held(None) from None
+        return fd
+
+    def _held(self, holder: int | None) -> LockHeldError:
+        pid, role = _read_record(self.path)
+        if pid is None:
+            pid, role = holder, ""
+        who = f"pid {pid}" if pid is not None else "unknown pid"
+        if role == "watch":
+            advice = 'it keeps the pipeline fresh; use "stagewatch invalidate STAGE" to force a rerun'
+        elif role:
+            advice = "wait for it to finish"
+        else:
+            advice = 'wait for it to finish (a daemon never does: use "stagewatch invalidate STAGE")'
+        name = f"stagewatch {role}" if role else "another stagewatch"
+        return LockHeldError(
+            f"{name} ({who}) is already running on this pipeline ({self.output_dir}); {advice}", pid
+        )
+
+    def _write_record(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, self._record.encode(), 0)
+        finally:
+            os.close(fd)
+
+    def refresh(self) -> None:
+        """Write the owner's record again if a clean step removed it; one stat when it is there."""
+        if self._fd is None or self.path.exists():
+            return
+        with contextlib.suppress(OSError):  # a cache folder that cannot be made is said elsewhere
+            self._write_record()
 
     def release(self) -> None:
         if self._fd is not None:
+            # Emptied, not removed: an empty record means nobody, and the file stays for the next owner.
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
+                if _read_record(self.path)[0] == os.getpid():
+                    os.truncate(self.path, 0)
             os.close(self._fd)
             self._fd = None
 
@@ -79,8 +161,32 @@ class PipelineLock:
 
 
 def lock_owner(output_dir: Path) -> tuple[int, str] | None:
-    """(pid, role) of the stagewatch holding the lock, or None when nobody does."""
-    path = CacheLayout(output_dir).lock
+    """(pid, role) of the stagewatch holding the lock, or None when nobody does (pid 0: unknown)."""
+    layout = CacheLayout(output_dir)
+    try:
+        fd = _open_folder(layout.output_dir)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, role = _read_record(layout.lock)
+            if pid is None:
+                pid, role = _holder_pid(fd), ""
+            return (pid if pid is not None else 0), role
+        except OSError as exc:
+            if exc.errno not in _NO_FOLDER_LOCK:
+                raise
+            return _record_lock_owner(layout.lock)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _record_lock_owner(path: Path) -> tuple[int, str] | None:
+    """lock_owner where folders cannot be flocked: the record file is the lock."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -89,7 +195,7 @@ def lock_owner(output_dir: Path) -> tuple[int, str] | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid, role = _read_owner(fd)
+            pid, role = _read_record(path)
             return (pid if pid is not None else 0), role
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
