@@ -1,10 +1,14 @@
-"""structlog set-up, done once: a readable console story on a terminal, JSON lines elsewhere."""
+"""structlog set-up, done once: a readable console story on a terminal, JSON lines elsewhere;
+a log stream that goes away never raises into the program."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping, MutableMapping
+import sys
+import threading
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -160,8 +164,114 @@ class StoryRenderer:
         return None
 
 
-def configure_logging(fmt: Resolved, verbosity: int, stream: TextIO) -> None:
-    """Configure structlog for this process; verbosity -1 quiet, 0 normal, 1 debug."""
+OnBroken = Callable[[str], object]
+"""Told once, with the reason ("Broken pipe"), that the log's stream has gone; any thread may call it."""
+
+
+class GuardedStream:
+    """The log's stream, made safe to lose: a write or flush that fails (EPIPE from a closed
+    pipe, EIO from a hung-up terminal, ENOSPC behind a redirect, a closed file) marks it
+    broken and tells whoever asked, once; later writes go nowhere. A program whose output
+    has gone must stop by itself (as `yes | head` does), never die half-way in a log call.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.broken: str | None = None
+        self._callbacks: list[OnBroken] = []
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        if self.broken is None:
+            try:
+                return self.stream.write(text)
+            except (OSError, ValueError) as exc:
+                self._break(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.broken is None:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError) as exc:
+                self._break(exc)
+
+    def isatty(self) -> bool:
+        try:
+            return self.stream.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    def on_broken(self, callback: OnBroken) -> Callable[[], None]:
+        """Call callback once when the stream breaks (now, if it already has); returns an undo."""
+        with self._lock:
+            if self.broken is None:
+                self._callbacks.append(callback)
+                return lambda: self._forget(callback)
+            reason = self.broken
+        _call(callback, reason)
+        return lambda: None
+
+    def _forget(self, callback: OnBroken) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
+
+    def _break(self, exc: OSError | ValueError) -> None:
+        with self._lock:
+            if self.broken is not None:
+                return
+            self.broken = (exc.strerror if isinstance(exc, OSError) else None) or "closed"
+            callbacks, self._callbacks = self._callbacks, []
+        _silence(self.stream)
+        for callback in callbacks:
+            _call(callback, self.broken)
+
+
+def _call(callback: OnBroken, reason: str) -> None:
+    # A callback's own trouble (a loop already closed, say) must not bring back what the guard prevents.
+    with contextlib.suppress(Exception):
+        callback(reason)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point the stream's file descriptor at /dev/null: what is still buffered, and Python's own
+    flush at exit, then succeed (a failing flush at exit turns the exit status into 120)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.dup2(null, fd, inheritable=fd <= 2)
+        finally:
+            os.close(null)
+
+
+_guarded: GuardedStream | None = None
+
+
+def output_gone() -> str | None:
+    """Why the log's stream went away ("Broken pipe"), or None while it works."""
+    return _guarded.broken if _guarded is not None else None
+
+
+def on_output_gone(callback: OnBroken) -> Callable[[], None]:
+    """Register with the stream configure_logging guards (no-op before it); returns an undo."""
+    return _guarded.on_broken(callback) if _guarded is not None else (lambda: None)
+
+
+def say_on_stderr(line: str) -> None:
+    """One line for a person on stderr, if stderr still works; never raises."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        _silence(sys.stderr)
+
+
+def configure_logging(fmt: Resolved, verbosity: int, stream: TextIO) -> GuardedStream:
+    """Configure structlog for this process; verbosity -1 quiet, 0 normal, 1 debug.
+
+    Returns the guard around `stream` that every log line goes through.
+    """
+    global _guarded
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     if fmt == "json":
         processors: list[Any] = [
@@ -176,12 +286,14 @@ def configure_logging(fmt: Resolved, verbosity: int, stream: TextIO) -> None:
             structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
             StoryRenderer(colors=_supports_color(stream)),
         ]
+    _guarded = GuardedStream(stream)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=_guarded),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
+    return _guarded
 
 
 def _supports_color(stream: TextIO) -> bool:
