@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import posixpath
+import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from stagewatch.graph import ReadIndex
+from stagewatch.hashing import RACY_WINDOW_NS
 from stagewatch.layout import stage_of_entry
 from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, glob_base, is_within, split
 from stagewatch.pipeline import Pipeline
@@ -16,8 +19,14 @@ from stagewatch.stage import Change
 class ImpactMap:
     """For one pipeline: the folders that matter, and the stages each change makes candidates."""
 
-    def __init__(self, pipeline: Pipeline, code_files: Mapping[str, Iterable[str]]) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        code_files: Mapping[str, Iterable[str]],
+        folder_links: FolderLinks | None = None,
+    ) -> None:
         self.pipeline = pipeline
+        self.folder_links = folder_links if folder_links is not None else FOLDER_LINKS
         self.root = pipeline.output_dir.as_posix()
         self.rules = IgnoreRules(self.root, pipeline.ignore)
         self.index = ReadIndex(pipeline.stages, self.root)
@@ -35,7 +44,11 @@ class ImpactMap:
         ]
 
     def wanted_watches(self) -> dict[str, bool]:
-        """Folder -> recursive: what holds inputs, globs' bases, code, outputs, the config and the cache."""
+        """Folder -> recursive: what holds inputs, globs' bases, code, outputs, the config and the cache.
+
+        Symlinked folders inside input folders and globs' bases are wanted by themselves, named
+        through the link as keys name their files: a recursive inotify watch does not follow them.
+        """
         wanted: dict[str, bool] = {}
 
         def want(folder: str, recursive: bool) -> None:
@@ -53,6 +66,10 @@ class ImpactMap:
                     want(path, True)
                 else:
                     want(posixpath.dirname(path), False)
+        for root in [folder for folder, recursive in wanted.items() if recursive]:
+            for link in self.folder_links.below(root, self.rules):
+                want(link, True)
+        self.folder_links.sweep()
         for path in self.code:
             want(posixpath.dirname(path), False)
         for stage in self.pipeline.stages:
@@ -113,3 +130,104 @@ class ImpactMap:
                 if is_within(output, change.path) or is_within(change.path, output)
             }
         return names
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """What a walk needs of one folder, and the folder as it was when read."""
+
+    identity: tuple[int, int, int]  # st_dev, st_ino, st_mtime_ns
+    folders: tuple[str, ...]
+    links: tuple[str, ...]
+
+
+class FolderLinks:
+    """Finds the symlinked folders below folders, reading again only the folders that changed.
+
+    A folder's listing (its subfolders, its symlinks) is kept with the folder's identity and
+    mtime: a link made, removed or swapped changes its folder's mtime, so a walk over an
+    unchanged tree costs one stat per folder, not a read. A listing read less than
+    RACY_WINDOW_NS after the folder changed is read again next time (a change within the
+    same timestamp tick would not show).
+    """
+
+    def __init__(self) -> None:
+        self._listings: dict[str, _Listing] = {}
+        self._visited: set[str] = set()
+
+    def below(self, root: str, rules: IgnoreRules) -> list[str]:
+        """The symlinked folders below root, named through their links, that a watch of root misses.
+
+        A link whose target lies inside root, or inside a target already found, adds nothing
+        (and a link loop ends there); links inside a link's target are found too; ignored
+        folders are not entered.
+        """
+        covered = [os.path.realpath(root)]
+        found: list[str] = []
+        stack = [root]
+        while stack:
+            current = stack.pop()
+            listing = self._listing(current)
+            if listing is None:
+                continue
+            prefix = current.rstrip("/") + "/"
+            stack.extend(
+                prefix + name
+                for name in listing.folders
+                if not rules.ignores_entry(prefix + name, True, name)
+            )
+            for name in listing.links:
+                path = prefix + name
+                # Followed now, not when listed: a link made before its target is still found.
+                if not os.path.isdir(path) or rules.ignores_entry(path, True, name):
+                    continue
+                target = os.path.realpath(path)
+                if any(is_within(target, seen) for seen in covered):
+                    continue
+                covered.append(target)
+                found.append(path)
+                stack.append(path)
+        return found
+
+    def _listing(self, folder: str) -> _Listing | None:
+        self._visited.add(folder)
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return None
+        identity = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        known = self._listings.get(folder)
+        if known is not None and known.identity == identity:
+            return known
+        read_at_ns = time.time_ns()
+        folders: list[str] = []
+        links: list[str] = []
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            folders.append(entry.name)
+                        elif entry.is_symlink():
+                            links.append(entry.name)
+                    except OSError:
+                        continue  # gone mid-read
+        except OSError:
+            self._listings.pop(folder, None)
+            return None
+        listing = _Listing(identity, tuple(folders), tuple(links))
+        if read_at_ns - st.st_mtime_ns > RACY_WINDOW_NS:
+            self._listings[folder] = listing
+        else:
+            self._listings.pop(folder, None)
+        return listing
+
+    def sweep(self) -> None:
+        """Forget the folders that no walk since the last sweep has visited (removed, or no longer wanted)."""
+        for folder in self._listings.keys() - self._visited:
+            del self._listings[folder]
+        self._visited = set()
+
+
+# One for the daemon's life: an ImpactMap is made again on every reload and code change.
+FOLDER_LINKS = FolderLinks()

@@ -33,14 +33,17 @@ TroubleSink = Callable[[str], None]
 
 
 def plan_watches(
-    wanted: Mapping[str, bool], exists: Callable[[str], bool] = os.path.isdir
+    wanted: Mapping[str, bool],
+    exists: Callable[[str], bool] = os.path.isdir,
+    is_link: Callable[[str], bool] = os.path.islink,
 ) -> dict[str, bool]:
     """Folders to watch (path -> recursive) for the folders wanted.
 
     A folder that does not exist yet is stood in for by its nearest existing parent, so its
     creation is seen. Every watched folder's parent is watched too (not recursively): a
     watch dies with its folder, and only the parent sees it come back (`rm -rf x && git
-    checkout x`). Folders inside a recursive watch need no watch of their own.
+    checkout x`). Folders inside a recursive watch need no watch of their own, unless a
+    symlink lies on the way down: inotify does not follow links.
     """
     plan: dict[str, bool] = {}
 
@@ -48,6 +51,15 @@ def plan_watches(
         while not exists(path) and path != "/":
             path, recursive = posixpath.dirname(path), False
         plan[path] = plan.get(path, False) or recursive
+
+    def covered_by(path: str, root: str) -> bool:
+        if root == path or not is_within(path, root):
+            return False
+        while path != root:
+            if is_link(path):
+                return False
+            path = posixpath.dirname(path)
+        return True
 
     for folder, recursive in wanted.items():
         add(folder, recursive)
@@ -58,24 +70,66 @@ def plan_watches(
     return {
         path: recursive
         for path, recursive in sorted(plan.items())
-        if not any(root != path and is_within(path, root) for root in recursive_roots)
+        if not any(covered_by(path, root) for root in recursive_roots)
     }
 
 
+def _watch_path(path: str) -> tuple[str, tuple[int, int] | None]:
+    """What to hand watchdog for a folder, and the folder a symlink resolved to (None: not a link).
+
+    watchdog asks inotify not to follow a final symlink, so a symlinked folder is watched as
+    "link/.": the kernel follows the link on the way to ".", and events keep the link's name,
+    the one keys use.
+    """
+    if not os.path.islink(path):
+        return path, None
+    st = os.stat(path)
+    return path + "/.", (st.st_dev, st.st_ino)
+
+
+def _target_of(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _clean(path: str) -> str:
+    """An event path below a "link/." watch, without the "/."."""
+    return posixpath.normpath(path) if "/./" in path or path.endswith("/.") else path
+
+
+def _links_to_folder(path: str) -> bool:
+    """Whether a path inotify called a file is a folder after all: a symlink to one."""
+    return os.path.isdir(path)
+
+
 class _Handler(FileSystemEventHandler):
-    def __init__(self, sink: ChangeSink) -> None:
+    def __init__(self, sink: ChangeSink, linked: Callable[[], frozenset[str]]) -> None:
         self.sink = sink
+        self.linked = linked
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         kind = event.event_type
         if kind in ("opened", "closed_no_write") or (kind == "modified" and event.is_directory):
             return  # a folder is "modified" whenever a file in it is: the file's own event says it
-        src = os.fsdecode(event.src_path)
+        src = _clean(os.fsdecode(event.src_path))
         is_dir = event.is_directory
+        # A symlinked folder made, swapped in (`ln -s v2 tmp && mv -T tmp current`) or removed is
+        # a folder change: the daemon then plans again, and the link's watch follows its target.
         if kind == "moved":
-            self.sink([Change(src, is_dir, True), Change(os.fsdecode(event.dest_path), is_dir, False)])
+            dest = _clean(os.fsdecode(event.dest_path))
+            self.sink([
+                Change(src, is_dir or src in self.linked(), True),
+                Change(dest, is_dir or _links_to_folder(dest), False),
+            ])  # fmt: skip
+        elif kind == "created":
+            self.sink([Change(src, is_dir or _links_to_folder(src), False)])
+        elif kind == "deleted":
+            self.sink([Change(src, is_dir or src in self.linked(), True)])
         else:
-            self.sink([Change(src, is_dir, kind == "deleted")])
+            self.sink([Change(src, is_dir, False)])
 
 
 class _OverflowHook(logging.Handler):
@@ -103,10 +157,12 @@ class Watcher:
     def __init__(self, on_changes: ChangeSink, on_trouble: TroubleSink, kind: WatcherKind) -> None:
         self.on_trouble = on_trouble
         self.kind = kind
-        self._handler = _Handler(on_changes)
+        self._linked: frozenset[str] = frozenset()  # replaced whole: the handler's thread reads it
+        self._handler = _Handler(on_changes, lambda: self._linked)
         self._native: BaseObserver | None = None
         self._polling: BaseObserver | None = None
-        self._watches: dict[str, tuple[BaseObserver, ObservedWatch, bool]] = {}
+        # path -> (observer, watch, recursive, the folder a symlinked path resolved to)
+        self._watches: dict[str, tuple[BaseObserver, ObservedWatch, bool, tuple[int, int] | None]] = {}
         self._failed: set[str] = set()
         self._lock = threading.Lock()
         self._hook = _OverflowHook(on_trouble)
@@ -128,17 +184,18 @@ class Watcher:
     @property
     def watched(self) -> dict[str, bool]:
         with self._lock:
-            return {path: recursive for path, (_, _, recursive) in self._watches.items()}
+            return {path: recursive for path, (_, _, recursive, _) in self._watches.items()}
 
     @property
     def polling_count(self) -> int:
         with self._lock:
-            return sum(1 for observer, _, _ in self._watches.values() if observer is self._polling)
+            return sum(1 for observer, _, _, _ in self._watches.values() if observer is self._polling)
 
     def update(
         self, plan: Mapping[str, bool], renew: tuple[str, ...] = (), retry_failed: bool = False
     ) -> None:
-        """Add and remove watches to match the plan; renew the watches at or below `renew`.
+        """Add and remove watches to match the plan; renew the watches at or below `renew`,
+        and those of symlinked folders whose link now points elsewhere.
 
         A folder whose watch failed is tried again only when asked (the periodic rescan):
         retrying on every change would turn a stale NFS handle into a busy loop.
@@ -147,8 +204,12 @@ class Watcher:
             self._failed.clear()
         with self._lock:
             current = dict(self._watches)
-        for path, (observer, watch, recursive) in current.items():
-            stale = plan.get(path) != recursive or any(is_within(path, again) for again in renew)
+        for path, (observer, watch, recursive, target) in current.items():
+            stale = (
+                plan.get(path) != recursive
+                or any(is_within(path, again) for again in renew)
+                or (target is not None and _target_of(path) != target)
+            )
             if stale:
                 self._unschedule(path, observer, watch)
         with self._lock:
@@ -161,11 +222,16 @@ class Watcher:
             observer.unschedule(watch)
         with self._lock:
             self._watches.pop(path, None)
+            self._linked = frozenset(p for p, (_, _, _, t) in self._watches.items() if t is not None)
 
     def _schedule(self, path: str, recursive: bool) -> None:
         observer = self._native if self._native is not None else self._polling_observer()
         try:
-            watch = observer.schedule(self._handler, path, recursive=recursive)
+            where, target = _watch_path(path)
+        except OSError:
+            return  # a link gone dangling since planning: its parent's watch sees it change
+        try:
+            watch = observer.schedule(self._handler, where, recursive=recursive)
         except FileNotFoundError:
             return  # gone since planning; the parent's watch sees it return
         except OSError as exc:
@@ -180,13 +246,14 @@ class Watcher:
             self.on_trouble("watch-limit")
             observer = self._polling_observer()
             try:
-                watch = observer.schedule(self._handler, path, recursive=recursive)
+                watch = observer.schedule(self._handler, where, recursive=recursive)
             except OSError as again:
                 log.error("watch.failed", path=path, error=str(again), retry="at the next rescan")
                 self._failed.add(path)
                 return
         with self._lock:
-            self._watches[path] = (observer, watch, recursive)
+            self._watches[path] = (observer, watch, recursive, target)
+            self._linked = frozenset(p for p, (_, _, _, t) in self._watches.items() if t is not None)
 
     def stop(self) -> None:
         observers = [o for o in (self._native, self._polling) if o is not None]
