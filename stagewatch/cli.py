@@ -9,7 +9,8 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, TextIO
@@ -26,13 +27,22 @@ from stagewatch.errors import StagewatchError, UsageError
 from stagewatch.freshness import CorruptEntry, Decision, Entry, shadowing
 from stagewatch.graph import Graph
 from stagewatch.lock import PipelineLock, lock_owner
-from stagewatch.log import Resolved, configure_logging, line_sink, resolve_format
+from stagewatch.log import (
+    Resolved,
+    configure_logging,
+    line_sink,
+    on_output_gone,
+    output_gone,
+    resolve_format,
+    say_on_stderr,
+)
 from stagewatch.paths import PathKind, absolute, classify, is_within, posix
 from stagewatch.pipeline import Pipeline
 from stagewatch.regular import kind_of
 from stagewatch.runner import StageRunner
 from stagewatch.stage import StageState
 from stagewatch.state import Attempt, StateRecorder, read_state, running_stages
+from stagewatch.terminal import has_controlling_terminal, sighup_stops
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +53,14 @@ _LOGS_ON_STDOUT = {"build", "watch"}
 
 
 class Stopped(Exception):
-    """SIGTERM arrived: unwind like Ctrl-C so running stages are stopped."""
+    """SIGTERM (or a terminal's hangup) arrived: unwind like Ctrl-C so running stages are stopped."""
+
+
+class OutputGone(BaseException):
+    """The log's stream went away during a build: unwind like Ctrl-C so running stages are stopped.
+
+    A BaseException, as KeyboardInterrupt is: no `except Exception` on the way may swallow it.
+    """
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,7 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log_stream: TextIO = sys.stdout if args.command in _LOGS_ON_STDOUT else sys.stderr
     fmt = resolve_format(getattr(args, "log_format", "auto"), log_stream)
-    configure_logging(fmt, _verbosity(args), log_stream)
+    output = configure_logging(fmt, _verbosity(args), log_stream)
+    if args.command in _LOGS_ON_STDOUT:
+        # Said once, as it happens; watch and build then stop by themselves, with exit status 1.
+        output.on_broken(
+            lambda reason: say_on_stderr(f"stagewatch: its output (stdout) is gone ({reason}); stopping")
+        )
     try:
         if getattr(args, "config", None) == "":
             raise UsageError("--config: the path is empty")
@@ -141,14 +163,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler: Command = _COMMANDS[args.command]
         return handler(args, pipeline, graph, fmt, log_stream)
     except StagewatchError as exc:
-        print(f"stagewatch: {exc}" if exc.exit_code != 2 or not _has_file_prefix(exc) else str(exc),
-              file=sys.stderr)  # fmt: skip
+        say_on_stderr(f"stagewatch: {exc}" if exc.exit_code != 2 or not _has_file_prefix(exc) else str(exc))
         return exc.exit_code
+    except OutputGone:
+        return 1  # already said, when it happened
     except KeyboardInterrupt:
-        print("stagewatch: interrupted", file=sys.stderr)
+        say_on_stderr("stagewatch: interrupted")
         return 1
-    except Stopped:
-        print("stagewatch: stopped by SIGTERM", file=sys.stderr)
+    except Stopped as exc:
+        say_on_stderr(f"stagewatch: stopped by {exc.args[0] if exc.args else 'SIGTERM'}")
         return 1
     except BrokenPipeError:
         # The reader went away (`stagewatch graph | head -1`): stop quietly, as pip does.
@@ -157,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"stagewatch: error{where}: {exc.strerror or exc}", file=sys.stderr)
+        say_on_stderr(f"stagewatch: error{where}: {exc.strerror or exc}")
         return 1
 
 
@@ -178,22 +201,29 @@ def _stage_names(pipeline: Pipeline, names: Sequence[str]) -> list[str]:
     return list(names)
 
 
-def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    raise Stopped()
-
-
 def cmd_watch(
     args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
 ) -> int:
     from stagewatch.daemon import Daemon  # watchdog and asyncio load only for the daemon
     from stagewatch.systemd import Notifier
 
+    attached = has_controlling_terminal()
     with PipelineLock(pipeline.output_dir) as lock:
         lock.acquire("watch")
         daemon = Daemon(
-            pipeline, fmt, stream, jobs=args.jobs, notifier=Notifier(), quiet=_verbosity(args) < 0
+            pipeline,
+            fmt,
+            stream,
+            jobs=args.jobs,
+            notifier=Notifier(),
+            quiet=_verbosity(args) < 0,
+            lock=lock,
         )
-        return daemon.run()
+        code = daemon.run()
+    # Output lost with the terminal is the terminal's hangup, a clean stop; lost by itself
+    # (a closed pipe, a full disk) the daemon stopped for want of it: a failure.
+    hung_up = attached and not has_controlling_terminal()
+    return 1 if output_gone() is not None and not hung_up else code
 
 
 def cmd_build(
@@ -209,20 +239,49 @@ def cmd_build(
             return 0
         with PipelineLock(pipeline.output_dir) as lock:
             lock.acquire("build")
-            previous = signal.signal(signal.SIGTERM, _on_sigterm)
-            state = StateRecorder(pipeline.output_dir, "build")
-            try:
-                sink = line_sink(fmt, stream, quiet=_verbosity(args) < 0)
-                runner = StageRunner(pipeline.output_dir, on_line=sink)
-                report = BuildRound(pipeline, graph, workspace, runner, state).run(
-                    selected, forced=forced, jobs=args.jobs
-                )
-            finally:
-                state.close()
-                signal.signal(signal.SIGTERM, previous)
+            with _stopped_by_signals_and_lost_output():
+                state = StateRecorder(pipeline.output_dir, "build")
+                try:
+                    sink = line_sink(fmt, stream, quiet=_verbosity(args) < 0)
+                    runner = StageRunner(pipeline.output_dir, on_line=sink)
+                    report = BuildRound(pipeline, graph, workspace, runner, state).run(
+                        selected, forced=forced, jobs=args.jobs
+                    )
+                finally:
+                    state.close()
         return 0 if report.ok else 1
     finally:
         workspace.close()
+
+
+@contextlib.contextmanager
+def _stopped_by_signals_and_lost_output() -> Iterator[None]:
+    """While a build round runs: SIGTERM, a terminal's hangup and a lost stdout all unwind the
+    main thread like Ctrl-C, so BuildRound stops its stages' process groups on the way out."""
+    main_thread = threading.main_thread().ident
+    assert main_thread is not None
+
+    def unwind(signum: int, _frame: FrameType | None) -> None:
+        if output_gone() is not None:
+            raise OutputGone()
+        raise Stopped(signal.Signals(signum).name)
+
+    def wake_main(_reason: str) -> None:
+        # The log may fail on a stage's output thread while the main thread waits for runs: a
+        # signal to the main thread interrupts that wait, and `unwind` raises there.
+        signal.pthread_kill(main_thread, signal.SIGTERM)
+
+    handled = [signal.SIGTERM]
+    if sighup_stops():
+        handled.append(signal.SIGHUP)
+    previous = {signum: signal.signal(signum, unwind) for signum in handled}
+    forget = on_output_gone(wake_main)
+    try:
+        yield
+    finally:
+        forget()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _print_plan(decisions: list[tuple[str, Decision]]) -> None:

@@ -48,7 +48,8 @@ from stagewatch.hashing import sha256_file
 from stagewatch.impact import ImpactMap
 from stagewatch.inputs import walk_files
 from stagewatch.layout import stage_of_entry
-from stagewatch.log import Resolved, line_sink
+from stagewatch.lock import PipelineLock
+from stagewatch.log import Resolved, line_sink, on_output_gone
 from stagewatch.paths import is_within, label
 from stagewatch.pipeline import Pipeline
 from stagewatch.runner import GRACE_S, StageRunner
@@ -56,6 +57,7 @@ from stagewatch.scheduler import Burst, start_burst
 from stagewatch.stage import Change, OnBusy, RunResult, attempt_result
 from stagewatch.state import StateRecorder
 from stagewatch.systemd import Notifier
+from stagewatch.terminal import sighup_stops
 from stagewatch.watcher import Watcher, plan_watches
 
 log = structlog.get_logger(__name__)
@@ -144,8 +146,10 @@ class Daemon:
         jobs: int | None = None,
         notifier: Notifier | None = None,
         quiet: bool = False,
+        lock: PipelineLock | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.lock = lock  # host hook: its owner record is written again after a clean step
         self.root = pipeline.output_dir
         self.root_id = _identity(self.root)
         self.jobs_override = jobs
@@ -185,7 +189,11 @@ class Daemon:
         self.loop.set_exception_handler(self._loop_error)
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
-        self.loop.add_signal_handler(signal.SIGHUP, self._reload, "SIGHUP")
+        # host hook: SIGHUP is a hangup (stop) on a controlling terminal, else a reload (DESIGN §5);
+        # a log stream that went away stops the daemon too (cli makes the exit status 1).
+        hup = self.stop if sighup_stops() else self._reload
+        self.loop.add_signal_handler(signal.SIGHUP, hup, "SIGHUP")
+        on_output_gone(lambda _why: self.loop.call_soon_threadsafe(self.stop, "output gone"))
         # Watch first, then catch up: a change made during the catch-up is not lost.
         self.watcher = Watcher(self._changes_from_thread, self._trouble_from_thread, self.pipeline.watcher)
         self.watcher.start()
@@ -387,6 +395,8 @@ class Daemon:
 
     def _replan(self, renew: tuple[str, ...]) -> None:
         """On the I/O thread: make the watches match what the pipeline reads now."""
+        if self.lock is not None:  # host hook: a folder came or went, maybe _build/ with the record
+            self.lock.refresh()
         self.watcher.update(plan_watches(self.impact.wanted_watches()), renew)
 
     def _changes_from_thread(self, changes: list[Change]) -> None:

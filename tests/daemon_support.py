@@ -41,6 +41,8 @@ class RunningDaemon:
             [sys.executable, "-m", "stagewatch", "--config", str(project.root / "stagewatch.toml"),
              "--log-format", "json", *args, "watch"],
             cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
+            # No controlling terminal, as under systemd: SIGHUP reloads even when pytest runs in one.
+            start_new_session=True,
         )  # fmt: skip
         self._readers = [
             threading.Thread(target=self._read_events, daemon=True),
