@@ -172,14 +172,17 @@ AS_TERMINAL = (
 
 
 class PtyDaemon:
-    """`stagewatch watch` whose controlling terminal is a pty this test holds the other side of."""
+    """`stagewatch watch` writing to a pty this test holds the other side of; the pty is its
+    controlling terminal unless `controlling` is False (then only its stdout and stderr)."""
 
-    def __init__(self, project: Project) -> None:
+    def __init__(self, project: Project, controlling: bool = True) -> None:
         self.master, slave = os.openpty()
+        argv = stagewatch(project, "--log-format", "json", "watch")
+        if controlling:
+            argv[1:1] = ["-c", AS_TERMINAL]
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", AS_TERMINAL, *stagewatch(project, "--log-format", "json", "watch")[1:]],
-            stdin=slave, stdout=slave, stderr=slave, cwd=project.root, env=environ(),
-            start_new_session=True,
+            argv, stdin=slave if controlling else subprocess.DEVNULL, stdout=slave, stderr=slave,
+            cwd=project.root, env=environ(), start_new_session=True,
         )  # fmt: skip
         os.close(slave)
         self.text = b""
@@ -240,6 +243,19 @@ def test_a_hangup_of_its_terminal_stops_the_daemon_cleanly(ticker: Project) -> N
     assert lock_owner(ticker.root) is None
     ticker.write("go", "")
     assert ticker.cli("build").returncode == 0
+
+
+def test_a_dead_pty_that_is_not_its_terminal_stops_the_daemon_with_status_1(ticker: Project) -> None:
+    daemon = PtyDaemon(ticker, controlling=False)
+    try:
+        daemon.wait_for('"stage.output"')  # the stage prints: the next line meets the dead pty
+        stage_pid = stage_pids(ticker)[-1]
+        daemon.hang_up()
+        assert daemon.proc.wait(timeout=DEADLINE_S) == 1
+    finally:
+        daemon.close()
+    wait_until(lambda: not alive(stage_pid))
+    assert lock_owner(ticker.root) is None
 
 
 def test_without_a_terminal_sighup_reloads_and_the_daemon_keeps_running(ticker: Project) -> None:
