@@ -428,6 +428,7 @@ def test_build_into_a_full_disk_exits_1_without_running(ticker: Project) -> None
         )  # fmt: skip
     assert proc.returncode == 1
     assert proc.stderr == b"stagewatch: its output (stdout) is gone (No space left on device); stopping\n"
+    assert stage_pids(ticker) == []  # its first line failed: no stage was started
     assert lock_owner(ticker.root) is None
 
 

@@ -155,3 +155,19 @@ def test_a_link_made_in_a_folder_read_before_is_found(tmp_path: Path) -> None:
     assert links.below(str(content), rules) == [f"{content}/a/b/shared"]
     (content / "a" / "b" / "shared").unlink()
     assert links.below(str(content), rules) == []
+
+
+@pytest.mark.parametrize("kind", [WatcherKind.NATIVE, WatcherKind.POLLING])
+def test_a_folder_named_through_a_link_is_watched_at_its_target(tmp_path: Path, kind: WatcherKind) -> None:
+    (tmp_path / "release").mkdir()
+    (tmp_path / "current").symlink_to(tmp_path / "release")
+    changes = Changes()
+    watcher = Watcher(changes, lambda _reason: None, kind)
+    watcher.start()
+    try:
+        # A file input's folder (not recursive), reached through a link: "current/page.md".
+        watcher.update(plan_watches({f"{tmp_path}/current": False}))
+        (tmp_path / "release" / "page.md").write_text("one")
+        changes.wait_for(f"{tmp_path}/current/page.md")
+    finally:
+        watcher.stop()
