@@ -31,14 +31,18 @@ def _flock_briefly(fd: int, kind: int, patience_s: float = 0.3) -> None:
             time.sleep(0.01)
 
 
+def _parse_record(data: bytes) -> tuple[int | None, str]:
+    text = data[:256].decode("utf-8", errors="replace").split()
+    pid = int(text[0]) if text and text[0].isdigit() else None
+    return pid, text[1] if len(text) > 1 else ""
+
+
 def _read_record(path: Path) -> tuple[int | None, str]:
     """(pid, role) from the owner's record; (None, "") when it is missing, empty or unreadable."""
     try:
-        text = path.read_bytes()[:256].decode("utf-8", errors="replace").split()
+        return _parse_record(path.read_bytes())
     except OSError:
         return None, ""
-    pid = int(text[0]) if text and text[0].isdigit() else None
-    return pid, text[1] if len(text) > 1 else ""
 
 
 def _holder_pid(folder_fd: int) -> int | None:
@@ -78,6 +82,8 @@ class PipelineLock:
         self.output_dir = layout.output_dir
         self.path = layout.lock
         self._fd: int | None = None
+        self._folder_fd: int | None = None  # the locked folder, where the record is written
+        self._relative = self.path.relative_to(self.output_dir).as_posix()
         self._record = ""
 
     def acquire(self, role: str) -> None:
@@ -94,6 +100,8 @@ class PipelineLock:
             if exc.errno not in _NO_FOLDER_LOCK:
                 raise
             fd = self._lock_record_instead()
+        else:
+            self._folder_fd = fd
         self._fd = fd
         self._record = f"{os.getpid()} {role}\n"
         try:
@@ -128,9 +136,22 @@ class PipelineLock:
             f"{name} ({who}) is already running on this pipeline ({self.output_dir}); {advice}", pid
         )
 
+    def _at(self, rel: str) -> tuple[str, int | None]:
+        """A path below the output folder as os calls take it: relative to the locked folder
+        when it is one, so that, should it be deleted or moved away, nothing is made again
+        under its old path (a folder made there anew is not ours to write in)."""
+        if self._folder_fd is None:
+            return os.path.join(self.output_dir, rel), None
+        return rel, self._folder_fd
+
     def _write_record(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        parts = self._relative.split("/")
+        for depth in range(1, len(parts)):
+            folder, dir_fd = self._at("/".join(parts[:depth]))
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder, dir_fd=dir_fd)
+        path, dir_fd = self._at(self._relative)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, self._record.encode(), 0)
@@ -139,19 +160,31 @@ class PipelineLock:
 
     def refresh(self) -> None:
         """Write the owner's record again if a clean step removed it; one stat when it is there."""
-        if self._fd is None or self.path.exists():
+        if self._fd is None:
             return
+        path, dir_fd = self._at(self._relative)
+        try:
+            os.stat(path, dir_fd=dir_fd)
+            return
+        except OSError:
+            pass
         with contextlib.suppress(OSError):  # a cache folder that cannot be made is said elsewhere
             self._write_record()
 
     def release(self) -> None:
-        if self._fd is not None:
-            # Emptied, not removed: an empty record means nobody, and the file stays for the next owner.
-            with contextlib.suppress(OSError):
-                if _read_record(self.path)[0] == os.getpid():
-                    os.truncate(self.path, 0)
-            os.close(self._fd)
-            self._fd = None
+        if self._fd is None:
+            return
+        # Emptied, not removed: an empty record means nobody, and the file stays for the next owner.
+        path, dir_fd = self._at(self._relative)
+        with contextlib.suppress(OSError):
+            record = os.open(path, os.O_RDWR | os.O_CLOEXEC, dir_fd=dir_fd)
+            try:
+                if _parse_record(os.pread(record, 256, 0))[0] == os.getpid():
+                    os.ftruncate(record, 0)
+            finally:
+                os.close(record)
+        os.close(self._fd)
+        self._fd = self._folder_fd = None
 
     def __enter__(self) -> PipelineLock:
         return self
