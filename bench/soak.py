@@ -155,6 +155,9 @@ class Daemon:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stagewatch", "--log-format", "json", "watch"],
             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+            # No controlling terminal (as under systemd): its SIGHUPs mean reload even when the
+            # soak runs in a terminal, where a SIGHUP would be the terminal hanging up.
+            start_new_session=True,
         )  # fmt: skip
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
