@@ -19,13 +19,14 @@ import structlog
 
 from stagewatch import __version__
 from stagewatch.build import BuildRound, plan, require_stages, select_stages
-from stagewatch.cache import Workspace
+from stagewatch.cache import Workspace, check_cache_dir
 from stagewatch.codedeps import resolve_module_source, stdlib_shadowed
 from stagewatch.config import load_pipeline, locate_config
 from stagewatch.durations import format_duration
 from stagewatch.errors import StagewatchError, UsageError
 from stagewatch.freshness import CorruptEntry, Decision, Entry, shadowing
 from stagewatch.graph import Graph
+from stagewatch.layout import CacheLayout
 from stagewatch.lock import PipelineLock, lock_owner
 from stagewatch.log import (
     Resolved,
@@ -208,6 +209,7 @@ def cmd_watch(
     from stagewatch.systemd import Notifier
 
     attached = has_controlling_terminal()
+    check_cache_dir(CacheLayout(pipeline.output_dir))  # said in one line before the lock writes there
     with PipelineLock(pipeline.output_dir) as lock:
         lock.acquire("watch")
         daemon = Daemon(

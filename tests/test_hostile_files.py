@@ -452,16 +452,6 @@ def test_an_input_that_cannot_be_read_is_said_as_such(
 # --- the cache folder is not a folder ----------------------------------------------------------
 
 
-WATCH_START = pytest.param(
-    ("watch",),
-    marks=pytest.mark.xfail(
-        strict=True,
-        reason="watch takes the lock (lock.py) before any Workspace: cmd_watch or PipelineLock.acquire"
-        " must call cache.check_cache_dir first",
-    ),
-)
-
-
 @pytest.mark.parametrize(
     "command",
     [
@@ -472,7 +462,7 @@ WATCH_START = pytest.param(
         ("explain", "copy"),
         ("accept", "copy"),
         ("invalidate", "copy"),
-        WATCH_START,
+        ("watch",),
     ],
     ids=" ".join,
 )
