@@ -205,8 +205,8 @@ def _stage_names(pipeline: Pipeline, names: Sequence[str]) -> list[str]:
 def cmd_watch(
     args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
 ) -> int:
-    from stagewatch.daemon import Daemon  # watchdog and asyncio load only for the daemon
-    from stagewatch.systemd import Notifier
+    from stagewatch.daemon.shell import Daemon  # watchdog and asyncio load only for the daemon
+    from stagewatch.daemon.systemd import Notifier
 
     attached = has_controlling_terminal()
     check_cache_dir(CacheLayout(pipeline.output_dir))  # said in one line before the lock writes there

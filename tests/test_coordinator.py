@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from stagewatch.coordinator import (
+from stagewatch.daemon.coordinator import (
     LOOP_PAUSE_S,
     SELF_TRIGGER_RUNS,
     Action,

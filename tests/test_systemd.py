@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from stagewatch.systemd import Notifier, notify_address, watchdog_interval_s
+from stagewatch.daemon.systemd import Notifier, notify_address, watchdog_interval_s
 from tests.conftest import Project
 from tests.daemon_support import SYNC_STAGE, RunningDaemon
 

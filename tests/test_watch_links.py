@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from stagewatch.config import load_pipeline
-from stagewatch.impact import FolderLinks, ImpactMap
+from stagewatch.daemon.impact import FolderLinks, ImpactMap
 from stagewatch.paths import IgnoreRules
 from stagewatch.stage import Change, WatcherKind
-from stagewatch.watcher import Watcher, plan_watches
+from stagewatch.daemon.watcher import Watcher, plan_watches
 from tests.conftest import Project
 
 pytestmark = pytest.mark.timeout(30)

@@ -12,9 +12,9 @@ from structlog.testing import capture_logs
 from watchdog.observers.api import BaseObserver
 
 from stagewatch.config import load_pipeline
-from stagewatch.impact import ImpactMap
+from stagewatch.daemon.impact import ImpactMap
 from stagewatch.stage import Change, WatcherKind
-from stagewatch.watcher import Watcher, plan_watches
+from stagewatch.daemon.watcher import Watcher, plan_watches
 from tests.conftest import Project
 from tests.daemon_support import SYNC_STAGE, RunningDaemon
 

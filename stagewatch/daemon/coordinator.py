@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stagewatch.scheduler import backoff_s, hold_back, ttl_due_at
-from stagewatch.stage import StageState
+from stagewatch.daemon.scheduler import backoff_s, hold_back, ttl_due_at
+from stagewatch.pipeline import Pipeline
+from stagewatch.stage import OnBusy, StageState
 
 # A stage whose runs keep being retriggered by files written while it ran is writing something
 # it reads: after this many such runs in a row it is held (DESIGN §5).
@@ -633,19 +634,19 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
-def plan_of(
-    order: Iterable[str],
-    ancestors: Mapping[str, frozenset[str]],
-    downstream: Mapping[str, frozenset[str]],
-    ttl_s: Mapping[str, float | None],
-    restart_when_busy: Iterable[str],
-    jobs: int,
-) -> Plan:
-    restart = set(restart_when_busy)
+def plan_for(pipeline: Pipeline, jobs: int) -> Plan:
+    """The coordinator's view of a pipeline."""
+    graph = pipeline.graph
     return Plan(
         tuple(
-            StagePlan(name, ancestors[name], downstream[name], ttl_s.get(name), name in restart)
-            for name in order
+            StagePlan(
+                name,
+                frozenset(graph.ancestors([name])),
+                graph.downstream[name],
+                pipeline.stage(name).ttl_s,
+                pipeline.on_busy_for(pipeline.stage(name)) is OnBusy.RESTART,
+            )
+            for name in graph.order
         ),
         jobs,
     )
