@@ -6,13 +6,11 @@ from collections.abc import Iterable
 
 import pytest
 
-from stagewatch.daemon.coordinator import (
-    LOOP_PAUSE_S,
-    SELF_TRIGGER_RUNS,
+from stagewatch.daemon.coordinator import LOOP_PAUSE_S, SELF_TRIGGER_RUNS, Coordinator, status_text
+from stagewatch.daemon.events import (
     Action,
     Cancel,
     Check,
-    Coordinator,
     Exit,
     Finished,
     Idle,
@@ -398,9 +396,9 @@ def test_stop_with_nothing_running_exits_at_once_and_starts_nothing_more() -> No
 def test_status_text_says_what_happens() -> None:
     clock, coordinator = Clock(), Coordinator(chain("a", "b"))
     actions = coordinator.start(clock.now())
-    assert coordinator.status_text(clock.now()) == "catching up 0/2"
+    assert status_text(coordinator, clock.now()) == "catching up 0/2"
     job = run_to_start(coordinator, clock, "a", actions)
     coordinator.slots["b"].catching_up = False
-    assert coordinator.status_text(clock.advance(4)) == "running a (4 s)"
+    assert status_text(coordinator, clock.advance(4)) == "running a (4 s)"
     coordinator.finished("a", job, FAILED, clock.now())
-    assert coordinator.status_text(clock.now()) == "1 stage failing: a"
+    assert status_text(coordinator, clock.now()) == "1 stage failing: a"

@@ -12,9 +12,9 @@ import pytest
 
 from stagewatch.config import load_pipeline
 from stagewatch.daemon.impact import FolderLinks, ImpactMap
+from stagewatch.daemon.watcher import Watcher, plan_watches
 from stagewatch.paths import IgnoreRules
 from stagewatch.stage import Change, WatcherKind
-from stagewatch.daemon.watcher import Watcher, plan_watches
 from tests.conftest import Project
 
 pytestmark = pytest.mark.timeout(30)

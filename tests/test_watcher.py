@@ -13,8 +13,8 @@ from watchdog.observers.api import BaseObserver
 
 from stagewatch.config import load_pipeline
 from stagewatch.daemon.impact import ImpactMap
-from stagewatch.stage import Change, WatcherKind
 from stagewatch.daemon.watcher import Watcher, plan_watches
+from stagewatch.stage import Change, WatcherKind
 from tests.conftest import Project
 from tests.daemon_support import SYNC_STAGE, RunningDaemon
 

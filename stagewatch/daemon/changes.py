@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stagewatch.daemon.coordinator import Touch
+from stagewatch.daemon.events import Touch
 from stagewatch.daemon.impact import ImpactMap
 from stagewatch.daemon.scheduler import Burst, start_burst
 from stagewatch.inputs import walk_files

@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 
 from stagewatch.attempt import Attempts, Prepared
-from stagewatch.daemon.coordinator import Cancel, Check, Finished, Start, Verdict
+from stagewatch.daemon.events import Cancel, Check, Finished, Start, Verdict
 from stagewatch.daemon.workers import Workers
 from stagewatch.pipeline import Pipeline
 from stagewatch.runner import StageRunner

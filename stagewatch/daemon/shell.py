@@ -21,11 +21,11 @@ import structlog
 from stagewatch.attempt import Attempts, Prepared
 from stagewatch.cache import Workspace
 from stagewatch.daemon.changes import Batch, Debounce, folder_identity, read_batch
-from stagewatch.daemon.coordinator import (
+from stagewatch.daemon.coordinator import Coordinator, plan_for, status_text
+from stagewatch.daemon.events import (
     Action,
     Cancel,
     Check,
-    Coordinator,
     Exit,
     Finished,
     Idle,
@@ -34,7 +34,6 @@ from stagewatch.daemon.coordinator import (
     Start,
     Verdict,
     Wake,
-    plan_for,
 )
 from stagewatch.daemon.impact import ImpactMap
 from stagewatch.daemon.reload import Reread, config_digest, reread, stage_changes
@@ -322,7 +321,7 @@ class Daemon:
         self._arm("watchdog", self.notifier.watchdog_s, self._watchdog_ping)
 
     def _report(self) -> None:
-        self.notifier.status(self.coordinator.status_text(self._now()))
+        self.notifier.status(status_text(self.coordinator, self._now()))
         if self.coordinator.running() and self.notifier.enabled:
             self._arm("status", 1.0, self._report)  # keeps "running render (4 s)" counting
 
