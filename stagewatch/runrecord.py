@@ -78,7 +78,7 @@ def read_record(path: Path) -> RunRecord | CorruptRecord | None:
 
 
 def write_record(layout: CacheLayout, stage: str, record: RunRecord) -> None:
-    write_atomic(layout.run_record(stage), record.text())
+    write_atomic(layout.run_record(stage), record.text(), within=layout.output_dir)
 
 
 def remove_record(layout: CacheLayout, stage: str, token: str) -> None:
