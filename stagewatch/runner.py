@@ -27,6 +27,7 @@ from stagewatch.runrecord import (
     TOKEN_VAR,
     CorruptRecord,
     RunRecord,
+    group_members,
     new_token,
     read_record,
     remove_record,
@@ -331,7 +332,8 @@ class StageRunner:
         deadline = time.monotonic() + self.grace_s
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=self.grace_s)
-        while _signal_group(process.pid, 0) and time.monotonic() < deadline:
+        # Zombies do not count: with their keeper gone, they wait for init to reap them.
+        while group_members(process.pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         _signal_group(process.pid, signal.SIGKILL)
         process.wait()

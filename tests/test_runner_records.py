@@ -22,7 +22,7 @@ from stagewatch.runrecord import TOKEN_VAR, RunRecord, live_run, new_token, read
 from stagewatch.stage import RunResult, Stage
 from tests.conftest import Project
 from tests.test_runner import pid_alive, wait_until, write_module
-from tests.test_runner_tree import SLEEPER, end_sleepers, pids_when_written, read_pid
+from tests.test_runner_tree import ESCAPING_SLEEPER, SLEEPER, end_sleepers, pids_when_written, read_pid
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -123,6 +123,39 @@ def test_a_survivor_that_cannot_be_stopped_keeps_the_stage_from_starting(
         assert read_record(path) == RunRecord(token, survivor, 1, "2024-01-01T00:00:00+00:00")
     finally:
         end_sleepers([survivor])
+
+
+def test_a_run_whose_survivor_outlives_it_keeps_its_record_for_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The keeper is killed from outside, and its escapee withstands SIGKILL for a while.
+    monkeypatch.setattr(stagewatch.runrecord, "_sigkill", lambda pid: None)
+    monkeypatch.setattr(stagewatch.runner, "ORPHAN_WAIT_S", 0.2)
+    script = 'echo $$ > sh.pid; "$0" -c "$1" old.pid & wait'
+    stage = Stage(name="gen", command=("sh", "-c", script, sys.executable, ESCAPING_SLEEPER))
+    results: list[RunResult] = []
+    runner = StageRunner(tmp_path)
+    thread = threading.Thread(target=lambda: results.append(runner.run(stage)))
+    with capture_logs() as logs:
+        thread.start()
+        pids = pids_when_written(tmp_path, ["sh.pid", "old.pid"])
+        try:
+            os.kill(os.getpgid(pids["sh.pid"]), signal.SIGKILL)
+            thread.join(20)
+            assert results and results[0].error == "killed by SIGKILL"
+            outlived = [entry for entry in logs if entry["event"] == "stage.outlived"]
+            assert outlived and outlived[0]["pids"] == [pids["old.pid"]]
+            record = read_record(CacheLayout(tmp_path).run_record("gen"))
+            assert isinstance(record, RunRecord) and live_run(tmp_path, "gen") == pids["old.pid"]
+
+            monkeypatch.undo()
+            lines: list[str] = []
+            runner = StageRunner(tmp_path, on_line=lambda _stage, _stream, line: lines.append(line))
+            assert runner.run(Stage(name="gen", command=(sys.executable, "-c", CHECK_OLD))).ok
+            assert lines[0] == "old dead"
+            assert live_run(tmp_path, "gen") is None
+        finally:
+            end_sleepers(pids.values())
 
 
 def test_a_restarted_stagewatch_stops_the_old_run_before_its_own(project: Project) -> None:
