@@ -327,8 +327,10 @@ class StageRunner:
         The keeper leaves once no descendant is left, so its exit is the run's end; a keeper
         that died first (killed from outside) leaves the group to be watched directly.
         """
-        if status is None or not status.clean:
-            _signal_group(process.pid, signal.SIGTERM)  # the keeper passes it to those who left the group
+        if status is not None and status.clean:
+            process.wait()  # nothing left to wait for: the keeper is on its way out
+            return
+        _signal_group(process.pid, signal.SIGTERM)  # the keeper passes it to those who left the group
         deadline = time.monotonic() + self.grace_s
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=self.grace_s)
