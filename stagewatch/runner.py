@@ -1,31 +1,48 @@
-"""Run one stage in its own process group: environment, timeout and kill, output capture -> RunResult."""
+"""Run one stage under its keeper, in its own process group: environment, timeout, output -> RunResult."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+import structlog
 
 from stagewatch.codedeps import resolve_module_source
 from stagewatch.durations import format_duration
 from stagewatch.inputs import missing_outputs
 from stagewatch.layout import CacheLayout
 from stagewatch.paths import posix
+from stagewatch.runrecord import (
+    TOKEN_VAR,
+    CorruptRecord,
+    RunRecord,
+    group_members,
+    new_token,
+    read_record,
+    remove_record,
+    stop_run,
+    write_record,
+)
 from stagewatch.stage import LineSink, RunResult, Stage
 
 BOOTSTRAP = (Path(__file__).with_name("_bootstrap.py")).read_text(encoding="utf-8")
 GRACE_S = 5.0
+ORPHAN_WAIT_S = 5.0
 TAIL_LINES = 20
 LINE_LIMIT = 64 * 1024
+
+log = structlog.get_logger(__name__)
 
 
 def describe_exit(code: int) -> str:
@@ -37,32 +54,15 @@ def describe_exit(code: int) -> str:
     return f"exit {code}"
 
 
-# A stage must not outlive a stagewatch killed with SIGKILL (a restarted daemon would race the
-# orphan for the same outputs). Linux's parent-death signal does it: module stages ask for it
-# in the bootstrap; commands are started through setpriv, which asks and then execs them.
-# (Linux sends it when the *thread* that started the process ends: runs are started from a
-# thread that waits for them, so that thread outlives them.)
-@functools.cache
-def _setpriv() -> str | None:
-    """setpriv, if it can set a parent-death signal; probed once, when a stage first starts."""
-    found = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-    if found is None:
-        return None
-    try:  # --pdeathsig came with util-linux 2.33; an older one must not fail every command
-        probe = subprocess.run([found, "--pdeathsig", "KILL", "--", "true"], capture_output=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return found if probe.returncode == 0 else None
-
-
-def stage_argv(stage: Stage) -> list[str]:
+# No run may outlive stagewatch, however it dies (DESIGN §4): every stage is started through the
+# keeper (_bootstrap.py), which leads the stage's process group, reaps its orphans and, on the
+# parent-death signal, SIGKILLs the whole tree. A module stage's keeper is its own interpreter
+# (the worker is forked before any stage code runs); a command's keeper is a bare `python -I -S`.
+def stage_argv(stage: Stage, status_fd: int) -> list[str]:
     if stage.command is not None:
-        setpriv = _setpriv()
-        if setpriv is not None:
-            return [setpriv, "--pdeathsig", "KILL", "--", *stage.command]
-        return list(stage.command)
+        return [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(status_fd), "command", *stage.command]
     assert stage.module is not None
-    return [sys.executable, "-c", BOOTSTRAP, stage.module, stage.function]
+    return [sys.executable, "-c", BOOTSTRAP, str(status_fd), "module", stage.module, stage.function]
 
 
 def stage_env(stage: Stage, output_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -89,11 +89,46 @@ def _signal_group(pgid: int, sig: signal.Signals | int) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class _Status:
+    """What the keeper said when the worker ended."""
+
+    code: int
+    clean: bool  # nothing of the run was left alive
+
+
+def _read_status(sock: socket.socket, timeout_s: float | None) -> _Status | None:
+    """The keeper's report; None when it went away without one. TimeoutError after timeout_s."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    data = b""
+    while not data.endswith(b"\n"):
+        if deadline is not None:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                raise TimeoutError
+            sock.settimeout(left_s)
+        try:
+            chunk = sock.recv(64)
+        except TimeoutError:
+            raise
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        data += chunk
+    code, _, state = data.decode("ascii", "replace").strip().partition(" ")
+    try:
+        return _Status(int(code), state == "clean")
+    except ValueError:
+        return None
+
+
 class StageRunner:
-    """Starts stage processes, each in a new session; can stop all of them at once."""
+    """Starts stage processes, each in a new session under its keeper; can stop all of them at once."""
 
     def __init__(self, output_dir: Path, on_line: LineSink | None = None, grace_s: float = GRACE_S) -> None:
         self.output_dir = output_dir
+        self.layout = CacheLayout(output_dir)
         self.on_line = on_line
         self.grace_s = grace_s
         self._running: dict[int, subprocess.Popen[bytes]] = {}
@@ -103,11 +138,13 @@ class StageRunner:
         self._lock = threading.Lock()
 
     def log_path(self, stage: Stage) -> Path:
-        return CacheLayout(self.output_dir).log(stage.name)
+        return self.layout.log(stage.name)
 
     def run(self, stage: Stage) -> RunResult:
         started = time.monotonic()
+        token = new_token()
         env = stage_env(stage, self.output_dir)
+        env[TOKEN_VAR] = token  # every process of the run carries it: how a survivor is found later
         try:
             log_path = self.log_path(stage)
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,37 +153,40 @@ class StageRunner:
             message = f"could not write its log {exc.filename}: {exc.strerror or exc}"
             return RunResult.not_started(message, time.monotonic() - started)
         with log_file:
-            problem = self._unstartable(stage, env)
+            problem = self._unstartable(stage, env) or self._stop_earlier_run(stage)
             if problem is not None:
                 log_file.write(problem + "\n")
                 return RunResult.not_started(problem, time.monotonic() - started)
-            with self._lock:
-                # Started and registered under the lock, so cancel_all can never miss a run.
-                if self._closing:
-                    return RunResult(False, None, 0.0, "stopped by stagewatch", cancelled=True)
+            ours, keepers = socket.socketpair()
+            with ours:
+                with keepers, self._lock:
+                    # Started and registered under the lock, so cancel_all can never miss a run.
+                    if self._closing:
+                        return RunResult(False, None, 0.0, "stopped by stagewatch", cancelled=True)
+                    try:
+                        process = subprocess.Popen(
+                            stage_argv(stage, keepers.fileno()),
+                            cwd=self.output_dir,
+                            env=env,
+                            stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            start_new_session=True,  # its own process group: a timeout kills all of it
+                            pass_fds=(keepers.fileno(),),
+                        )
+                    except OSError as exc:
+                        message = f"could not start {sys.executable!r}: {exc.strerror or exc}"
+                        log_file.write(message + "\n")
+                        return RunResult.not_started(message, time.monotonic() - started)
+                    self._running[process.pid] = process
+                    self._by_stage[stage.name] = process.pid
                 try:
-                    process = subprocess.Popen(
-                        stage_argv(stage),
-                        cwd=self.output_dir,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        start_new_session=True,  # its own process group: a timeout kills all of it
-                    )
-                except OSError as exc:
-                    message = f"could not start {stage_argv(stage)[0]!r}: {exc.strerror or exc}"
-                    log_file.write(message + "\n")
-                    return RunResult.not_started(message, time.monotonic() - started)
-                self._running[process.pid] = process
-                self._by_stage[stage.name] = process.pid
-            try:
-                return self._supervise(stage, process, log_file, started)
-            finally:
-                with self._lock:
-                    self._running.pop(process.pid, None)
-                    self._by_stage.pop(stage.name, None)
-                    self._cancelled.discard(process.pid)
+                    return self._supervise(stage, process, ours, token, log_file, started)
+                finally:
+                    with self._lock:
+                        self._running.pop(process.pid, None)
+                        self._by_stage.pop(stage.name, None)
+                        self._cancelled.discard(process.pid)
 
     def _unstartable(self, stage: Stage, env: dict[str, str]) -> str | None:
         """Why a stage cannot be started, said in one line before trying (not in a traceback)."""
@@ -165,8 +205,36 @@ class StageRunner:
             return f"could not start {program!r}: not found on PATH"
         return None
 
+    def _stop_earlier_run(self, stage: Stage) -> str | None:
+        """Stop what is left of an earlier run of the stage: it must never write over this one's outputs.
+
+        The caller holds the pipeline's lock, so a recorded run is not a live stagewatch's: its
+        stagewatch died (SIGKILL, a crash) before its processes did.
+        """
+        path = self.layout.run_record(stage.name)
+        record = read_record(path)
+        if record is None:
+            return None
+        if isinstance(record, CorruptRecord):
+            log.warning("run_record.corrupt", stage=stage.name, path=record.path, problem=record.problem)
+        found, left = stop_run(record, stage.name, self.output_dir, ORPHAN_WAIT_S)
+        if left:
+            pids = ", ".join(map(str, left))
+            return f"not started: processes of an earlier run survive SIGKILL (pids {pids})"
+        if found:
+            log.warning("stage.orphans_killed", stage=stage.name, pids=found)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+
     def _supervise(
-        self, stage: Stage, process: subprocess.Popen[bytes], log_file: IO[str], started: float
+        self,
+        stage: Stage,
+        process: subprocess.Popen[bytes],
+        keeper: socket.socket,
+        token: str,
+        log_file: IO[str],
+        started: float,
     ) -> RunResult:
         write_lock = threading.Lock()
         detached = threading.Event()
@@ -201,25 +269,41 @@ class StageRunner:
         ]
         for thread in pumps:
             thread.start()
-        timed_out = False
+        # The record is on disk before the keeper's go: no stage code ever runs without one.
+        record = RunRecord.new(token, process.pid)
         try:
-            process.wait(timeout=stage.timeout_s)
-        except subprocess.TimeoutExpired:
+            write_record(self.layout, stage.name, record)
+        except OSError as exc:
+            problem = f"could not write its run record {exc.filename}: {exc.strerror or exc}"
+            keeper.close()  # the keeper reads no go and leaves
+            process.wait()
+            for thread in pumps:
+                thread.join(1.0)
+            log_file.write(problem + "\n")
+            return RunResult.not_started(problem, time.monotonic() - started)
+        with self._lock, contextlib.suppress(OSError):
+            if process.pid not in self._cancelled:
+                keeper.sendall(b"g")
+            else:  # cancelled already: no go, and the keeper, reading the end of the stream, leaves
+                keeper.shutdown(socket.SHUT_WR)
+        timed_out = False
+        status: _Status | None = None
+        try:
+            status = _read_status(keeper, stage.timeout_s)
+        except TimeoutError:
             timed_out = True
             self._stop_group(process)
-        # Whatever the stage left running in its group is the stage's: it must not outlive it.
-        if _signal_group(process.pid, signal.SIGTERM):
-            deadline = time.monotonic() + self.grace_s
-            while _signal_group(process.pid, 0) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            _signal_group(process.pid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):  # the keeper is gone: what it said, or EOF, is there
+                status = _read_status(keeper, 1.0)
+        self._end_group(process, status)
+        self._end_record(stage, record, clean=status is not None and status.clean)
         for thread in pumps:
             # A process that left the group (setsid) may still hold the pipes: not waited for.
             thread.join(1.0)
         with write_lock:
             detached.set()
         duration_s = time.monotonic() - started
-        code = process.returncode
+        code = status.code if status is not None else process.returncode
         tail = tuple(errors) or tuple(everything)
         with self._lock:
             cancelled = process.pid in self._cancelled
@@ -236,6 +320,38 @@ class StageRunner:
             error = "exit 0 but declared output missing: " + ", ".join(missing)
             return RunResult(False, code, duration_s, error, tail)
         return RunResult(True, code, duration_s, None, tail)
+
+    def _end_group(self, process: subprocess.Popen[bytes], status: _Status | None) -> None:
+        """Whatever the stage left running is the stage's: it must not outlive it.
+
+        The keeper leaves once no descendant is left, so its exit is the run's end; a keeper
+        that died first (killed from outside) leaves the group to be watched directly.
+        """
+        if status is not None and status.clean:
+            process.wait()  # nothing left to wait for: the keeper is on its way out
+            return
+        _signal_group(process.pid, signal.SIGTERM)  # the keeper passes it to those who left the group
+        deadline = time.monotonic() + self.grace_s
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=self.grace_s)
+        # Zombies do not count: with their keeper gone, they wait for init to reap them.
+        while group_members(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def _end_record(self, stage: Stage, record: RunRecord, clean: bool) -> None:
+        """Remove the run's record once none of its processes is alive."""
+        if not clean:
+            # The keeper died before its tree (killed): what left the group may have survived it.
+            _found, left = stop_run(record, stage.name, self.output_dir, ORPHAN_WAIT_S)
+            if left:
+                log.warning("stage.outlived", stage=stage.name, pids=left)
+                with contextlib.suppress(OSError):  # kept (or put back): the next run stops them first
+                    if read_record(self.layout.run_record(stage.name)) != record:
+                        write_record(self.layout, stage.name, record)
+                return
+        remove_record(self.layout, stage.name, record.token)
 
     def _stop_group(self, process: subprocess.Popen[bytes]) -> None:
         """SIGTERM to the group, a grace period, then SIGKILL."""

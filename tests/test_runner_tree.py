@@ -1,0 +1,201 @@
+"""A stage's whole process tree, not only its first process, ends with its run and with stagewatch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from stagewatch.runner import StageRunner
+from stagewatch.stage import RunResult, Stage
+from tests.test_runner import pid_alive, wait_until, write_module
+
+pytestmark = pytest.mark.timeout(60)
+
+# A process that says its pid in the file named by its first argument, then sleeps.
+SLEEPER = "import os, sys, time; open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid())); "
+SLEEPER += "os.rename(sys.argv[1] + '.tmp', sys.argv[1]); time.sleep(120)"
+ESCAPING_SLEEPER = "import os; os.setsid(); " + SLEEPER
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def pids_when_written(root: Path, names: list[str], timeout_s: float = 20.0) -> dict[str, int]:
+    assert wait_until(lambda: all(read_pid(root / name) for name in names), timeout_s), [
+        name for name in names if not read_pid(root / name)
+    ]
+    return {name: read_pid(root / name) or 0 for name in names}
+
+
+def end_sleepers(pids: Iterable[int | None]) -> None:
+    """Kill what a failed test left behind (only our sleepers: a pid may have been reused)."""
+    for pid in pids:
+        if pid is None:
+            continue
+        try:
+            if b"time.sleep(120)" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_bytes()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            if fields[0] != b"Z" and int(fields[2]) == pgid:
+                members.append(int(name))
+    return members
+
+
+def write_tree_project(root: Path) -> None:
+    """Two stages that build trees: a shell with a grandchild and a double-forked orphan, and a
+    module stage with a child and a child that left the group (setsid)."""
+    (root / "stagewatch.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [pipeline]
+            jobs = 2
+
+            [[stage]]
+            name = "cmd"
+            command = ["sh", "-c", '''
+                echo $$ > cmd-sh.pid
+                ("$0" -c "$1" cmd-orphan.pid &)
+                "$0" -c "$1" cmd-grandchild.pid &
+                wait''', {sys.executable!r}, {SLEEPER!r}]
+
+            [[stage]]
+            name = "mod"
+            module = "stages.tree"
+            """
+        )
+    )
+    write_module(
+        root,
+        "tree",
+        f"import os, subprocess, sys, time\n"
+        f"def run(out):\n"
+        f"    subprocess.Popen([sys.executable, '-c', {SLEEPER!r}, 'mod-child.pid'])\n"
+        f"    subprocess.Popen([sys.executable, '-c', {ESCAPING_SLEEPER!r}, 'mod-escapee.pid'])\n"
+        f"    (out / 'mod-worker.pid').write_text(str(os.getpid()))\n"
+        f"    time.sleep(120)\n",
+    )
+
+
+def test_sigkill_of_stagewatch_ends_every_process_of_every_running_stage(tmp_path: Path) -> None:
+    write_tree_project(tmp_path)
+    build = subprocess.Popen(
+        [sys.executable, "-m", "stagewatch", "--config", str(tmp_path / "stagewatch.toml"),
+         "--log-format", "json", "build"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    everything: set[int] = set()
+    try:
+        names = ["cmd-sh.pid", "cmd-orphan.pid", "cmd-grandchild.pid"]
+        names += ["mod-worker.pid", "mod-child.pid", "mod-escapee.pid"]
+        pids = pids_when_written(tmp_path, names)
+        # The keepers (each stage's group leader) and whatever else is in the groups count too.
+        leaders = {os.getpgid(pids["cmd-grandchild.pid"]), os.getpgid(pids["mod-child.pid"])}
+        everything = set(pids.values()) | {pid for pgid in leaders for pid in group_members(pgid)}
+        assert leaders <= everything
+        assert all(pid_alive(pid) for pid in everything)
+        build.send_signal(signal.SIGKILL)
+        build.wait(timeout=10)
+        assert wait_until(lambda: not any(pid_alive(pid) for pid in everything), 10), [
+            pid for pid in everything if pid_alive(pid)
+        ]
+    finally:
+        build.kill()
+        build.wait()
+        end_sleepers(everything)
+
+
+def test_the_stage_tree_is_gone_when_the_run_returns(tmp_path: Path) -> None:
+    # Left behind at exit: a double-forked orphan in the group, and one that left it (setsid).
+    script = '("$0" -c "$1" orphan.pid &); "$0" -c "$2" escapee.pid &'
+    script += " until [ -e orphan.pid ] && [ -e escapee.pid ]; do sleep 0.01; done; exit 0"
+    stage = Stage(name="leaves", command=("sh", "-c", script, sys.executable, SLEEPER, ESCAPING_SLEEPER))
+    runner = StageRunner(tmp_path, grace_s=5.0)
+    result = runner.run(stage)
+    assert result.ok, result
+    pids = [read_pid(tmp_path / "orphan.pid"), read_pid(tmp_path / "escapee.pid")]
+    try:
+        # No wait here: the run ends only once its keeper has reaped every descendant.
+        assert [pid for pid in pids if pid is None or pid_alive(pid)] == []
+    finally:
+        end_sleepers(pids)
+    assert not (tmp_path / "_build/.cache/leaves.run").exists()
+
+
+def test_a_keeper_killed_from_outside_leaves_nothing_behind(tmp_path: Path) -> None:
+    # Its worker is in the group; the escapee is found by the run's token.
+    script = 'echo $$ > sh.pid; "$0" -c "$1" escapee.pid & wait'
+    stage = Stage(name="k", command=("sh", "-c", script, sys.executable, ESCAPING_SLEEPER))
+    results: list[RunResult] = []
+    thread = threading.Thread(target=lambda: results.append(StageRunner(tmp_path, grace_s=5.0).run(stage)))
+    thread.start()
+    pids = pids_when_written(tmp_path, ["sh.pid", "escapee.pid"])
+    try:
+        os.kill(os.getpgid(pids["sh.pid"]), signal.SIGKILL)
+        thread.join(20)
+        assert results and results[0].error == "killed by SIGKILL"
+        assert [pid for pid in pids.values() if pid_alive(pid)] == []
+        assert not (tmp_path / "_build/.cache/k.run").exists()
+    finally:
+        end_sleepers(pids.values())
+
+
+@pytest.mark.parametrize(
+    ("stage", "error"),
+    [
+        (Stage(name="c", command=("sh", "-c", "kill -TERM $$")), "killed by SIGTERM"),
+        (Stage(name="m", module="stages.selfkill"), "killed by SIGTERM"),
+        (Stage(name="s", command=("sh", "-c", "kill -SEGV $$")), "killed by SIGSEGV"),
+        (Stage(name="x", command=("sh", "-c", "exit 7")), "exit 7"),
+    ],
+    ids=["command", "module", "segv", "exit"],
+)
+def test_the_stage_exit_is_told_as_its_own(tmp_path: Path, stage: Stage, error: str) -> None:
+    write_module(
+        tmp_path, "selfkill", "import os, signal\ndef run(out):\n    os.kill(os.getpid(), signal.SIGTERM)\n"
+    )
+    result = StageRunner(tmp_path).run(stage)
+    assert not result.ok
+    assert result.error == error
+
+
+def test_a_module_stage_starts_one_interpreter(tmp_path: Path) -> None:
+    # The worker is forked from its keeper: the group holds exactly the two, one program.
+    write_module(
+        tmp_path,
+        "peek",
+        "import os\n"
+        "def run(out):\n"
+        "    group = [p for p in os.listdir('/proc') if p.isdigit() and os.path.exists(f'/proc/{p}/stat')\n"
+        "             and int(open(f'/proc/{p}/stat', 'rb').read().rsplit(b')', 1)[1].split()[2])\n"
+        "             == os.getpgrp()]\n"
+        "    (out / 'group.txt').write_text(' '.join(sorted(group)))\n"
+        "    (out / 'me.txt').write_text(f'{os.getpid()} {os.getppid()} {os.getpgrp()}')\n",
+    )
+    assert StageRunner(tmp_path).run(Stage(name="peek", module="stages.peek")).ok
+    me, parent, group = map(int, (tmp_path / "me.txt").read_text().split())
+    assert parent == group != me
+    assert sorted(map(int, (tmp_path / "group.txt").read_text().split())) == sorted([me, group])
