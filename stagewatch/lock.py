@@ -6,11 +6,13 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import time
 from pathlib import Path
 
 from stagewatch.errors import LockHeldError
 from stagewatch.layout import CacheLayout
+from stagewatch.regular import kind_of, read_regular
 
 # Filesystems where a folder cannot be flocked (NFS emulates flock with POSIX locks, which
 # want a file open for writing): there the record file itself is locked, as it used to be.
@@ -40,8 +42,8 @@ def _parse_record(data: bytes) -> tuple[int | None, str]:
 def _read_record(path: Path) -> tuple[int | None, str]:
     """(pid, role) from the owner's record; (None, "") when it is missing, empty or unreadable."""
     try:
-        return _parse_record(path.read_bytes())
-    except OSError:
+        return _parse_record(read_regular(path, 4096))
+    except OSError:  # a FIFO put there is never opened: it would wait for a writer
         return None, ""
 
 
@@ -151,7 +153,14 @@ class PipelineLock:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(folder, dir_fd=dir_fd)
         path, dir_fd = self._at(self._relative)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+        with contextlib.suppress(FileNotFoundError):
+            mode = os.stat(path, dir_fd=dir_fd, follow_symlinks=False).st_mode
+            if not stat.S_ISREG(mode):
+                raise OSError(
+                    errno.EINVAL, f"is {kind_of(mode)}, not a regular file; remove it", str(self.path)
+                )
+        # O_NONBLOCK: a FIFO put there in between is an error, not a wait for a reader.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, self._record.encode(), 0)
@@ -221,7 +230,7 @@ def lock_owner(output_dir: Path) -> tuple[int, str] | None:
 def _record_lock_owner(path: Path) -> tuple[int, str] | None:
     """lock_owner where folders cannot be flocked: the record file is the lock."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -18,11 +20,13 @@ from typing import IO
 
 import structlog
 
-from stagewatch.codedeps import resolve_module_source
+from stagewatch.codedeps import resolve_module_source, stdlib_shadowed
 from stagewatch.durations import format_duration
+from stagewatch.freshness import shadowing
 from stagewatch.inputs import missing_outputs
 from stagewatch.layout import CacheLayout
 from stagewatch.paths import posix
+from stagewatch.regular import kind_of
 from stagewatch.runrecord import (
     TOKEN_VAR,
     CorruptRecord,
@@ -79,6 +83,29 @@ def stage_env(stage: Stage, output_dir: Path, base: dict[str, str] | None = None
         env["PYTHONPATH"] = os.pathsep.join(search)
         env["PYTHONUNBUFFERED"] = "1"  # lines reach the log as they are printed
     return env
+
+
+def open_log(path: Path, output_dir: Path) -> IO[str]:
+    """The stage's log, truncated: made only below an output folder that is still there, and
+    never a FIFO or a device (opening one would wait for a reader, or write into it)."""
+    if not output_dir.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "the output folder is gone", str(output_dir))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, f"not a regular file ({kind_of(mode)})", str(path))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, f"not a regular file ({kind_of(mode)})", str(path))
+        os.ftruncate(fd, 0)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "w", encoding="utf-8", errors="replace")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _signal_group(pgid: int, sig: signal.Signals | int) -> bool:
@@ -145,12 +172,11 @@ class StageRunner:
         token = new_token()
         env = stage_env(stage, self.output_dir)
         env[TOKEN_VAR] = token  # every process of the run carries it: how a survivor is found later
+        log_path = self.log_path(stage)
         try:
-            log_path = self.log_path(stage)
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_file = open(log_path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
+            log_file = open_log(log_path, self.output_dir)
         except OSError as exc:
-            message = f"could not write its log {exc.filename}: {exc.strerror or exc}"
+            message = f"could not write its log {log_path}: {exc.strerror or exc}"
             return RunResult.not_started(message, time.monotonic() - started)
         with log_file:
             problem = self._unstartable(stage, env) or self._stop_earlier_run(stage)
@@ -194,6 +220,9 @@ class StageRunner:
             search = stage.search_path(posix(self.output_dir))
             if resolve_module_source(stage.module, search) is None:
                 return f"module {stage.module!r} not found on python_path ({', '.join(search)})"
+            shadowed = stdlib_shadowed(stage.module)
+            if shadowed is not None:  # the run would import the standard library's, not this one
+                return f"module {stage.module} {shadowing(shadowed)}"
             return None
         assert stage.command is not None
         program = stage.command[0]

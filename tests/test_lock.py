@@ -12,6 +12,7 @@ import pytest
 
 from stagewatch.errors import LockHeldError
 from stagewatch.lock import PipelineLock, lock_owner
+from tests.conftest import Project
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -96,3 +97,15 @@ def test_an_output_dir_that_does_not_exist_yet_is_made(tmp_path: Path) -> None:
         lock.acquire("build")
         assert lock_owner(tmp_path / "site") == (os.getpid(), "build")
     assert lock_owner(tmp_path / "nowhere") is None
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_in_place_of_the_lock_record_never_hangs_status(project: Project) -> None:
+    project.config('[[stage]]\nname = "a"\ncommand = ["true"]\n')
+    record = project.root / "_build/.cache/.lock"
+    record.parent.mkdir(parents=True)
+    os.mkfifo(record)
+    status = project.cli("status", "--json", timeout=10)
+    assert status.returncode == 0 and '"locked_by": null' in status.stdout
+    build = project.cli("build", timeout=10)
+    assert build.returncode == 1 and str(record) in build.stderr and "Traceback" not in build.stderr

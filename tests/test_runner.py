@@ -265,3 +265,30 @@ def test_no_stage_starts_once_cancel_all_has_begun(tmp_path: Path) -> None:
     result = runner.run(Stage(name="late", command=("sh", "-c", "touch ran")))
     assert result.cancelled and not result.ok
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_module_named_like_the_standard_library_is_refused_before_it_starts(tmp_path: Path) -> None:
+    (tmp_path / "statistics.py").write_text("def run(out):\n    (out / 'ran.txt').write_text('x')\n")
+    result = StageRunner(tmp_path).run(Stage(name="stats", module="statistics", outputs=("ran.txt",)))
+    assert not result.ok and result.exit_code is None
+    assert result.error is not None and "standard library's statistics" in result.error
+    assert not (tmp_path / "ran.txt").exists()
+
+
+def test_a_stage_log_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    log_path = tmp_path / "_build/.cache/copy.log"
+    log_path.parent.mkdir(parents=True)
+    os.mkfifo(log_path)
+    result = StageRunner(tmp_path).run(Stage(name="copy", command=("true",)))
+    assert not result.ok
+    assert result.error == f"could not write its log {log_path}: not a regular file (a FIFO)"
+
+
+def test_no_log_is_made_under_an_output_folder_that_is_gone(tmp_path: Path) -> None:
+    gone = tmp_path / "site"
+    gone.mkdir()
+    runner = StageRunner(gone)
+    gone.rmdir()
+    result = runner.run(Stage(name="copy", command=("true",)))
+    assert not result.ok and "the output folder is gone" in (result.error or "")
+    assert not gone.exists()
