@@ -8,6 +8,6 @@ import sys
 if sys.path and sys.path[0] in ("", os.getcwd()):
     del sys.path[0]
 
-from stagewatch.cli import run
+from stagewatch.launch import run
 
 run()

@@ -604,12 +604,3 @@ _COMMANDS: dict[str, Command] = {
     "graph": cmd_graph,
     "check": cmd_check,
 }
-
-
-def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    run()

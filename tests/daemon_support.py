@@ -30,7 +30,9 @@ outputs = ["out/sync.txt"]
 class RunningDaemon:
     """The daemon's events as they come; wait_for() blocks on a predicate with a deadline."""
 
-    def __init__(self, project: Project, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, project: Project, *args: str, env: dict[str, str] | None = None, argv: list[str] | None = None
+    ) -> None:
         self.project = project
         self.events: list[Event] = []
         self.stderr: list[str] = []
@@ -38,8 +40,8 @@ class RunningDaemon:
         full_env = {**os.environ, **(env or {})}
         full_env.pop("STAGEWATCH_CONFIG", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stagewatch", "--config", str(project.root / "stagewatch.toml"),
-             "--log-format", "json", *args, "watch"],
+            argv or [sys.executable, "-m", "stagewatch", "--config", str(project.root / "stagewatch.toml"),
+                     "--log-format", "json", *args, "watch"],
             cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
             # No controlling terminal, as under systemd: SIGHUP reloads even when pytest runs in one.
             start_new_session=True,

@@ -41,6 +41,7 @@ from stagewatch.daemon.runs import StageWork
 from stagewatch.daemon.systemd import Notifier
 from stagewatch.daemon.watcher import Watcher, plan_watches
 from stagewatch.daemon.workers import Workers
+from stagewatch.launch import reload_asked
 from stagewatch.lock import PipelineLock
 from stagewatch.log import Resolved, line_sink, on_output_gone
 from stagewatch.paths import label
@@ -128,6 +129,8 @@ class Daemon:
             self._watchdog_ping()
         self._perform(self.coordinator.start(self._now()))
         self._arm_rescan()
+        if reload_asked():  # a SIGHUP came while starting: the file may have changed since read
+            self._reload("SIGHUP")
         await self._stopped.wait()
         await self._shutdown()
         return self.exit_code
