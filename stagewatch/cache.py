@@ -329,10 +329,6 @@ class Workspace:
         if result.ok and fingerprint.problems:
             error = "exit 0 but " + "; ".join(str(problem) for problem in fingerprint.problems)
             return replace(result, ok=False, error=error), False
-        shadowed = [problem for problem in fingerprint.problems if problem.trouble is Trouble.MODULE_SHADOWED]
-        if shadowed and not result.cancelled:
-            # Its failure is most likely that: the standard library's module has no such function.
-            return replace(result, error=f"{result.error} ({shadowed[0]})"), False
         if not result.ok or fingerprint.key is None:
             return result, False
         if marker is not None and self._entry_text(stage.name) != marker:
