@@ -370,14 +370,18 @@ def cmd_status(
         print(f"stagewatch {owner[1] or '?'} running (pid {owner[0]})")
     else:
         print("no daemon watching this pipeline")
-    width = max(5, *(len(row["name"]) for row in rows))
-    print(f"{'STAGE':<{width}}  {'STATE':<9}  {'LAST SUCCESS':<13}  {'TTL LEFT':<9}  WHY")
+    table = []
     for row in rows:
         ttl = row["ttl_left_s"]
         ttl_text = "-" if ttl is None else ("due" if ttl <= 0 else format_duration(ttl))
         why = "; ".join(row["reasons"]) if row["state"] != "fresh" else ""
-        ago = _ago(row["last_success"], now)
-        print(f"{row['name']:<{width}}  {row['state']:<9}  {ago:<13}  {ttl_text:<9}  {why}".rstrip())
+        table.append((row["name"], row["state"], _ago(row["last_success"], now), ttl_text, why))
+    # Columns as wide as their widest value: "26d 22h 58m ago" fits.
+    head = ("STAGE", "STATE", "LAST SUCCESS", "TTL LEFT", "WHY")
+    widths = [max(len(line[column]) for line in (head, *table)) for column in range(4)]
+    for line in (head, *table):
+        cells = [f"{cell:<{width}}" for cell, width in zip(line, widths, strict=False)]
+        print("  ".join([*cells, line[4]]).rstrip())
     return 0
 
 

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -796,3 +797,20 @@ def test_explain_after_a_failed_run_still_says_what_changed(chain: Project) -> N
     assert "its last run failed or was interrupted" in proc.stdout
     assert "input changed: src/a.txt" in proc.stdout
     assert "last successful run:" in proc.stdout
+
+
+def test_status_columns_fit_long_durations(project: Project) -> None:
+    project.config('[[stage]]\nname = "fetch"\ncommand = ["sh", "-c", "echo x > data.txt"]\n'
+                   'outputs = ["data.txt"]\nttl = "60d"\n')  # fmt: skip
+    assert project.cli("build").returncode == 0
+    aged = time.time() - (26 * 86400 + 22 * 3600 + 58 * 60)
+    entry = project.entry("fetch")
+    finished = datetime.fromtimestamp(aged, UTC).isoformat(timespec="seconds")
+    entry.write_text(re.sub(r"finished=.*", f"finished={finished}", entry.read_text()))
+    os.utime(entry, (aged, aged))
+    lines = project.cli("status").stdout.splitlines()
+    header, row = lines[1], lines[2]
+    assert "26d 22h 58m ago" in row and "33d 1h 2m" in row
+    for column in ("STATE", "LAST SUCCESS", "TTL LEFT"):
+        value = row[header.index(column) :].split("  ")[0]
+        assert value.strip() and not row[header.index(column) - 1].strip(), (column, row)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stagewatch.durations import format_duration
+
 BACKOFF_FIRST_S = 30.0
 DEBOUNCE_CAP_S = 2.0
 
@@ -64,5 +66,5 @@ def hold_back(
     if ttl_s is None:
         return "failed last time; waiting for a change to its inputs or code"
     if retry_at is not None and now < retry_at:
-        return f"failed last time; retrying in {retry_at - now:.0f}s"
+        return f"failed last time; retrying in {format_duration(retry_at - now)}"
     return None
