@@ -202,8 +202,10 @@ class Daemon:
     def _note_code(self, prepared: Prepared) -> None:
         """Keep the code files of module stages watched as their imports change."""
         stage, fingerprint = prepared.stage, prepared.fingerprint
-        if stage.module is None:
-            return
+        if stage.module is None or not self.pipeline.has_stage(stage.name):
+            return  # a command's code is its argv; a stage a reload removed reads nothing now
+        if self.pipeline.stage(stage.name) != stage:
+            return  # checked before a reload changed it: its next check says what it imports
         files = frozenset(
             str(self.root / rel) if not rel.startswith("/") else rel
             for rel, _ in (*((fingerprint.code,) if fingerprint.code else ()), *fingerprint.deps)
