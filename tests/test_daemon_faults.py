@@ -332,3 +332,25 @@ def test_accept_of_a_stage_running_in_a_build_is_refused(slow: Project) -> None:
         build.kill()
         build.wait()
     assert slow.cli("accept", "slow").returncode == 0  # once it has ended
+
+
+def test_kill_9_of_the_daemon_takes_a_stages_grandchildren_with_it(project: Project) -> None:
+    project.write(
+        "gen.py",
+        "import os, time\nopen(f'pids/{os.getpid()}', 'w').close()\ntime.sleep(60)\n",
+    )
+    (project.root / "pids").mkdir()
+    project.config(
+        """
+[[stage]]
+name = "gen"
+command = ["sh", "-c", "python3 gen.py & python3 gen.py; wait"]
+outputs = ["never.txt"]
+"""
+    )
+    with RunningDaemon(project) as daemon:
+        daemon.wait_event("stage.started", stage="gen")
+        wait_until(lambda: len(list((project.root / "pids").iterdir())) == 2)
+        grandchildren = [int(path.name) for path in (project.root / "pids").iterdir()]
+        daemon.stop(signal.SIGKILL)
+    wait_until(lambda: not any(alive(pid) for pid in grandchildren))
