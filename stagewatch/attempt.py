@@ -14,7 +14,7 @@ import structlog
 
 from stagewatch.cache import Workspace
 from stagewatch.freshness import Decision, Fingerprint
-from stagewatch.runner import StageRunner
+from stagewatch.runner import RunTicket, StageRunner
 from stagewatch.stage import RunResult, Stage
 from stagewatch.state import StateRecorder
 
@@ -45,7 +45,7 @@ class Attempts:
         )
         return Prepared(stage, fingerprint, decision)
 
-    def run(self, prepared: Prepared) -> RunResult:
+    def run(self, prepared: Prepared, ticket: RunTicket | None = None) -> RunResult:
         """Run a prepared stage to its settled result; a problem of stagewatch's own becomes the
         stage's failure, never an exception that would leave it marked running."""
         stage = prepared.stage
@@ -62,7 +62,7 @@ class Attempts:
             )
         else:
             try:
-                result = self.runner.run(stage)
+                result = self.runner.run(stage, ticket)
             except Exception as exc:  # an error boundary: the run must end, and say so
                 log.exception("stage.internal_error", stage=stage.name)
                 result = RunResult.not_started(f"stagewatch could not run it: {exc!r}")

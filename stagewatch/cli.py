@@ -26,6 +26,7 @@ from stagewatch.durations import format_duration
 from stagewatch.errors import StagewatchError, UsageError
 from stagewatch.freshness import CorruptEntry, Decision, Entry, shadowing
 from stagewatch.graph import Graph
+from stagewatch.launch import StoppedEarly, stop_status
 from stagewatch.layout import CacheLayout
 from stagewatch.lock import PipelineLock, lock_owner
 from stagewatch.log import (
@@ -171,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say_on_stderr("stagewatch: interrupted")
         return 1
+    except StoppedEarly as exc:  # a signal before the command had handlers of its own
+        say_on_stderr(f"stagewatch: stopped by {exc.signame}")
+        return stop_status([args.command])
     except Stopped as exc:
         say_on_stderr(f"stagewatch: stopped by {exc.args[0] if exc.args else 'SIGTERM'}")
         return 1

@@ -14,7 +14,14 @@ from types import FrameType
 
 
 class StoppedEarly(BaseException):
-    """A stop asked for before the command was ready (a BaseException: nothing may swallow it)."""
+    """A stop asked for before the command had handlers of its own (a BaseException, as
+    KeyboardInterrupt is: nothing may swallow it). Ctrl-C raises it too, never
+    KeyboardInterrupt: Python makes a process whose KeyboardInterrupt passed through an exec()
+    (dataclasses make their methods so, while modules load) die by SIGINT even once caught."""
+
+    @property
+    def signame(self) -> str:
+        return signal.Signals(self.args[0]).name
 
 
 _reload_asked = False
@@ -45,18 +52,24 @@ def _command(argv: list[str]) -> str | None:
     return next((word for word in argv if word in _COMMANDS), None)
 
 
+def stop_status(argv: list[str]) -> int:
+    """The exit status of a stop asked for by a signal: a daemon asked to stop has done what
+    was asked; any other command has not finished."""
+    return 0 if _command(argv) == "watch" else 1
+
+
 def run() -> None:
     """Console-script entry point."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) == signal.SIG_DFL:  # nohup's SIG_IGN is kept, and means it
             signal.signal(signum, _on_signal)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_signal)
     try:
         from stagewatch.cli import main
 
         code = main()
     except StoppedEarly as stopped:
-        name = signal.Signals(stopped.args[0]).name
-        print(f"stagewatch: stopped by {name} before it had started anything", file=sys.stderr)
-        # A daemon asked to stop has done what was asked; any other command has not.
-        code = 0 if _command(sys.argv[1:]) == "watch" else 1
+        print(f"stagewatch: stopped by {stopped.signame} before it had started anything", file=sys.stderr)
+        code = stop_status(sys.argv[1:])
     sys.exit(code)

@@ -85,6 +85,14 @@ def stage_env(stage: Stage, output_dir: Path, base: dict[str, str] | None = None
     return env
 
 
+@dataclass
+class RunTicket:
+    """One run's handle: a cancel through it reaches that run and no other, even one not started."""
+
+    cancelled: bool = False
+    process: subprocess.Popen[bytes] | None = None
+
+
 def open_log(path: Path, output_dir: Path) -> IO[str]:
     """The stage's log, truncated: made only below an output folder that is still there, and
     never a FIFO or a device (opening one would wait for a reader, or write into it)."""
@@ -167,7 +175,9 @@ class StageRunner:
     def log_path(self, stage: Stage) -> Path:
         return self.layout.log(stage.name)
 
-    def run(self, stage: Stage) -> RunResult:
+    def run(self, stage: Stage, ticket: RunTicket | None = None) -> RunResult:
+        """Run the stage to its end; `ticket` lets cancel_run reach this run, and only this one."""
+        ticket = ticket if ticket is not None else RunTicket()
         started = time.monotonic()
         token = new_token()
         env = stage_env(stage, self.output_dir)
@@ -186,8 +196,8 @@ class StageRunner:
             ours, keepers = socket.socketpair()
             with ours:
                 with keepers, self._lock:
-                    # Started and registered under the lock, so cancel_all can never miss a run.
-                    if self._closing:
+                    # Started and registered under the lock, so no cancel can ever miss a run.
+                    if self._closing or ticket.cancelled:
                         return RunResult(False, None, 0.0, "stopped by stagewatch", cancelled=True)
                     try:
                         process = subprocess.Popen(
@@ -206,6 +216,7 @@ class StageRunner:
                         return RunResult.not_started(message, time.monotonic() - started)
                     self._running[process.pid] = process
                     self._by_stage[stage.name] = process.pid
+                    ticket.process = process
                 try:
                     return self._supervise(stage, process, ours, token, log_file, started)
                 finally:
@@ -401,6 +412,16 @@ class StageRunner:
             self._cancelled.add(process.pid)
         self._stop_group(process)
         return True
+
+    def cancel_run(self, ticket: RunTicket) -> None:
+        """Stop the run this ticket was given to (or keep it from starting); returns once it is gone."""
+        with self._lock:
+            ticket.cancelled = True
+            process = ticket.process
+            if process is None or process.pid not in self._running:
+                return  # not started yet (it never will be), or over
+            self._cancelled.add(process.pid)
+        self._stop_group(process)
 
     def cancel_all(self) -> None:
         """Stop every running stage and start no more; returns once they are gone."""

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stagewatch.layout import CacheLayout, write_atomic
+from stagewatch.regular import read_regular
 
 TOKEN_VAR = "STAGEWATCH_RUN"
 RECORD_VERSION = "1"
@@ -43,6 +44,9 @@ class CorruptRecord:
     problem: str
 
 
+RECORD_LIMIT = 64 * 1024  # a record is a few short lines
+
+
 def new_token() -> str:
     return secrets.token_hex(16)
 
@@ -68,7 +72,8 @@ def parse_record(text: str) -> RunRecord | str:
 
 def read_record(path: Path) -> RunRecord | CorruptRecord | None:
     try:
-        text = path.read_text(encoding="utf-8")
+        # A FIFO or a device put there is never opened for reading: it would wait forever.
+        text = read_regular(path, RECORD_LIMIT).decode("utf-8")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:

@@ -292,3 +292,15 @@ def test_no_log_is_made_under_an_output_folder_that_is_gone(tmp_path: Path) -> N
     result = runner.run(Stage(name="copy", command=("true",)))
     assert not result.ok and "the output folder is gone" in (result.error or "")
     assert not gone.exists()
+
+
+def test_a_ticket_cancelled_before_its_run_starts_keeps_it_from_starting(tmp_path: Path) -> None:
+    from stagewatch.runner import RunTicket
+
+    runner = StageRunner(tmp_path)
+    ticket = RunTicket()
+    runner.cancel_run(ticket)
+    result = runner.run(Stage(name="touch", command=("touch", "ran.txt")), ticket)
+    assert result.cancelled and not (tmp_path / "ran.txt").exists()
+    # A ticket reaches its own run only: the next run of the stage goes ahead.
+    assert runner.run(Stage(name="touch", command=("touch", "ran.txt"), outputs=("ran.txt",))).ok

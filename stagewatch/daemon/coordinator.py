@@ -334,8 +334,7 @@ class Coordinator:
         slot = self.slots[name]
         slot.state = SlotState.FAILED
         slot.failures += 1
-        slot.failed_key = key
-        slot.forced = False
+        slot.failed_key = key  # `forced` is kept: an invalidate during the run still asks for another
         slot.trigger = Trigger.NONE  # self_runs is kept: a failing run can loop on itself too
         ttl_s = self.stages[name].ttl_s
         slot.retry_at = now.mono + backoff_s(slot.failures, ttl_s)
@@ -381,6 +380,10 @@ class Coordinator:
         for stage in self.plan.stages:
             name, slot = stage.name, self.slots[stage.name]
             if slot.state is SlotState.READY:
+                if stage.ancestors & (unsettled - {name}):
+                    # Something upstream changed since its check: it waits, and is checked again.
+                    self._candidate(name)
+                    continue
                 # Nothing starts while a removed stage's run is still stopping (it may write
                 # the very files a new stage writes).
                 if running >= self.plan.jobs or self.retiring or slot.job is None:

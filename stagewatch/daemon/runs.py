@@ -1,8 +1,8 @@
 """The coordinator's Check, Start and Cancel, carried out on worker threads.
 
 A check prepares a stage (fingerprint and decision) on the I/O thread; a start runs what that
-check prepared; a cancel reaches exactly the run it names, or nothing: never the next run of
-the same stage.
+check prepared; a cancel reaches exactly the run it names (through that run's ticket, even
+before its process exists), or nothing: never the next run of the same stage.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from stagewatch.attempt import Attempts, Prepared
 from stagewatch.daemon.events import Cancel, Check, Finished, Start, Verdict
 from stagewatch.daemon.workers import Workers
 from stagewatch.pipeline import Pipeline
-from stagewatch.runner import StageRunner
+from stagewatch.runner import RunTicket, StageRunner
 from stagewatch.stage import RunResult, attempt_result
 
 log = structlog.get_logger(__name__)
@@ -41,8 +41,7 @@ class StageWork:
         self.runner = runner
         self.workers = workers
         self.prepared: dict[str, tuple[int, Prepared]] = {}
-        self._running: dict[str, int] = {}  # stage -> its run under way
-        self._running_lock = threading.Lock()
+        self.tickets: dict[int, RunTicket] = {}  # job -> its run's handle, from Start to its end
         self.stopping = False
 
     def entry_mtime(self, name: str) -> float | None:
@@ -87,39 +86,33 @@ class StageWork:
             self._ended(action, RunResult.not_started("nothing prepared to run"), None, ended)
             return
         key = prepared.fingerprint.key
-
-        def work() -> RunResult:
-            with self._running_lock:
-                self._running[action.name] = action.job
-            try:
-                return self.attempts.run(prepared)
-            finally:  # here, not on the loop: a cancel may hold the lock while its run stops
-                with self._running_lock:
-                    if self._running.get(action.name) == action.job:
-                        del self._running[action.name]
+        # Made now, on the loop: a Cancel that comes before the worker has begun still finds it.
+        ticket = self.tickets[action.job] = RunTicket()
 
         def failed(error: BaseException) -> None:
             log.error("daemon.internal_error", stage=action.name, during="run", error=repr(error))
             self._ended(action, RunResult.not_started(f"stagewatch could not run it: {error!r}"), key, ended)
 
         self.workers.offload(
-            self.workers.runs, work, lambda result: self._ended(action, result, key, ended), failed
+            self.workers.runs,
+            lambda: self.attempts.run(prepared, ticket),
+            lambda result: self._ended(action, result, key, ended),
+            failed,
         )
 
     def _ended(self, action: Start, result: RunResult, key: str | None, ended: Ended) -> None:
         """A run has settled: report it with the key it started from."""
+        self.tickets.pop(action.job, None)
         mtime = self.entry_mtime(action.name) if result.ok else None
         ended(action.name, action.job, Finished(attempt_result(result), key, mtime))
 
     def cancel(self, action: Cancel) -> None:
-        def work() -> None:
-            # Under the lock, a run that has ended cannot be replaced by the next one: the
-            # cancel reaches exactly the run it was meant for, or nothing.
-            with self._running_lock:
-                if self._running.get(action.name) == action.job:
-                    self.runner.cancel(action.name)
-
-        threading.Thread(target=work, name=f"cancel-{action.name}", daemon=True).start()
+        ticket = self.tickets.get(action.job)
+        if ticket is None:
+            return  # that run is over: the cancel must not reach the next one
+        threading.Thread(
+            target=self.runner.cancel_run, args=(ticket,), name=f"cancel-{action.name}", daemon=True
+        ).start()
 
     def stop(self) -> None:
         """Start no run from now on, stop every run under way, give up hashing."""
