@@ -26,7 +26,7 @@ from stagewatch.durations import format_duration
 from stagewatch.errors import StagewatchError, UsageError
 from stagewatch.freshness import CorruptEntry, Decision, Entry, shadowing
 from stagewatch.graph import Graph
-from stagewatch.launch import StoppedEarly, stop_status
+from stagewatch.launch import restore_defaults, say_stopped, stop_status, take_stop
 from stagewatch.layout import CacheLayout
 from stagewatch.lock import PipelineLock, lock_owner
 from stagewatch.log import (
@@ -163,6 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipeline = load_pipeline(locate_config(getattr(args, "config", None)))
         graph = pipeline.graph
         handler: Command = _COMMANDS[args.command]
+        stopped = _stopped_before_start(args.command)
+        if stopped is not None:
+            return stopped
+        if args.command not in ("watch", "build"):
+            restore_defaults()  # short commands: Ctrl-C and SIGTERM act at once, as anywhere
         return handler(args, pipeline, graph, fmt, log_stream)
     except StagewatchError as exc:
         say_on_stderr(f"stagewatch: {exc}" if exc.exit_code != 2 or not _has_file_prefix(exc) else str(exc))
@@ -172,9 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say_on_stderr("stagewatch: interrupted")
         return 1
-    except StoppedEarly as exc:  # a signal before the command had handlers of its own
-        say_on_stderr(f"stagewatch: stopped by {exc.signame}")
-        return stop_status([args.command])
     except Stopped as exc:
         say_on_stderr(f"stagewatch: stopped by {exc.args[0] if exc.args else 'SIGTERM'}")
         return 1
@@ -187,6 +189,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         say_on_stderr(f"stagewatch: error{where}: {exc.strerror or exc}")
         return 1
+
+
+def _stopped_before_start(command: str) -> int | None:
+    """The exit status when a signal asked for a stop before the command could act on it."""
+    signame = take_stop()
+    if signame is None:
+        return None
+    say_stopped(signame)
+    return stop_status([command])
 
 
 def _count(number: int, noun: str) -> str:
@@ -281,8 +292,12 @@ def _stopped_by_signals_and_lost_output() -> Iterator[None]:
     if sighup_stops():
         handled.append(signal.SIGHUP)
     previous = {signum: signal.signal(signum, unwind) for signum in handled}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     forget = on_output_gone(wake_main)
     try:
+        asked = take_stop()  # a stop asked for while the build got ready: acted on now
+        if asked is not None:
+            raise KeyboardInterrupt if asked == "SIGINT" else Stopped(asked)
         yield
     finally:
         forget()

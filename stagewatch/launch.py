@@ -1,41 +1,51 @@
 """The first steps of a stagewatch process: a signal that comes before it is ready is not fatal.
 
-Until a command installs handlers of its own (the daemon's loop, a build's round), SIGTERM or a
-terminal's hangup stops the process with one line instead of killing it in the middle of its
-imports, and a SIGHUP meant as a reload (no controlling terminal) is remembered and carried out
-once the daemon watches. This module imports nothing of stagewatch until it has done that.
+Until a command can act on them (the daemon's loop, a build's round), SIGTERM, SIGINT and a
+terminal's hangup are only noted, and the command stops at its next safe point with one line;
+a SIGHUP meant as a reload (no controlling terminal) is carried out once the daemon watches.
+Nothing is raised from the handler: a signal landing while modules load would otherwise end
+as a traceback (an exception inside a class's creation is rewrapped as RuntimeError) or as a
+death by SIGINT (Python's own rule for a KeyboardInterrupt that passed through an exec()).
+This module imports nothing of stagewatch until its handlers are in place.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from types import FrameType
 
-
-class StoppedEarly(BaseException):
-    """A stop asked for before the command had handlers of its own (a BaseException, as
-    KeyboardInterrupt is: nothing may swallow it). Ctrl-C raises it too, never
-    KeyboardInterrupt: Python makes a process whose KeyboardInterrupt passed through an exec()
-    (dataclasses make their methods so, while modules load) die by SIGINT even once caught."""
-
-    @property
-    def signame(self) -> str:
-        return signal.Signals(self.args[0]).name
-
-
+_COMMANDS = ("watch", "serve", "build", "status", "explain", "invalidate", "accept", "graph", "check")
+_asked: int | None = None  # the first stop signal, until the command acts on it
 _reload_asked = False
+_has_terminal = False
+_ours: set[int] = set()
+
+
+def _has_controlling_terminal() -> bool:
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
-    global _reload_asked
-    if signum == signal.SIGHUP:
-        from stagewatch.terminal import has_controlling_terminal
+    global _asked, _reload_asked
+    if signum == signal.SIGHUP and not _has_terminal:
+        _reload_asked = True  # read the pipeline file again once watching
+    elif _asked is None:
+        _asked = signum
 
-        if not has_controlling_terminal():
-            _reload_asked = True  # read the pipeline file again once watching
-            return
-    raise StoppedEarly(signum)
+
+def take_stop() -> str | None:
+    """The name of the signal that asked for a stop while the command could not act, if any;
+    forgets it once said (the one who asks acts on it)."""
+    global _asked
+    asked, _asked = _asked, None
+    return None if asked is None else signal.Signals(asked).name
 
 
 def reload_asked() -> bool:
@@ -45,31 +55,39 @@ def reload_asked() -> bool:
     return asked
 
 
-_COMMANDS = ("watch", "serve", "build", "status", "explain", "invalidate", "accept", "graph", "check")
-
-
-def _command(argv: list[str]) -> str | None:
-    return next((word for word in argv if word in _COMMANDS), None)
+def restore_defaults() -> None:
+    """Give the signals back to Python's defaults: for commands that act on them at once."""
+    for signum in _ours:
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+    _ours.clear()
 
 
 def stop_status(argv: list[str]) -> int:
     """The exit status of a stop asked for by a signal: a daemon asked to stop has done what
     was asked; any other command has not finished."""
-    return 0 if _command(argv) == "watch" else 1
+    command = next((word for word in argv if word in _COMMANDS), None)
+    return 0 if command == "watch" else 1
+
+
+def say_stopped(signame: str) -> None:
+    print(f"stagewatch: stopped by {signame} before it had started anything", file=sys.stderr)
 
 
 def run() -> None:
     """Console-script entry point."""
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(signum) == signal.SIG_DFL:  # nohup's SIG_IGN is kept, and means it
+    global _has_terminal
+    _has_terminal = _has_controlling_terminal()
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        current = signal.getsignal(signum)
+        # nohup's SIG_IGN is kept, and means it; so is any handler someone else installed.
+        if current in (signal.SIG_DFL, signal.default_int_handler):
             signal.signal(signum, _on_signal)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _on_signal)
-    try:
-        from stagewatch.cli import main
+            _ours.add(signum)
+    from stagewatch.cli import main
 
-        code = main()
-    except StoppedEarly as stopped:
-        print(f"stagewatch: stopped by {stopped.signame} before it had started anything", file=sys.stderr)
+    code = main()
+    asked = take_stop()
+    if asked is not None:  # asked after the command's last look, and before its own handlers
+        print(f"stagewatch: stopped by {asked}", file=sys.stderr)
         code = stop_status(sys.argv[1:])
     sys.exit(code)

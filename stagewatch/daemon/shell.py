@@ -41,7 +41,7 @@ from stagewatch.daemon.runs import StageWork
 from stagewatch.daemon.systemd import Notifier
 from stagewatch.daemon.watcher import Watcher, plan_watches
 from stagewatch.daemon.workers import Workers
-from stagewatch.launch import reload_asked
+from stagewatch.launch import reload_asked, take_stop
 from stagewatch.lock import PipelineLock
 from stagewatch.log import Resolved, line_sink, on_output_gone
 from stagewatch.paths import label
@@ -113,6 +113,11 @@ class Daemon:
         hup = self.stop if sighup_stops() else self._reload
         self.loop.add_signal_handler(signal.SIGHUP, hup, "SIGHUP")
         on_output_gone(lambda _why: self.loop.call_soon_threadsafe(self.stop, "output gone"))
+        asked = take_stop()
+        if asked is not None:  # asked while it got ready: nothing has started, nothing to stop
+            await self.loop.run_in_executor(None, self._close_files)
+            log.info("watch.stopped", signal=asked)
+            return 0
         # Watch first, then catch up: a change made during the catch-up is not lost.
         self.watcher = Watcher(self._changes_from_thread, self._trouble_from_thread, self.pipeline.watcher)
         self.watcher.start()
