@@ -17,6 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 # The signal is sent while stagewatch imports its command line, long before it is ready.
 EARLY = """
 import os, signal, sys
+signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a plain start has it (a CI may ignore SIGHUP)
 def hook(event, args):
     if event == "import" and args[0] == "stagewatch.cli" and not sent:
         sent.append(True)

@@ -28,6 +28,8 @@ def test_hangup_stops_only_on_a_terminal_not_ignored(
     assert hangup_stops(has_terminal, sighup_ignored) is stops
 
 
+# SIGHUP's disposition is inherited: a run under nohup (or a CI that ignores it) must not decide
+# the answer, so the probe starts from the default and each test says what it changes.
 PROBE = "from stagewatch.terminal import has_controlling_terminal, sighup_stops;"
 PROBE += "print(has_controlling_terminal(), sighup_stops())"
 AS_TERMINAL = (
@@ -36,12 +38,15 @@ AS_TERMINAL = (
 )
 
 
+DEFAULT_SIGHUP = "import signal; signal.signal(signal.SIGHUP, signal.SIG_DFL);"
+
+
 def probe(preamble: str = "") -> str:
     """The probe's answer when its stdin is a pty made its controlling terminal."""
     master, slave = os.openpty()
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", AS_TERMINAL, preamble + PROBE],
+            [sys.executable, "-c", AS_TERMINAL, DEFAULT_SIGHUP + preamble + PROBE],
             stdin=slave, capture_output=True, text=True, start_new_session=True, timeout=20,
         )  # fmt: skip
     finally:
