@@ -398,7 +398,8 @@ def test_status_text_says_what_happens() -> None:
     actions = coordinator.start(clock.now())
     assert status_text(coordinator, clock.now()) == "catching up 0/2"
     job = run_to_start(coordinator, clock, "a", actions)
-    coordinator.slots["b"].catching_up = False
-    assert status_text(coordinator, clock.advance(4)) == "running a (4 s)"
+    assert status_text(coordinator, clock.advance(4)) == "catching up 1/2"
     coordinator.finished("a", job, FAILED, clock.now())
     assert status_text(coordinator, clock.now()) == "1 stage failing: a"
+    job = run_to_start(coordinator, clock, "a", coordinator.invalidated("a", clock.now()))
+    assert status_text(coordinator, clock.advance(3)) == "running a (3 s)"

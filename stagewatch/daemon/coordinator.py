@@ -53,9 +53,12 @@ class Coordinator:
     """Decides, for every stage of a pipeline, what happens next."""
 
     def __init__(self, plan: Plan) -> None:
-        self.plan = plan
-        self.stages = {stage.name: stage for stage in plan.stages}
-        self.slots = {stage.name: Slot() for stage in plan.stages}
+        self.by_state: dict[SlotState, set[str]] = {state: set() for state in SlotState}
+        self.unchecked: set[str] = set()  # not checked since the daemon (or the stage) started
+        self.slots: dict[str, Slot] = {}
+        self._use(plan)
+        for stage in plan.stages:
+            self._add_slot(stage.name)
         self.retiring: dict[str, int] = {}  # removed stages' runs, until they have stopped
         self.stopping = False
         self.exited = False
@@ -135,7 +138,7 @@ class Coordinator:
         if slot is None or slot.job != job or slot.state is not SlotState.CHECKING:
             return self._dispatch(now)  # a check of a stage since removed, or of a stop
         slot.job = None
-        slot.catching_up = False
+        self._checked_once(name)
         if verdict.entry_mtime is not None or not verdict.run:
             slot.entry_mtime = verdict.entry_mtime
         actions: list[Action] = []
@@ -146,7 +149,7 @@ class Coordinator:
             slot.dirty = False  # what it hashed may be out of date: hash again
             self._candidate(name)
         elif not verdict.run:
-            slot.state = SlotState.IDLE
+            self._move(name, SlotState.IDLE)
             slot.blocked_by = None
             slot.forced = False
             slot.trigger, slot.self_runs, slot.loop_confirmed_until = Trigger.NONE, 0, None
@@ -159,11 +162,11 @@ class Coordinator:
                     slot.failed_key, verdict.key, self.stages[name].ttl_s, slot.retry_at, now.mono
                 )
             if held is not None:
-                slot.state = SlotState.FAILED
+                self._move(name, SlotState.FAILED)
                 slot.trigger = Trigger.NONE
                 actions.append(Say("debug", "stage.held", {"stage": name, "reason": held}))
             else:
-                slot.state = SlotState.READY
+                self._move(name, SlotState.READY)
                 slot.job = job
                 slot.blocked_by = None
         return actions + self._dispatch(now)
@@ -180,10 +183,10 @@ class Coordinator:
         slot.run_ended_wall = now.wall
         actions: list[Action] = []
         if self.stopping:
-            slot.state = SlotState.IDLE
+            self._move(name, SlotState.IDLE)
             return actions + self._dispatch(now)
         if result.outcome is StageState.SUCCEEDED:
-            slot.state = SlotState.IDLE
+            self._move(name, SlotState.IDLE)
             slot.entry_mtime = result.entry_mtime
             self._recovered(name, actions)
             for downstream in self.stages[name].downstream:
@@ -197,8 +200,7 @@ class Coordinator:
             self._fail(name, key=result.key, now=now, actions=actions)
         if slot.dirty:
             slot.dirty = False
-            if slot.state is not SlotState.LOOPING:
-                self._candidate(name)
+            self._candidate(name)
         if slot.loop_confirming:
             # The run after the pause has ended: its own change, if it comes, holds it now.
             slot.loop_confirming = False
@@ -214,13 +216,15 @@ class Coordinator:
         gone = [name for name in self.slots if name not in new]
         for name in gone:
             slot = self.slots.pop(name)
+            self.by_state[slot.state].discard(name)
+            self.unchecked.discard(name)
             if slot.state is SlotState.RUNNING and slot.job is not None:
                 self.retiring[name] = slot.job
                 actions.append(Cancel(name, slot.job))
+        self._use(plan)
         for name in new:
             if name not in self.slots:
-                self.slots[name] = Slot()
-        self.plan, self.stages = plan, new
+                self._add_slot(name)
         for name in changed & new.keys():
             slot = self.slots[name]
             # Its old failure said nothing about its new settings.
@@ -229,11 +233,12 @@ class Coordinator:
                 slot.dirty = True
             else:
                 self._candidate(name)
-        for name, slot in self.slots.items():
-            if slot.state is SlotState.BLOCKED:  # its blocker may be gone, changed, or no longer upstream
-                if slot.blocked_by not in new or slot.blocked_by in changed:
-                    slot.blocked_by = None
-                self._candidate(name)
+        for name in list(self.by_state[SlotState.BLOCKED]):
+            # Its blocker may be gone, changed, or no longer upstream of it.
+            slot = self.slots[name]
+            if slot.blocked_by not in new or slot.blocked_by in changed:
+                slot.blocked_by = None
+            self._candidate(name)
         self.busy_since_idle = True
         return actions + self._dispatch(now)
 
@@ -241,8 +246,9 @@ class Coordinator:
         """Start nothing more; cancel every run; Exit once none is left."""
         self.stopping = True
         actions: list[Action] = []
-        for name, slot in self.slots.items():
-            if slot.state is SlotState.RUNNING and slot.job is not None and not slot.cancel_sent:
+        for name in sorted(self.by_state[SlotState.RUNNING]):
+            slot = self.slots[name]
+            if slot.job is not None and not slot.cancel_sent:
                 slot.cancel_sent = True
                 actions.append(Cancel(name, slot.job))
         return actions + self._dispatch(now)
@@ -251,18 +257,16 @@ class Coordinator:
 
     def running(self) -> dict[str, float]:
         """Running stages -> when their run started (monotonic)."""
-        return {
-            name: slot.run_started or 0.0
-            for name, slot in self.slots.items()
-            if slot.state is SlotState.RUNNING
-        }
+        return {name: self.slots[name].run_started or 0.0 for name in self.by_state[SlotState.RUNNING]}
 
     def in_state(self, *states: SlotState) -> list[str]:
-        return [name for name in self.plan.order if self.slots[name].state in states]
+        """The stages in these states, in graph order."""
+        found = set().union(*(self.by_state[state] for state in states))
+        return sorted(found, key=self.position.__getitem__)
 
     @property
     def settled(self) -> bool:
-        return not self.retiring and not any(slot.state in BUSY for slot in self.slots.values())
+        return not self.retiring and not any(self.by_state[state] for state in BUSY)
 
     # --- transitions ---
 
@@ -270,10 +274,31 @@ class Coordinator:
         self._next_job += 1
         return self._next_job
 
-    def _candidate(self, name: str) -> None:
+    def _use(self, plan: Plan) -> None:
+        self.plan = plan
+        self.stages = {stage.name: stage for stage in plan.stages}
+        self.position = {stage.name: index for index, stage in enumerate(plan.stages)}
+        self.ttl_stages = [stage.name for stage in plan.stages if stage.ttl_s is not None]
+
+    def _add_slot(self, name: str) -> None:
+        self.slots[name] = Slot()
+        self.by_state[SlotState.CANDIDATE].add(name)
+        self.unchecked.add(name)
+
+    def _move(self, name: str, state: SlotState) -> None:
+        """The one place a slot changes state: the index of states moves with it."""
         slot = self.slots[name]
-        slot.state = SlotState.CANDIDATE
-        slot.job = None
+        self.by_state[slot.state].discard(name)
+        self.by_state[state].add(name)
+        slot.state = state
+
+    def _checked_once(self, name: str) -> None:
+        self.slots[name].catching_up = False
+        self.unchecked.discard(name)
+
+    def _candidate(self, name: str) -> None:
+        self._move(name, SlotState.CANDIDATE)
+        self.slots[name].job = None
 
     def _touch_quietly(self, name: str) -> None:
         """An upstream run ended: check the stage, which is neither its own nor an outside change."""
@@ -332,7 +357,7 @@ class Coordinator:
 
     def _fail(self, name: str, key: str | None, now: Now, actions: list[Action]) -> None:
         slot = self.slots[name]
-        slot.state = SlotState.FAILED
+        self._move(name, SlotState.FAILED)
         slot.failures += 1
         slot.failed_key = key  # `forced` is kept: an invalidate during the run still asks for another
         slot.trigger = Trigger.NONE  # self_runs is kept: a failing run can loop on itself too
@@ -346,92 +371,90 @@ class Coordinator:
                     {"stage": name, "retry_in_s": backoff_s(slot.failures, ttl_s)},
                 )
             )
-        for downstream in self.plan.order:
-            other = self.slots[downstream]
-            if name in self.stages[downstream].ancestors and other.state is SlotState.CANDIDATE:
-                self._block(downstream, name, actions)
+        waiting = [
+            other for other in self.by_state[SlotState.CANDIDATE] if name in self.stages[other].ancestors
+        ]
+        for downstream in sorted(waiting, key=self.position.__getitem__):
+            self._block(downstream, name, actions)
 
     def _block(self, name: str, blocker: str, actions: list[Action]) -> None:
         slot = self.slots[name]
         if slot.blocked_by != blocker:  # said once, not at every change while blocked
             actions.append(Say("warning", "stage.blocked", {"stage": name, "by": blocker}))
-        slot.state, slot.blocked_by = SlotState.BLOCKED, blocker
-        slot.catching_up = False
+        self._move(name, SlotState.BLOCKED)
+        slot.blocked_by = blocker
+        self._checked_once(name)
 
     def _recovered(self, name: str, actions: list[Action]) -> None:
         """The stage is fresh again: forget its failures, and check what it blocked."""
         slot = self.slots[name]
         slot.failures, slot.failed_key, slot.retry_at = 0, None, None
-        for other_name, other in self.slots.items():
-            if other.state is SlotState.BLOCKED and other.blocked_by == name:
-                self._candidate(other_name)
+        for other in list(self.by_state[SlotState.BLOCKED]):
+            if self.slots[other].blocked_by == name:
+                self._candidate(other)
+
+    def _upstream_busy(self, stage: StagePlan) -> bool:
+        return any(not stage.ancestors.isdisjoint(self.by_state[state]) for state in BUSY)
 
     def _dispatch(self, now: Now) -> list[Action]:
         actions: list[Action] = []
         if self.stopping:
-            if not self.exited and not self.retiring and not self.running():
+            if not self.exited and not self.retiring and not self.by_state[SlotState.RUNNING]:
                 self.exited = True
                 actions.append(Exit())
             return actions
-        unsettled = {name for name, slot in self.slots.items() if slot.state in BUSY}
-        failed = {name for name, slot in self.slots.items() if slot.state is SlotState.FAILED}
-        running = sum(1 for slot in self.slots.values() if slot.state is SlotState.RUNNING)
-        checking = sum(1 for slot in self.slots.values() if slot.state is SlotState.CHECKING)
-        for stage in self.plan.stages:
-            name, slot = stage.name, self.slots[stage.name]
-            if slot.state is SlotState.READY:
-                if stage.ancestors & (unsettled - {name}):
-                    # Something upstream changed since its check: it waits, and is checked again.
-                    self._candidate(name)
+        in_order = self.position.__getitem__
+        for name in sorted(self.by_state[SlotState.READY], key=in_order):
+            stage, slot = self.stages[name], self.slots[name]
+            if self._upstream_busy(stage):
+                # Something upstream changed since its check: it waits, and is checked again.
+                self._candidate(name)
+                continue
+            # Nothing starts while a removed stage's run is still stopping (it may write the
+            # very files a new stage writes).
+            if len(self.by_state[SlotState.RUNNING]) >= self.plan.jobs or self.retiring or slot.job is None:
+                continue
+            self._move(name, SlotState.RUNNING)
+            slot.run_started = now.mono
+            slot.run_started_wall, slot.run_ended_wall = now.wall, None
+            slot.dirty = False
+            slot.forced = False
+            if slot.trigger is Trigger.SELF:
+                slot.self_runs += 1
+            elif slot.trigger is Trigger.OUTSIDE:
+                slot.self_runs = 0
+            slot.trigger = Trigger.NONE
+            self.busy_since_idle = True
+            actions.append(Start(name, slot.job))
+        for name in sorted(self.by_state[SlotState.CANDIDATE], key=in_order):
+            if len(self.by_state[SlotState.CHECKING]) >= CHECKS_IN_FLIGHT:
+                break  # the rest wait for a check to come back
+            stage, slot = self.stages[name], self.slots[name]
+            if self._upstream_busy(stage):
+                continue  # checked once everything upstream of it has settled
+            blockers = stage.ancestors & self.by_state[SlotState.FAILED]
+            if blockers:
+                self._block(name, min(blockers, key=in_order), actions)
+                continue
+            if slot.trigger is Trigger.SELF and slot.self_runs >= SELF_TRIGGER_RUNS and not slot.forced:
+                self._move(name, SlotState.LOOPING)
+                until = slot.loop_confirmed_until
+                if until is None or now.mono > until:
+                    slot.loop_check_at = now.mono + LOOP_PAUSE_S
                     continue
-                # Nothing starts while a removed stage's run is still stopping (it may write
-                # the very files a new stage writes).
-                if running >= self.plan.jobs or self.retiring or slot.job is None:
-                    continue
-                running += 1
-                slot.state = SlotState.RUNNING
-                slot.run_started = now.mono
-                slot.run_started_wall, slot.run_ended_wall = now.wall, None
-                slot.dirty = False
-                slot.forced = False
-                if slot.trigger is Trigger.SELF:
-                    slot.self_runs += 1
-                elif slot.trigger is Trigger.OUTSIDE:
-                    slot.self_runs = 0
-                slot.trigger = Trigger.NONE
-                self.busy_since_idle = True
-                actions.append(Start(name, slot.job))
-            elif slot.state is SlotState.CANDIDATE:
-                if stage.ancestors & (unsettled - {name}):
-                    continue  # checked once everything upstream of it has settled
-                blocker = next((up for up in self.plan.order if up in stage.ancestors and up in failed), None)
-                if blocker is not None:
-                    self._block(name, blocker, actions)
-                    unsettled.discard(name)
-                    continue
-                if slot.trigger is Trigger.SELF and slot.self_runs >= SELF_TRIGGER_RUNS and not slot.forced:
-                    slot.state = SlotState.LOOPING
-                    unsettled.discard(name)
-                    until = slot.loop_confirmed_until
-                    if until is None or now.mono > until:
-                        slot.loop_check_at = now.mono + LOOP_PAUSE_S
-                        continue
-                    slot.loop_check_at, slot.loop_confirmed_until = None, None
-                    fields = {"stage": name, "path": slot.trigger_path, "runs": slot.self_runs + 1}
-                    actions.append(Say("warning", "stage.self_triggering", fields))
-                    continue
-                if checking >= CHECKS_IN_FLIGHT:
-                    continue
-                checking += 1
-                slot.state = SlotState.CHECKING
-                slot.job = self._new_job()
-                actions.append(Check(name, slot.job, slot.forced, slot.catching_up))
+                slot.loop_check_at, slot.loop_confirmed_until = None, None
+                fields = {"stage": name, "path": slot.trigger_path, "runs": slot.self_runs + 1}
+                actions.append(Say("warning", "stage.self_triggering", fields))
+                continue
+            self._move(name, SlotState.CHECKING)
+            slot.job = self._new_job()
+            actions.append(Check(name, slot.job, slot.forced, slot.catching_up))
         actions.append(Wake(self._next_wake(now)))
         if self.settled and self.busy_since_idle:
             self.busy_since_idle = False
             actions.append(
                 Idle(
-                    fresh=sum(1 for slot in self.slots.values() if slot.state is SlotState.IDLE),
+                    fresh=len(self.by_state[SlotState.IDLE]),
                     failing=tuple(self.in_state(SlotState.FAILED)),
                     blocked=tuple(self.in_state(SlotState.BLOCKED)),
                     looping=tuple(self.in_state(SlotState.LOOPING)),
@@ -442,12 +465,13 @@ class Coordinator:
     def _next_wake(self, now: Now) -> float:
         """Seconds until a TTL stage is due or a failed TTL stage's backoff ends (inf: never)."""
         soonest = float("inf")
-        for name, slot in self.slots.items():
-            if slot.state is SlotState.LOOPING and slot.loop_check_at is not None:
-                soonest = min(soonest, slot.loop_check_at - now.mono)
-            ttl_s = self.stages[name].ttl_s
-            if ttl_s is None:
-                continue
+        for name in self.by_state[SlotState.LOOPING]:
+            check_at = self.slots[name].loop_check_at
+            if check_at is not None:
+                soonest = min(soonest, check_at - now.mono)
+        for name in self.ttl_stages:
+            slot, ttl_s = self.slots[name], self.stages[name].ttl_s
+            assert ttl_s is not None
             if slot.state is SlotState.IDLE:
                 soonest = min(soonest, ttl_due_at(slot.entry_mtime, ttl_s, now.wall) - now.wall)
             elif slot.state is SlotState.FAILED and slot.retry_at is not None:
@@ -459,7 +483,7 @@ def status_text(coordinator: Coordinator, now: Now) -> str:
     """One line for `systemctl status`: what the daemon is doing now."""
     slots = coordinator.slots
     total = len(slots)
-    unchecked = sum(1 for slot in slots.values() if slot.catching_up)
+    unchecked = len(coordinator.unchecked)
     running = coordinator.running()
     failing = coordinator.in_state(SlotState.FAILED)
     failing_text = f"{_count(len(failing), 'stage')} failing: {', '.join(failing)}"
