@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import posixpath
 import time
@@ -14,6 +15,15 @@ from stagewatch.layout import stage_of_entry
 from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, glob_base, is_within, split
 from stagewatch.pipeline import Pipeline
 from stagewatch.stage import Change
+
+
+def _code_index(code_files: Mapping[str, Iterable[str]]) -> dict[str, set[str]]:
+    """code file -> the module stages that import it."""
+    index: dict[str, set[str]] = {}
+    for name, paths in code_files.items():
+        for path in paths:
+            index.setdefault(path, set()).add(name)
+    return index
 
 
 class ImpactMap:
@@ -32,16 +42,19 @@ class ImpactMap:
         self.index = ReadIndex(pipeline.stages, self.root)
         self.cache_dir = self.rules.cache_dir
         self.config_path = pipeline.config_path.as_posix()
-        self.code: dict[str, set[str]] = {}
-        for name, paths in code_files.items():
-            for path in paths:
-                self.code.setdefault(path, set()).add(name)
+        self.code = _code_index(code_files)
         self.python_roots = {
             stage.name: stage.search_path(self.root) for stage in pipeline.stages if stage.module is not None
         }
         self.outputs = [
             (absolute(output, self.root), stage.name) for stage in pipeline.stages for output in stage.outputs
         ]
+
+    def with_code(self, code_files: Mapping[str, Iterable[str]]) -> ImpactMap:
+        """The same map with other code files: the read index is kept, not built again."""
+        again = copy.copy(self)
+        again.code = _code_index(code_files)
+        return again
 
     def wanted_watches(self) -> dict[str, bool]:
         """Folder -> recursive: what holds inputs, globs' bases, code, outputs, the config and the cache.

@@ -88,6 +88,7 @@ class Daemon:
         self.impact = ImpactMap(pipeline, self.code_files)
         self.coordinator = Coordinator(plan_for(pipeline, self._jobs(pipeline)))
         self.debounce = Debounce()
+        self.replan_queued = False
         self.stopping = False
         self.exit_code = 0
         self.reloading = False
@@ -121,7 +122,7 @@ class Daemon:
         # Watch first, then catch up: a change made during the catch-up is not lost.
         self.watcher = Watcher(self._changes_from_thread, self._trouble_from_thread, self.pipeline.watcher)
         self.watcher.start()
-        await self.loop.run_in_executor(self.workers.io, self._replan, ())
+        await asyncio.wrap_future(self.workers.io.submit(lambda: self._replan(())))
         log.info(
             "watch.started",
             stages=len(self.pipeline.stages),
@@ -217,10 +218,22 @@ class Daemon:
         )
         if self.code_files.get(stage.name) != files:
             self.code_files[stage.name] = files
-            self.impact = ImpactMap(self.pipeline, self.code_files)
-            self.workers.on_io(lambda: self._replan(()))
+            self.impact = self.impact.with_code(self.code_files)
+            self._replan_soon()
 
     # --- the watcher and the debounce ---
+
+    def _replan_soon(self) -> None:
+        """One watch update for however many asks come before the I/O thread gets to it."""
+        if self.replan_queued:
+            return
+        self.replan_queued = True
+
+        def work() -> None:
+            self.replan_queued = False  # asked again from here on: another update follows
+            self._replan(())
+
+        self.workers.on_io(work)
 
     def _replan(self, renew: tuple[str, ...]) -> None:
         """On the I/O thread: make the watches match what the pipeline reads now."""
