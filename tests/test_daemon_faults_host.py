@@ -291,11 +291,16 @@ def test_without_a_terminal_sighup_reloads_and_the_daemon_keeps_running(ticker: 
 # --- a stdout that goes away ---
 
 
-def start_watch(project: Project, stdout: int) -> subprocess.Popen[bytes]:
+def start(project: Project, command: str, stdout: int) -> subprocess.Popen[bytes]:
+    """`stagewatch COMMAND` in a session of its own, its JSON log to `stdout`."""
     return subprocess.Popen(
-        stagewatch(project, "--log-format", "json", "watch"),
+        stagewatch(project, "--log-format", "json", command),
         stdout=stdout, stderr=subprocess.PIPE, cwd=project.root, env=environ(), start_new_session=True,
     )  # fmt: skip
+
+
+def start_watch(project: Project, stdout: int) -> subprocess.Popen[bytes]:
+    return start(project, "watch", stdout)
 
 
 def test_watch_stops_when_its_stdout_pipe_is_closed(ticker: Project) -> None:
@@ -381,10 +386,7 @@ def test_watch_into_a_full_disk_exits_1_promptly(ticker: Project) -> None:
 
 
 def start_build(project: Project, stdout: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        stagewatch(project, "--log-format", "json", "build"),
-        stdout=stdout, stderr=subprocess.PIPE, cwd=project.root, env=environ(), start_new_session=True,
-    )  # fmt: skip
+    return start(project, "build", stdout)
 
 
 def test_build_stops_its_stage_when_stdout_closes_mid_run(ticker: Project) -> None:
