@@ -122,7 +122,17 @@ class Daemon:
         # Watch first, then catch up: a change made during the catch-up is not lost.
         self.watcher = Watcher(self._changes_from_thread, self._trouble_from_thread, self.pipeline.watcher)
         self.watcher.start()
-        await asyncio.wrap_future(self.workers.io.submit(lambda: self._replan(())))
+        try:
+            await asyncio.wrap_future(self.workers.io.submit(lambda: self._replan(())))
+        except Exception:  # watches that could not be set up are tried again at each rescan
+            log.exception("daemon.internal_error", during="setting up the watches")
+        if not self.stopping:  # a stop while the watches were set up: never READY after STOPPING
+            self._start_watching()
+        await self._stopped.wait()
+        await self._shutdown()
+        return self.exit_code
+
+    def _start_watching(self) -> None:
         log.info(
             "watch.started",
             stages=len(self.pipeline.stages),
@@ -137,9 +147,6 @@ class Daemon:
         self._arm_rescan()
         if reload_asked():  # a SIGHUP came while starting: the file may have changed since read
             self._reload("SIGHUP")
-        await self._stopped.wait()
-        await self._shutdown()
-        return self.exit_code
 
     # --- plumbing ---
 
