@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stagewatch.daemon.scheduler import Burst, backoff_s, hold_back, start_burst, ttl_due_at
+from stagewatch.daemon.scheduler import Burst, backoff_s, hold_back, start_burst
+from stagewatch.freshness import ttl_due_at
 
 
 def test_ttl_stage_is_due_ttl_after_its_entry() -> None:

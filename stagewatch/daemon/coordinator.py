@@ -31,7 +31,8 @@ from stagewatch.daemon.events import (
     Verdict,
     Wake,
 )
-from stagewatch.daemon.scheduler import backoff_s, hold_back, ttl_due_at
+from stagewatch.daemon.scheduler import backoff_s, hold_back
+from stagewatch.freshness import ttl_due_at
 from stagewatch.pipeline import Pipeline
 from stagewatch.stage import OnBusy, StageState
 

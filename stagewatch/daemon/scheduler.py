@@ -1,4 +1,5 @@
-"""Decide when things are due, as pure arithmetic on times: TTL stages, failure backoff, debounce."""
+"""Decide when things are due, as pure arithmetic on times: failure backoff and debounce (a TTL
+stage's due time is freshness.ttl_due_at, the one rule build and the daemon share)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,6 @@ from stagewatch.durations import format_duration
 
 BACKOFF_FIRST_S = 30.0
 DEBOUNCE_CAP_S = 2.0
-
-
-def ttl_due_at(entry_mtime: float | None, ttl_s: float, now: float) -> float:
-    """When a TTL stage is next due (wall clock): entry mtime + ttl; with no entry, now.
-
-    An entry dated in the future means the clock stepped back: its age is unknown, so it is
-    due now (DESIGN §1.4), never after the step plus a whole ttl.
-    """
-    if entry_mtime is None or entry_mtime > now:
-        return now
-    return entry_mtime + ttl_s
 
 
 def backoff_s(failures: int, ttl_s: float | None) -> float:
