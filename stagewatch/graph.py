@@ -9,7 +9,15 @@ import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, glob_matches, glob_may_match_below
+from stagewatch.paths import (
+    IgnoreRules,
+    PathKind,
+    absolute,
+    classify,
+    glob_base,
+    glob_matches,
+    glob_may_match_below,
+)
 from stagewatch.paths import is_within as within
 from stagewatch.stage import Stage
 
@@ -62,6 +70,13 @@ class Read:
     text: str
 
 
+def _keys_at_or_below(keys: list[str], folder: str) -> list[str]:
+    """The sorted keys that are `folder` or lie below it."""
+    # Paths below `folder` sort between folder + "/" and folder + "0" ("0" follows "/").
+    start, end = bisect.bisect_left(keys, folder), bisect.bisect_left(keys, folder + "0")
+    return [key for key in keys[start:end] if within(key, folder)]
+
+
 def _ancestors(path: str) -> list[str]:
     found = []
     while path != "/":
@@ -79,23 +94,30 @@ class ReadIndex:
 
     def __init__(self, stages: Sequence[Stage], root: str) -> None:
         self.plain: dict[str, list[Read]] = {}
-        self.globs: list[Read] = []
+        # A glob can only match below its literal base folder: globs are found by their base.
+        self.globs: dict[str, list[Read]] = {}
         for index, stage in enumerate(stages):
             for order, text in enumerate(_reads(stage)):
                 read = Read(index, order, classify(text), absolute(text, root), text)
                 if read.kind is PathKind.GLOB:
-                    self.globs.append(read)
+                    self.globs.setdefault(glob_base(read.path), []).append(read)
                 else:
                     self.plain.setdefault(read.path, []).append(read)
         self.keys = sorted(self.plain)
+        self.glob_bases = sorted(self.globs)
 
     def _at_or_below(self, folder: str) -> list[Read]:
-        # Paths below `folder` sort between folder + "/" and folder + "0" ("0" follows "/").
-        start, end = bisect.bisect_left(self.keys, folder), bisect.bisect_left(self.keys, folder + "0")
-        return [r for key in self.keys[start:end] if within(key, folder) for r in self.plain[key]]
+        return [r for key in _keys_at_or_below(self.keys, folder) for r in self.plain[key]]
 
     def _above(self, path: str) -> list[Read]:
         return [r for folder in _ancestors(path) for r in self.plain.get(folder, ())]
+
+    def _globs_from(self, path: str, below: bool) -> list[Read]:
+        """Globs based at `path` or above it, and with `below`, those based inside it."""
+        bases = [path, *_ancestors(path)]
+        if below:
+            bases += [base for base in _keys_at_or_below(self.glob_bases, path) if base != path]
+        return [g for base in bases for g in self.globs.get(base, ())]
 
     def readers_of(self, out: str, is_dir: bool, rules: IgnoreRules) -> list[Read]:
         """The reads that can see the file `out` (absolute), or something in the folder `out`."""
@@ -103,13 +125,18 @@ class ReadIndex:
             hits = list(self.plain.get(out, ()))  # named exactly: never left out
             if rules.ignores(out):
                 return hits
-            return hits + self._above(out) + [g for g in self.globs if glob_matches(g.path, out)]
+            return (
+                hits
+                + self._above(out)
+                + [g for g in self._globs_from(out, False) if glob_matches(g.path, out)]
+            )
         below = self._at_or_below(out)
         hits = [r for r in below if r.kind is PathKind.FILE]  # read even inside an ignored folder
         if rules.ignores(out, is_dir=True):
             return hits
         hits += [r for r in below if r.kind is not PathKind.FILE]
-        return hits + self._above(out) + [g for g in self.globs if glob_may_match_below(g.path, out)]
+        globs = [g for g in self._globs_from(out, True) if glob_may_match_below(g.path, out)]
+        return hits + self._above(out) + globs
 
 
 def stage_edges(stages: Sequence[Stage], root: str, ignore: tuple[str, ...] = ()) -> list[Edge]:

@@ -299,3 +299,31 @@ def test_indexed_edges_agree_with_the_plain_rule_on_generated_pipelines() -> Non
         ignore = rng.choice([(), ("node_modules/",), ("_build/**",), ("a/b/",)])
         indexed = {(e.upstream, e.downstream) for e in stage_edges(stages, ROOT, ignore) if not e.order_only}
         assert indexed == _brute_force_edges(stages, ROOT, ignore), (stages, ignore)
+
+
+def test_the_read_index_answers_as_output_feeds_does_for_any_path() -> None:
+    """Globs found by their literal base folder: the same readers as testing every glob."""
+    import random
+
+    from stagewatch.graph import ReadIndex
+    from stagewatch.paths import IgnoreRules
+
+    rng = random.Random(5)
+    root = "/r"
+    names = ["a", "b", "c", "x.md", "y.txt"]
+    reads_pool = [
+        "a/*.md", "a/**/*.md", "**/*.txt", "a/b/*", "*.md", "a/b/**", "c/**/x.md", "a/[xy].md", "**",
+        "a/*/c/*", "a/", "a/b/", "c/x.md", "a", "b/y.txt",
+    ]  # fmt: skip
+    rules = IgnoreRules(root)
+    for _ in range(200):
+        reads = rng.sample(reads_pool, 4)
+        stages = [Stage(name=f"s{i}", command=("true",), inputs=(read,)) for i, read in enumerate(reads)]
+        index = ReadIndex(stages, root)
+        for _ in range(20):
+            rel = "/".join(rng.choice(names) for _ in range(rng.randint(1, 4)))
+            is_dir = rng.random() < 0.4
+            found = {read.stage for read in index.readers_of(f"{root}/{rel}", is_dir, rules)}
+            output = rel + ("/" if is_dir else "")
+            expected = {i for i, read in enumerate(reads) if output_feeds(output, read, root, rules)}
+            assert found == expected, (reads, output)
