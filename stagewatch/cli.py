@@ -449,14 +449,20 @@ def cmd_explain(
     return 0
 
 
+def _running_now(pipeline: Pipeline) -> tuple[tuple[int, str] | None, set[str]]:
+    """Who holds the pipeline, and the stages it is running now (none when nobody holds it:
+    a state.json that says "running" then speaks of a stagewatch that is gone)."""
+    owner = lock_owner(pipeline.output_dir)
+    return owner, (running_stages(pipeline.output_dir) if owner is not None else set())
+
+
 def cmd_invalidate(
     args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: str, stream: TextIO
 ) -> int:
     if args.all == bool(args.stages):
         raise UsageError("invalidate: name the stages, or give --all")
     names = list(pipeline.names) if args.all else _stage_names(pipeline, args.stages)
-    owner = lock_owner(pipeline.output_dir)
-    running = running_stages(pipeline.output_dir) if owner is not None else set()
+    owner, running = _running_now(pipeline)
     workspace = Workspace(pipeline.output_dir)
     for name in names:
         removed = workspace.remove_entry(name)
@@ -481,8 +487,7 @@ def cmd_accept(
     args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
 ) -> int:
     names = _stage_names(pipeline, args.stages)
-    owner = lock_owner(pipeline.output_dir)
-    running = running_stages(pipeline.output_dir) if owner is not None else set()
+    owner, running = _running_now(pipeline)
     workspace = Workspace(pipeline.output_dir, persistent_digests=True)
     refused = 0
     try:
