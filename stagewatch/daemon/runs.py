@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import structlog
 
@@ -26,13 +25,6 @@ Checked = Callable[[str, int, Verdict, Prepared | None], None]
 Ended = Callable[[str, int, Finished], None]
 
 
-def entry_mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
-
-
 class StageWork:
     """Checks and runs of one pipeline's stages, reported back to the loop."""
 
@@ -45,7 +37,10 @@ class StageWork:
         self.stopping = False
 
     def entry_mtime(self, name: str) -> float | None:
-        return entry_mtime(self.attempts.workspace.entry_path(name))
+        try:
+            return self.attempts.workspace.entry_path(name).stat().st_mtime
+        except OSError:
+            return None
 
     def forget(self, name: str) -> None:
         """A stage removed or changed by a reload: what was prepared for it is out of date."""
