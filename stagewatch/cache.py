@@ -15,7 +15,13 @@ from typing import Literal
 
 import structlog
 
-from stagewatch.codedeps import find_code_dependencies, resolve_module_source, stdlib_shadowed
+from stagewatch.codedeps import (
+    ImportStatement,
+    Resolvers,
+    find_code_dependencies,
+    read_imports,
+    stdlib_shadowed,
+)
 from stagewatch.errors import StagewatchError
 from stagewatch.freshness import (
     CorruptEntry,
@@ -201,6 +207,7 @@ class Workspace:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.digests = DigestCache(db)
         self._rules: dict[tuple[str, ...], IgnoreRules] = {}
+        self._resolvers = Resolvers()
 
     def close(self) -> None:
         self.digests.close()
@@ -216,7 +223,8 @@ class Workspace:
 
     def module_source(self, stage: Stage) -> str | None:
         assert stage.module is not None
-        return resolve_module_source(stage.module, self.search_path(stage))
+        found = self._resolvers.for_path(self.search_path(stage)).find(stage.module)
+        return found.path if found is not None else None
 
     def fingerprint(self, stage: Stage) -> Fingerprint:
         """Hash the stage's code, code dependencies and inputs as they are now."""
@@ -232,7 +240,8 @@ class Workspace:
             if code_path is None:
                 problems.append(FileProblem(stage.module, Trouble.MODULE_NOT_FOUND))
             else:
-                dep_paths = find_code_dependencies(stage.module, self.search_path(stage))
+                resolver = self._resolvers.for_path(self.search_path(stage))
+                dep_paths = find_code_dependencies(stage.module, resolver, self._python_imports)
         sources = expand(stage.sources, self.root, rules)
         inputs = expand(stage.inputs, self.root, rules)
         problems += sources.problems
@@ -261,6 +270,9 @@ class Workspace:
         if not problems and code is not None:
             key = stage_key(stage.name, code[1], deps, input_digests)
         return Fingerprint(key, code, deps, input_digests, tuple(dict.fromkeys(problems)))
+
+    def _python_imports(self, path: str) -> tuple[ImportStatement, ...]:
+        return self.digests.python_imports(path, read_imports)
 
     def missing_outputs(self, stage: Stage) -> tuple[str, ...]:
         return missing_outputs(stage.outputs, self.root)

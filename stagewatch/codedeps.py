@@ -5,11 +5,13 @@ from __future__ import annotations
 import ast
 import os
 import sys
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib.machinery import PathFinder
 
+from stagewatch.hashing import RACY_WINDOW_NS
 from stagewatch.regular import open_regular
 
 
@@ -27,12 +29,28 @@ class ModuleResolver:
     """Resolves dotted names on one search path with PathFinder, which executes nothing.
 
     Only the search path is consulted, so the standard library and installed packages are
-    never followed: they are not the project's code.
+    never followed: they are not the project's code. What it found stays true while the
+    folders it looked in keep their mtimes (a file added, removed or renamed there changes
+    its folder's), so one resolver serves many stages and many checks (`still_current`).
     """
 
     def __init__(self, search_path: Sequence[str]) -> None:
         self.search_path = list(search_path)
         self._found: dict[str, ModuleFile | None] = {}
+        self._folders: dict[str, int] = {}  # folder -> its mtime_ns when first looked in
+
+    def still_current(self, now_ns: int) -> bool:
+        """Whether every folder looked in is as it was, and was not changed so close to then
+        that a later change within its timestamp tick could hide (as for digests)."""
+        for folder, mtime_ns in self._folders.items():
+            if mtime_ns != _mtime_ns(folder) or mtime_ns > now_ns - RACY_WINDOW_NS:
+                return False
+        return True
+
+    def _look_in(self, folders: Sequence[str]) -> None:
+        for folder in folders:
+            if folder not in self._folders:
+                self._folders[folder] = _mtime_ns(folder)
 
     def find(self, name: str) -> ModuleFile | None:
         if name in self._found:
@@ -45,6 +63,7 @@ class ModuleResolver:
             path = self.search_path
         found = None
         if path:
+            self._look_in(path)
             spec = PathFinder.find_spec(leaf, path)
             if spec is not None:
                 origin = spec.origin if spec.has_location and spec.origin else None
@@ -58,6 +77,27 @@ class ModuleResolver:
         parts = name.split(".")
         found = [self.find(".".join(parts[: i + 1])) for i in range(len(parts))]
         return [module for module in found if module is not None]
+
+
+def _mtime_ns(folder: str) -> int:
+    try:
+        return os.stat(folder).st_mtime_ns
+    except OSError:
+        return -1  # not there (or not searchable): as long as that stays so, nothing is found
+
+
+class Resolvers:
+    """One ModuleResolver per search path, kept while it is still current."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, ...], ModuleResolver] = {}
+
+    def for_path(self, search_path: Sequence[str]) -> ModuleResolver:
+        key = tuple(search_path)
+        kept = self._kept.get(key)
+        if kept is None or not kept.still_current(time.time_ns()):
+            kept = self._kept[key] = ModuleResolver(search_path)
+        return kept
 
 
 def stdlib_shadowed(module: str) -> str | None:
@@ -76,26 +116,44 @@ def resolve_module_source(module: str, search_path: Sequence[str]) -> str | None
     return found.path if found is not None else None
 
 
-def _imported_names(tree: ast.AST, module: ModuleFile) -> list[str]:
-    """Dotted names an import statement may load, candidates included ("from pkg import x": pkg.x)."""
-    names: list[str] = []
+# One import statement as (level, module, names): "from ..a import b, c" is (2, "a", ("b", "c")),
+# "import a.b" is (0, "a.b", ()). A file's statements depend on its bytes alone, so they
+# can be kept by its digest and read again only when it changes.
+ImportStatement = tuple[int, str, tuple[str, ...]]
+
+
+def read_imports(path: str) -> tuple[ImportStatement, ...]:
+    """The import statements of a Python source file, found anywhere in it (functions too)."""
+    tree = _parse(path)
+    if tree is None:
+        return ()
+    statements: list[ImportStatement] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.extend(alias.name for alias in node.names)
+            statements.extend((0, alias.name, ()) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                package = module.name if module.is_package else module.name.rpartition(".")[0]
-                for _ in range(node.level - 1):
-                    package = package.rpartition(".")[0]
-                if not package:
-                    continue  # beyond the top-level package: the import fails at run time
-                base = f"{package}.{node.module}" if node.module else package
-            elif node.module:
-                base = node.module
-            else:  # pragma: no cover - "from import x" is not valid Python
-                continue
-            names.append(base)
-            names.extend(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+            names = tuple(alias.name for alias in node.names)
+            statements.append((node.level, node.module or "", names))
+    return tuple(statements)
+
+
+def imported_names(statements: Iterable[ImportStatement], module: ModuleFile) -> list[str]:
+    """Dotted names the statements may load, candidates included ("from pkg import x": pkg.x)."""
+    names: list[str] = []
+    for level, name, imported in statements:
+        if level:
+            package = module.name if module.is_package else module.name.rpartition(".")[0]
+            for _ in range(level - 1):
+                package = package.rpartition(".")[0]
+            if not package:
+                continue  # beyond the top-level package: the import fails at run time
+            base = f"{package}.{name}" if name else package
+        elif name:
+            base = name
+        else:  # pragma: no cover - "from import x" is not valid Python
+            continue
+        names.append(base)
+        names.extend(f"{base}.{alias}" for alias in imported if alias != "*")
     return names
 
 
@@ -111,12 +169,16 @@ def _parse(path: str) -> ast.AST | None:
         return None
 
 
-def find_code_dependencies(module: str, search_path: Sequence[str]) -> list[str]:
+def find_code_dependencies(
+    module: str,
+    resolver: ModuleResolver,
+    imports_of: Callable[[str], Iterable[ImportStatement]] = read_imports,
+) -> list[str]:
     """Files of the project-local modules that `module` imports, transitively, without itself.
 
     Packages above each imported module count too (their __init__ runs on import).
+    `imports_of` gives a source file's import statements (a cache may answer for it).
     """
-    resolver = ModuleResolver(search_path)
     root = resolver.find(module)
     if root is None:
         return []
@@ -133,10 +195,7 @@ def find_code_dependencies(module: str, search_path: Sequence[str]) -> list[str]
         files.add(current.path)
         if not current.path.endswith(".py"):
             continue  # extension modules are hashed, not read
-        tree = _parse(current.path)
-        if tree is None:
-            continue
-        for name in _imported_names(tree, current):
+        for name in imported_names(imports_of(current.path), current):
             pending.extend(m for m in resolver.chain(name) if m.name not in seen)
     files.discard(root.path or "")
     return sorted(files)

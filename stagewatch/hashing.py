@@ -1,25 +1,30 @@
-"""SHA-256 digests of files, reused while a file's stat is unchanged (a cache kept in SQLite)."""
+"""SHA-256 digests of files, reused while a file's stat is unchanged, and what a Python source
+imports, reused while its digest is unchanged (a cache kept in SQLite)."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import re
 import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from stagewatch.regular import kind_of, open_regular
+
+if TYPE_CHECKING:
+    from stagewatch.codedeps import ImportStatement
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +40,8 @@ CREATE TABLE IF NOT EXISTS digests (
     ctime_ns INTEGER, hashed_at_ns INTEGER, digest TEXT
 )
 """
+# Keyed by content alone: the same bytes import the same names wherever the file lives.
+_IMPORTS_SCHEMA = "CREATE TABLE IF NOT EXISTS imports_v1 (digest TEXT PRIMARY KEY, statements TEXT)"
 _NAMES = ("path", "size", "mtime_ns", "ino", "ctime_ns", "hashed_at_ns", "digest")
 _COLUMNS = [(name, 1 if name == "path" else 0) for name in _NAMES]  # (name, primary key position)
 # Another process holding the file, a folder it cannot write, a full disk: go without the
@@ -115,6 +122,29 @@ def _valid_rows(rows: Iterable[tuple[Any, ...]]) -> tuple[dict[str, _Known], lis
     return known, bad
 
 
+def _read_imports_table(conn: sqlite3.Connection) -> dict[str, tuple[ImportStatement, ...]]:
+    """The import statements kept by digest; a row that is not what this writes is left out
+    (read again from its source), and a missing table is an empty one."""
+    try:
+        rows = conn.execute("SELECT digest, statements FROM imports_v1").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    kept: dict[str, tuple[ImportStatement, ...]] = {}
+    for digest, text in rows:
+        if type(digest) is not str or not _HEX64.fullmatch(digest) or type(text) is not str:
+            continue
+        try:
+            statements = tuple((level, module, tuple(names)) for level, module, names in json.loads(text))
+        except (ValueError, TypeError):
+            continue
+        if all(
+            type(level) is int and type(module) is str and all(type(name) is str for name in names)
+            for level, module, names in statements
+        ):
+            kept[digest] = statements
+    return kept
+
+
 def _hash_stable(path: str, stop: threading.Event | None = None) -> tuple[str, _Known] | OSError:
     """Hash a file, again if it changed while being read; the OSError when it cannot be read."""
     for _ in range(3):
@@ -152,6 +182,8 @@ class DigestCache:
         self._db_path = db_path
         self._known: dict[str, _Known] = {}
         self._dirty: dict[str, _Known] = {}
+        self._imports: dict[str, tuple[ImportStatement, ...]] = {}
+        self._dirty_imports: dict[str, tuple[ImportStatement, ...]] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._stop = threading.Event()
@@ -178,6 +210,7 @@ class DigestCache:
                 foreign = bool(columns) and columns != _COLUMNS
                 if columns and not foreign:
                     known, bad = _valid_rows(conn.execute(f"SELECT rowid, {', '.join(_NAMES)} FROM digests"))
+                self._imports = _read_imports_table(conn)
                 if bad:
                     # Dropped from the file too, so that this is said once; a failure here only
                     # means it is said again next time.
@@ -257,15 +290,32 @@ class DigestCache:
                 self._dirty[path] = known
         return result
 
+    def python_imports(
+        self, path: str, read: Callable[[str], tuple[ImportStatement, ...]]
+    ) -> tuple[ImportStatement, ...]:
+        """The import statements of a source file: kept by its digest, read only when it changed."""
+        digest = self.hash_files([path])[path]
+        if not isinstance(digest, str):
+            return read(path)  # gone or unreadable: nothing to keep it by
+        with self._lock:
+            known = self._imports.get(digest)
+        if known is None:
+            known = read(path)
+            with self._lock:
+                self._imports[digest] = self._dirty_imports[digest] = known
+        return known
+
     def flush(self) -> None:
         """Write what was hashed since the last flush; a failure only warns."""
         with self._lock:
             dirty, self._dirty = self._dirty, {}
-        if self._db_path is None or not dirty:
+            imports, self._dirty_imports = self._dirty_imports, {}
+        if self._db_path is None or not (dirty or imports):
             return
         try:
             with sqlite3.connect(self._db_path, timeout=2) as conn:
                 conn.execute(_SCHEMA)
+                conn.execute(_IMPORTS_SCHEMA)
                 conn.executemany(
                     f"INSERT OR REPLACE INTO digests ({', '.join(_NAMES)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
@@ -273,6 +323,10 @@ class DigestCache:
                         (os.fsencode(p), k.size, k.mtime_ns, k.ino, k.ctime_ns, k.hashed_at_ns, k.digest)
                         for p, k in dirty.items()
                     ],
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO imports_v1 (digest, statements) VALUES (?, ?)",
+                    [(digest, json.dumps(statements)) for digest, statements in imports.items()],
                 )
             conn.close()
         except sqlite3.Error as exc:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from stagewatch.freshness import FileProblem, Trouble
-from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, glob_base, glob_matches
+from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, compile_glob, glob_base, is_within
 from stagewatch.regular import kind_of
 
 
@@ -25,6 +25,8 @@ def walk_files(folder: str, rules: IgnoreRules) -> Iterator[str]:
     Symlinked folders are followed (a site often links a shared folder in), each real
     folder once, so a link loop ends. An unreadable folder is skipped.
     """
+    if is_within(folder, rules.cache_dir):
+        return  # what the files below ask of the rules takes this as known
     seen: set[tuple[int, int]] = set()
     stack = [folder]
     while stack:
@@ -45,7 +47,7 @@ def walk_files(folder: str, rules: IgnoreRules) -> Iterator[str]:
                 if entry.is_dir():
                     if not rules.ignores_entry(path, True, name):
                         stack.append(path)
-                elif entry.is_file() and not rules.ignores_entry(path, False, name):
+                elif entry.is_file() and not rules.ignores_walked_file(path, name):
                     yield path
             except OSError:
                 # A file that vanished mid-walk (an editor's temp, say) is simply not there.
@@ -57,6 +59,13 @@ def expand(patterns: Iterable[str], output_dir: str, rules: IgnoreRules) -> Expa
     missing, or is not what it is declared as, is a problem (a FIFO is never a file to read)."""
     found: set[str] = set()
     problems: list[FileProblem] = []
+    walked: dict[str, list[str]] = {}  # several globs below one folder walk it once
+
+    def files_below(folder: str) -> list[str]:
+        if folder not in walked:
+            walked[folder] = list(walk_files(folder, rules))
+        return walked[folder]
+
     for pattern in patterns:
         kind = classify(pattern)
         path = absolute(pattern, output_dir)
@@ -66,12 +75,13 @@ def expand(patterns: Iterable[str], output_dir: str, rules: IgnoreRules) -> Expa
                 continue
             base = glob_base(path)
             if not rules.ignores(base, is_dir=True):
-                found.update(p for p in walk_files(base, rules) if glob_matches(path, p))
+                matches = compile_glob(path)
+                found.update(p for p in files_below(base) if matches(p))
         elif os.path.isdir(path):
             # A folder named without its trailing "/" is still read as the folder it is;
             # inside an ignored folder it reads as empty, as the graph and the watcher see it.
             if not rules.ignores(path, is_dir=True):
-                found.update(walk_files(path, rules))
+                found.update(files_below(path))
         elif kind is PathKind.FILE and os.path.isfile(path):
             found.add(path)
         else:

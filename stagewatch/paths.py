@@ -7,7 +7,7 @@ import fnmatch
 import os
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
@@ -114,7 +114,88 @@ def _match(pattern: tuple[str, ...], path: tuple[str, ...], prefix_only: bool) -
 
 def glob_matches(pattern: str, path: str) -> bool:
     """Whether an absolute path matches an absolute glob; "**" spans any number of folders."""
-    return _match(split(pattern), split(path), False)
+    return compile_glob(pattern)(path)
+
+
+@lru_cache(maxsize=4096)
+def compile_glob(pattern: str) -> Callable[[str], bool]:
+    """A matcher of normalized absolute paths for one absolute glob, built for a walk's many paths.
+
+    The literal folders up front are one prefix test; each wildcard part is a regex compiled
+    once per distinct part ("*.md" for a thousand stages is one), since compiling a regex per
+    glob costs more than the walk it serves.
+    """
+    names = split(pattern)
+    literal = 0
+    while literal < len(names) and not any(char in _MAGIC for char in names[literal]):
+        literal += 1
+    prefix = "/" + "/".join(names[:literal])
+    rest = names[literal:]
+    if rest.count("**") > 1:
+        return lambda path: _match(names, split(path), False)
+    parts = [_part_matcher(part) for part in rest]
+    star = rest.index("**") if "**" in rest else -1
+    head, tail = (parts, []) if star < 0 else (parts[:star], parts[star + 1 :])
+    below = prefix if prefix == "/" else prefix + "/"
+
+    def matches(path: str) -> bool:
+        if path == prefix:
+            found: list[str] = []
+        elif path.startswith(below):
+            found = path[len(below) :].split("/")
+        else:
+            return False
+        if star < 0 and len(found) != len(head):
+            return False
+        if len(found) < len(head) + len(tail):
+            return False
+        return all(match(name) for match, name in zip(head, found, strict=False)) and all(
+            match(name) for match, name in zip(tail, found[len(found) - len(tail) :], strict=True)
+        )
+
+    return matches
+
+
+@lru_cache(maxsize=1024)
+def _part_matcher(part: str) -> Callable[[str], bool]:
+    """Whether one name matches one part of a glob; "**" is the caller's to handle."""
+    if not any(char in _MAGIC for char in part):
+        return part.__eq__
+    regex = re.compile(_part_regex(part), re.DOTALL)
+    return lambda name: regex.fullmatch(name) is not None
+
+
+def _part_regex(part: str) -> str:
+    """One path part's fnmatch pattern as a regex that never crosses a "/"."""
+    out: list[str] = []
+    i, n = 0, len(part)
+    while i < n:
+        char = part[i]
+        i += 1
+        if char == "*":
+            if not out or out[-1] != "[^/]*":
+                out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            # The bracket expression's end is found as fnmatch finds it; its meaning
+            # (ranges, "!", escapes) is fnmatch's own translation.
+            j = i
+            if j < n and part[j] == "!":
+                j += 1
+            if j < n and part[j] == "]":
+                j += 1
+            while j < n and part[j] != "]":
+                j += 1
+            if j >= n:
+                out.append("\\[")
+                continue
+            translated = fnmatch.translate(part[i - 1 : j + 1])
+            out.append("(?=[^/])" + translated[len("(?s:") : -len(")\\Z")])
+            i = j + 1
+        else:
+            out.append(re.escape(char))
+    return "".join(out)
 
 
 def glob_may_match_below(pattern: str, folder: str) -> bool:
@@ -139,6 +220,10 @@ class IgnoreRules:
                 self._names.append((text, dir_only))
         self._any_name = _any_of(pattern for pattern, _ in self._names)
         self._file_names = _any_of(pattern for pattern, dir_only in self._names if not dir_only)
+        # A walk asks of every file: the editor's names and the user's in one regex.
+        self._walked_file_names = _any_of(
+            [*EDITOR_TEMP_PATTERNS, *(pattern for pattern, dir_only in self._names if not dir_only)]
+        )
 
     def ignores_name(self, name: str, is_dir: bool) -> bool:
         """The rules that look at one name, for a walk that prunes as it goes."""
@@ -159,6 +244,14 @@ class IgnoreRules:
         return any(
             glob_matches(pattern, path) and (is_dir or not dir_only) for pattern, dir_only in self._anchored
         )
+
+    def ignores_walked_file(self, path: str, name: str) -> bool:
+        """ignores_entry for a file a walk found below a folder it kept: such a folder is never
+        inside the cache folder, so only the names and the anchored patterns are left to ask."""
+        assert self._walked_file_names is not None
+        if self._walked_file_names.match(name) is not None:
+            return True
+        return any(glob_matches(pattern, path) and not dir_only for pattern, dir_only in self._anchored)
 
     def ignores(self, path: str, is_dir: bool = False) -> bool:
         """Whether an absolute path is left out, by its own name or by a folder above it.

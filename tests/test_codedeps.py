@@ -7,7 +7,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
-from stagewatch.codedeps import find_code_dependencies, resolve_module_source
+from stagewatch.codedeps import ModuleResolver, find_code_dependencies, resolve_module_source
 from stagewatch.paths import posix
 
 
@@ -21,7 +21,7 @@ def write_tree(root: Path, files: dict[str, str]) -> None:
 def deps(tmp_path: Path, module: str) -> list[str]:
     """The dependencies of module, relative to tmp_path (the search path)."""
     root = posix(tmp_path)
-    found = find_code_dependencies(module, [root])
+    found = find_code_dependencies(module, ModuleResolver([root]))
     assert all(path.startswith(root + "/") for path in found)
     return [path.removeprefix(root + "/") for path in found]
 
@@ -229,7 +229,7 @@ def test_unresolvable_import_is_skipped(tmp_path: Path) -> None:
 
 
 def test_missing_stage_module_has_no_dependencies(tmp_path: Path) -> None:
-    assert find_code_dependencies("pipeline.nowhere", [posix(tmp_path)]) == []
+    assert find_code_dependencies("pipeline.nowhere", ModuleResolver([posix(tmp_path)])) == []
 
 
 # --- broken modules ---

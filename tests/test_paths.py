@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from stagewatch.paths import (
     IgnoreRules,
     PathKind,
+    _match,
     classify,
+    compile_glob,
     glob_base,
     glob_matches,
     glob_may_match_below,
     label,
+    split,
 )
 
 ROOT = "/proj"
@@ -251,3 +256,35 @@ def test_folders_above_output_dir_are_not_judged_by_default_rules() -> None:
 def test_folders_above_output_dir_are_not_judged_by_user_patterns() -> None:
     rules = IgnoreRules("/work/drafts/site", ("drafts/",))
     assert not rules.ignores("/work/drafts/site/content/a.md")
+
+
+def test_compiled_globs_agree_with_matching_part_by_part() -> None:
+    """The one-regex matcher a walk uses says what the part-by-part definition says."""
+    rng = random.Random(20261202)
+    names = ["a", "b", "ab", ".x", "a.md", "b.md", "[", "]", "!", "-", "a-b", "x[1]", "é", "*", "?"]
+    parts = [
+        "*",
+        "**",
+        "?",
+        "*.md",
+        "a*",
+        "*b",
+        "[ab]",
+        "[!a]",
+        "[a-c]*",
+        "[",
+        "[]]",
+        "x[1]",
+        "[z-a]",
+        "?.md",
+    ]
+
+    def path(depth: int) -> str:
+        return "/" + "/".join(rng.choice(names) for _ in range(depth))
+
+    for _ in range(4000):
+        pattern = "/" + "/".join(rng.choice(parts + names) for _ in range(rng.randint(1, 4)))
+        for _ in range(5):
+            target = path(rng.randint(0, 5))
+            expected = _match(split(pattern), split(target), False)
+            assert compile_glob(pattern)(target) == expected, (pattern, target)
