@@ -134,10 +134,11 @@ def _read_imports_table(conn: sqlite3.Connection) -> dict[str, tuple[ImportState
         if type(digest) is not str or not _HEX64.fullmatch(digest) or type(text) is not str:
             continue
         try:
-            statements = tuple((level, module, tuple(names)) for level, module, names in json.loads(text))
+            decoded = json.loads(text)
+            statements = tuple((level, module, tuple(names)) for level, module, names in decoded)
         except (ValueError, TypeError):
             continue
-        if all(
+        if type(decoded) is list and all(
             type(level) is int and type(module) is str and all(type(name) is str for name in names)
             for level, module, names in statements
         ):

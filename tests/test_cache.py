@@ -376,3 +376,42 @@ def test_a_fifo_named_in_sources_is_not_a_regular_file(site: Path) -> None:
     fingerprint = Workspace(site).fingerprint(stage)
     assert fingerprint.key is None
     assert fingerprint.problems == (FileProblem("data.fifo", Trouble.NOT_REGULAR, "a FIFO"),)
+
+
+def test_a_sources_imports_are_kept_by_digest_across_restarts(tmp_path: Path) -> None:
+    db = tmp_path / "d.sqlite"
+    source = tmp_path / "m.py"
+    source.write_text("import json\n")
+    reads: list[str] = []
+
+    def read(path: str) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
+        reads.append(path)
+        return ((0, "json", ()),)
+
+    first = DigestCache(db)
+    assert first.python_imports(str(source), read) == ((0, "json", ()),)
+    first.close()
+    again = DigestCache(db)
+    assert again.python_imports(str(source), read) == ((0, "json", ()),)
+    assert reads == [str(source)]  # the second process reads no source
+
+    source.write_text("import csv\n")
+    again.python_imports(str(source), read)
+    assert reads == [str(source), str(source)]
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ["not json", '[[0, "json"]]', '[[0, 1, []]]', '[["0", "json", []]]', '[[0, "json", [1]]]', "{}"],
+)
+def test_a_damaged_imports_row_is_read_again_from_the_source(site: Path, stored: str) -> None:
+    workspace = Workspace(site, persistent_digests=True)
+    before = workspace.fingerprint(render_stage())
+    workspace.close()
+    with sqlite3.connect(site / "_build/.cache/digests.sqlite") as conn:
+        conn.execute("UPDATE imports_v1 SET statements = ?", (stored,))
+    conn.close()
+    workspace = Workspace(site, persistent_digests=True)
+    assert workspace.fingerprint(render_stage()).deps == before.deps
+    assert [rel for rel, _ in before.deps] == ["pipeline/__init__.py", "pipeline/helpers.py"]
+    workspace.close()

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
-from stagewatch.codedeps import ModuleResolver, find_code_dependencies, resolve_module_source
+from stagewatch.codedeps import (
+    ModuleResolver,
+    Resolvers,
+    find_code_dependencies,
+    imported_names,
+    read_imports,
+    resolve_module_source,
+)
 from stagewatch.paths import posix
 
 
@@ -299,3 +308,81 @@ def test_resolving_a_module_source_never_imports_its_package(tmp_path: Path) -> 
     assert source == posix(tmp_path / "sw_never_pkg" / "stats.py")
     assert not marker.exists()
     assert "sw_never_pkg" not in sys.modules
+
+
+# --- reuse across checks ---
+
+
+def _age(*folders: Path) -> None:
+    """Date folders a minute back, beyond the window in which a change could hide."""
+    past = time.time() - 60
+    for folder in folders:
+        os.utime(folder, (past, past))
+
+
+def test_a_resolver_is_reused_while_the_folders_it_searched_are_unchanged(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"pipeline/__init__.py": "", "pipeline/render.py": "from pipeline import helpers\n"})
+    _age(tmp_path, tmp_path / "pipeline")
+    resolvers = Resolvers()
+    first = resolvers.for_path([posix(tmp_path)])
+    assert find_code_dependencies("pipeline.render", first) == [posix(tmp_path / "pipeline/__init__.py")]
+    assert resolvers.for_path([posix(tmp_path)]) is first
+
+    # A module the import names appears: its folder's mtime says the answers may be wrong now.
+    write_tree(tmp_path, {"pipeline/helpers.py": ""})
+    second = resolvers.for_path([posix(tmp_path)])
+    assert second is not first
+    assert find_code_dependencies("pipeline.render", second) == [
+        posix(tmp_path / "pipeline/__init__.py"),
+        posix(tmp_path / "pipeline/helpers.py"),
+    ]
+
+
+def test_a_folder_changed_just_now_is_searched_again_each_time(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"render.py": ""})
+    resolvers = Resolvers()
+    first = resolvers.for_path([posix(tmp_path)])
+    first.find("render")
+    # Changed within the timestamp window: a second change in the same tick would not show.
+    assert resolvers.for_path([posix(tmp_path)]) is not first
+
+
+def test_kept_import_statements_are_the_ones_a_read_finds(tmp_path: Path) -> None:
+    write_tree(
+        tmp_path,
+        {
+            "pipeline/__init__.py": "",
+            "pipeline/a.py": """\
+                import os, pipeline.b as b
+                from . import c
+                from .d import e
+                from .g import *
+                from .. import beyond
+                def later():
+                    from pipeline import f
+            """,
+        },
+    )
+    statements = read_imports(posix(tmp_path / "pipeline/a.py"))
+    assert statements == (
+        (0, "os", ()),
+        (0, "pipeline.b", ()),
+        (1, "", ("c",)),
+        (1, "d", ("e",)),
+        (1, "g", ("*",)),
+        (2, "", ("beyond",)),
+        (0, "pipeline", ("f",)),
+    )
+    module = ModuleResolver([posix(tmp_path)]).find("pipeline.a")
+    assert module is not None
+    assert imported_names(statements, module) == [
+        "os",
+        "pipeline.b",
+        "pipeline",
+        "pipeline.c",
+        "pipeline.d",
+        "pipeline.d.e",
+        "pipeline.g",
+        "pipeline",
+        "pipeline.f",
+    ]
