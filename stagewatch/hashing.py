@@ -135,15 +135,29 @@ def _read_imports_table(conn: sqlite3.Connection) -> dict[str, tuple[ImportState
             continue
         try:
             decoded = json.loads(text)
-            statements = tuple((level, module, tuple(names)) for level, module, names in decoded)
-        except (ValueError, TypeError):
+        except ValueError:
             continue
-        if type(decoded) is list and all(
-            type(level) is int and type(module) is str and all(type(name) is str for name in names)
-            for level, module, names in statements
-        ):
+        statements = _statements(decoded)
+        if statements is not None:
             kept[digest] = statements
     return kept
+
+
+def _statements(decoded: object) -> tuple[ImportStatement, ...] | None:
+    """Import statements as this module writes them ([[level, module, [names]], ...]), or None."""
+    if type(decoded) is not list:
+        return None
+    statements: list[ImportStatement] = []
+    for item in decoded:
+        if type(item) is not list or len(item) != 3:
+            return None
+        level, module, names = item
+        if type(level) is not int or type(module) is not str or type(names) is not list:
+            return None
+        if not all(type(name) is str for name in names):
+            return None
+        statements.append((level, module, tuple(names)))
+    return tuple(statements)
 
 
 def _hash_stable(path: str, stop: threading.Event | None = None) -> tuple[str, _Known] | OSError:

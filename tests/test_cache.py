@@ -402,7 +402,15 @@ def test_a_sources_imports_are_kept_by_digest_across_restarts(tmp_path: Path) ->
 
 @pytest.mark.parametrize(
     "stored",
-    ["not json", '[[0, "json"]]', '[[0, 1, []]]', '[["0", "json", []]]', '[[0, "json", [1]]]', "{}"],
+    [
+        "not json",
+        "{}",
+        '[[0, "json"]]',
+        "[[0, 1, []]]",
+        '[["0", "json", []]]',
+        '[[0, "json", [1]]]',
+        '[[0, "json", "ab"]]',
+    ],
 )
 def test_a_damaged_imports_row_is_read_again_from_the_source(site: Path, stored: str) -> None:
     workspace = Workspace(site, persistent_digests=True)
