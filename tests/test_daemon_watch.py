@@ -286,3 +286,30 @@ def test_editor_temp_files_wake_nothing(daemon: RunningDaemon, site: Project) ->
     (site.root / "content" / ".#a.md").symlink_to("user@host.1234")  # Emacs' dangling lock link
     end = daemon.barrier(mark)
     assert daemon.started(mark, end) == ["sync", "sync"]
+
+
+def test_a_pipeline_of_many_folders_is_watched_natively_within_the_instance_limit(
+    project: Project,
+) -> None:
+    # 60 folders side by side: one inotify instance each would take half a user's 128.
+    stages = '[pipeline]\ndebounce = "50ms"\n'
+    for n in range(60):
+        project.write(f"d/s{n:02}/a.txt", f"{n}")
+        stages += (
+            f'[[stage]]\nname = "s{n:02}"\n'
+            f'command = ["sh", "-c", "mkdir -p out && cat d/s{n:02}/*.txt > out/s{n:02}.txt"]\n'
+            f'inputs = ["d/s{n:02}/*.txt"]\noutputs = ["out/s{n:02}.txt"]\n'
+        )
+    project.write("sync/token", "0")
+    project.config(stages + SYNC_STAGE)
+    with RunningDaemon(project) as daemon:
+        started = daemon.wait_event("watch.started")
+        assert daemon.events[started]["folders"] <= 32
+        mark = daemon.wait_event("watch.idle") + 1
+        project.write("d/s17/b.txt", "more")
+        project.write("d/s59/a.txt", "changed")
+        end = daemon.barrier(mark)
+        assert sorted(daemon.started(mark, end)) == ["s17", "s59", "sync", "sync"]
+        assert project.read("out/s17.txt") == "17more"
+        assert not daemon.named("watch.limit", 0, end)
+        daemon.stop()

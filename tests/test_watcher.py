@@ -32,6 +32,42 @@ def test_plan_watches_a_missing_folder_through_its_nearest_existing_parent() -> 
     assert plan == {"/": False, "/p": False}
 
 
+def test_many_watches_side_by_side_become_one_recursive_watch_of_their_folder() -> None:
+    # watchdog spends an inotify instance per watch, and a user has 128 of them in all.
+    folders = [f"/p/d/s{n:04}" for n in range(2000)]
+    existing = {"/", "/p", "/p/d", "/p/out", *folders}
+    plan = plan_watches(
+        {**dict.fromkeys(folders, False), "/p/out": False}, existing.__contains__, within="/p"
+    )
+    assert plan == {"/p": False, "/p/d": True, "/p/out": False}
+
+
+def test_merging_takes_the_deepest_folder_that_holds_enough_and_never_the_project_itself() -> None:
+    nested = [f"/p/site/content/s{n:02}" for n in range(40)]
+    tops = [f"/p/t{n:02}" for n in range(40)]
+    existing = {"/", "/p", "/p/site", "/p/site/content", *nested, *tops}
+    plan = plan_watches(dict.fromkeys(nested, True), existing.__contains__, within="/p", budget=4)
+    assert plan == {"/p/site": False, "/p/site/content": True}
+    # Folders straight below the project have no folder below it to share: left as they are.
+    plan = plan_watches(dict.fromkeys(tops, False), existing.__contains__, within="/p", budget=4)
+    assert set(plan) == {"/p", *tops}
+
+
+def test_a_watch_through_a_symlink_is_never_merged_away() -> None:
+    folders = [f"/p/d/s{n:02}" for n in range(20)]
+    existing = {"/", "/p", "/p/d", "/p/d/linked", *folders}
+    wanted = {**dict.fromkeys(folders, False), "/p/d/linked": True}
+    plan = plan_watches(wanted, existing.__contains__, {"/p/d/linked"}.__contains__, within="/p", budget=4)
+    assert plan == {"/p": False, "/p/d": True, "/p/d/linked": True}
+
+
+def test_a_plan_within_budget_is_left_as_planned() -> None:
+    folders = [f"/p/d/s{n:02}" for n in range(5)]
+    existing = {"/", "/p", "/p/d", *folders}
+    plan = plan_watches(dict.fromkeys(folders, False), existing.__contains__, within="/p", budget=10)
+    assert plan == {"/p/d": False, **dict.fromkeys(folders, False)}
+
+
 @pytest.fixture
 def impact(project: Project) -> ImpactMap:
     project.config(

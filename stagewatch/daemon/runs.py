@@ -1,13 +1,15 @@
 """The coordinator's Check, Start and Cancel, carried out on worker threads.
 
-A check prepares a stage (fingerprint and decision) on the I/O thread; a start runs what that
-check prepared; a cancel reaches exactly the run it names (through that run's ticket, even
-before its process exists), or nothing: never the next run of the same stage.
+Checks prepare stages (fingerprint and decision) on the I/O thread, a batch at a time, and
+report back every REPORT_EVERY_S; a start runs what a check prepared; a cancel reaches
+exactly the run it names (through that run's ticket, even before its process exists), or
+nothing: never the next run of the same stage.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import structlog
@@ -15,14 +17,23 @@ import structlog
 from stagewatch.attempt import Attempts, Prepared
 from stagewatch.daemon.events import Cancel, Check, Finished, Start, Verdict
 from stagewatch.daemon.workers import Workers
+from stagewatch.hashing import HashingStopped
 from stagewatch.pipeline import Pipeline
 from stagewatch.runner import RunTicket, StageRunner
-from stagewatch.stage import RunResult, attempt_result
+from stagewatch.stage import RunResult, Stage, attempt_result
 
 log = structlog.get_logger(__name__)
 
-Checked = Callable[[str, int, Verdict, Prepared | None], None]
+CheckResult = tuple[str, int, Verdict, Prepared | None]
+Checked = Callable[[list[CheckResult]], None]
 Ended = Callable[[str, int, Finished], None]
+
+# A batch reports what it has this often: the loop takes results in bulk, yet a stage that is
+# stale starts without waiting for the whole batch.
+REPORT_EVERY_S = 0.05
+# A long catch-up saves the digests it has taken this often: a daemon killed half-way
+# through a cold start does not start cold again.
+SAVE_DIGESTS_EVERY_S = 5.0
 
 
 class StageWork:
@@ -35,6 +46,7 @@ class StageWork:
         self.prepared: dict[str, tuple[int, Prepared]] = {}
         self.tickets: dict[int, RunTicket] = {}  # job -> its run's handle, from Start to its end
         self.stopping = False
+        self.saved_at = time.monotonic()
 
     def entry_mtime(self, name: str) -> float | None:
         try:
@@ -46,33 +58,62 @@ class StageWork:
         """A stage removed or changed by a reload: what was prepared for it is out of date."""
         self.prepared.pop(name, None)
 
-    def check(self, pipeline: Pipeline, action: Check, checked: Checked) -> None:
-        stage = pipeline.stage(action.name)
-        self.prepared.pop(action.name, None)
+    def check(self, pipeline: Pipeline, actions: list[Check], checked: Checked) -> None:
+        """Check stages in order on the I/O thread; `checked` gets their results in batches."""
+        for action in actions:
+            self.prepared.pop(action.name, None)
+        batch = [(action, pipeline.stage(action.name)) for action in actions]
 
-        def work() -> tuple[Prepared, float | None]:
-            prepared = self.attempts.prepare(
-                stage, force=action.force, always_run_unskippable=action.catching_up
-            )
-            return prepared, self.entry_mtime(action.name)
+        def work() -> list[CheckResult]:
+            results: list[CheckResult] = []
+            reported = time.monotonic()
+            for action, stage in batch:
+                if self.stopping:
+                    return []
+                results.append(self._check_one(action, stage))
+                now = time.monotonic()
+                if now - reported >= REPORT_EVERY_S:
+                    self.workers.to_loop(take, results)
+                    results, reported = [], now
+                if now - self.saved_at >= SAVE_DIGESTS_EVERY_S:
+                    self.attempts.workspace.digests.flush()
+                    self.saved_at = now
+            return results
 
-        def then(outcome: tuple[Prepared, float | None]) -> None:
-            prepared, mtime = outcome
-            if prepared.decision.run:
-                self.prepared[action.name] = (action.job, prepared)
-            else:
-                log.debug("stage.skipped", stage=action.name)
-            verdict = Verdict(prepared.decision.run, prepared.fingerprint.key, mtime)
-            checked(action.name, action.job, verdict, prepared)
+        def take(results: list[CheckResult]) -> None:
+            for name, job, verdict, prepared in results:
+                if prepared is None:
+                    continue
+                if verdict.run:
+                    self.prepared[name] = (job, prepared)
+                else:
+                    log.debug("stage.skipped", stage=name)
+            checked(results)
 
         def failed(error: BaseException) -> None:
             if self.stopping:
                 return  # hashing was given up for the stop
+            log.error("daemon.internal_error", during="check", error=repr(error))
+            # A result for every stage of the batch: those already taken are ignored.
+            verdict = Verdict(True, None, error=f"stagewatch could not check it: {error!r}")
+            checked([(action.name, action.job, verdict, None) for action, _ in batch])
+
+        self.workers.offload(self.workers.io, work, take, failed)
+
+    def _check_one(self, action: Check, stage: Stage) -> CheckResult:
+        """On the I/O thread: one stage's fingerprint and decision, or the error that stopped them."""
+        try:
+            prepared = self.attempts.prepare(
+                stage, force=action.force, always_run_unskippable=action.catching_up
+            )
+        except HashingStopped:
+            raise
+        except Exception as error:
             log.error("daemon.internal_error", stage=action.name, during="check", error=repr(error))
             verdict = Verdict(True, None, error=f"stagewatch could not check it: {error!r}")
-            checked(action.name, action.job, verdict, None)
-
-        self.workers.offload(self.workers.io, work, then, failed)
+            return action.name, action.job, verdict, None
+        verdict = Verdict(prepared.decision.run, prepared.fingerprint.key, self.entry_mtime(action.name))
+        return action.name, action.job, verdict, prepared
 
     def start(self, action: Start, ended: Ended) -> None:
         job, prepared = self.prepared.pop(action.name, (None, None))

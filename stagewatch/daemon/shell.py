@@ -32,12 +32,11 @@ from stagewatch.daemon.events import (
     Now,
     Say,
     Start,
-    Verdict,
     Wake,
 )
 from stagewatch.daemon.impact import ImpactMap
 from stagewatch.daemon.reload import Reread, config_digest, reread, stage_changes
-from stagewatch.daemon.runs import StageWork
+from stagewatch.daemon.runs import CheckResult, StageWork
 from stagewatch.daemon.systemd import Notifier
 from stagewatch.daemon.watcher import Watcher, plan_watches
 from stagewatch.daemon.workers import Workers
@@ -172,9 +171,10 @@ class Daemon:
     # --- carrying out the coordinator's actions ---
 
     def _perform(self, actions: Iterable[Action]) -> None:
+        checks: list[Check] = []
         for action in actions:
             if isinstance(action, Check):
-                self.work.check(self.pipeline, action, self._checked)
+                checks.append(action)
             elif isinstance(action, Start):
                 self.work.start(action, self._finished)
             elif isinstance(action, Cancel):
@@ -187,12 +187,14 @@ class Daemon:
                 self._idle(action)
             elif isinstance(action, Exit):
                 self._stopped.set()
+        if checks:
+            self.work.check(self.pipeline, checks, self._checked)
         self._report()
 
-    def _checked(self, name: str, job: int, verdict: Verdict, prepared: Prepared | None) -> None:
-        if prepared is not None:
-            self._note_code(prepared)
-        self._perform(self.coordinator.checked(name, job, verdict, self._now()))
+    def _checked(self, results: list[CheckResult]) -> None:
+        self._note_code([prepared for *_, prepared in results if prepared is not None])
+        verdicts = [(name, job, verdict) for name, job, verdict, _ in results]
+        self._perform(self.coordinator.checked_many(verdicts, self._now()))
 
     def _finished(self, name: str, job: int, finished: Finished) -> None:
         self._perform(self.coordinator.finished(name, job, finished, self._now()))
@@ -212,19 +214,24 @@ class Daemon:
         )
         self.workers.on_io(self.workspace.digests.flush)
 
-    def _note_code(self, prepared: Prepared) -> None:
-        """Keep the code files of module stages watched as their imports change."""
-        stage, fingerprint = prepared.stage, prepared.fingerprint
-        if stage.module is None or not self.pipeline.has_stage(stage.name):
-            return  # a command's code is its argv; a stage a reload removed reads nothing now
-        if self.pipeline.stage(stage.name) != stage:
-            return  # checked before a reload changed it: its next check says what it imports
-        files = frozenset(
-            str(self.root / rel) if not rel.startswith("/") else rel
-            for rel, _ in (*((fingerprint.code,) if fingerprint.code else ()), *fingerprint.deps)
-        )
-        if self.code_files.get(stage.name) != files:
-            self.code_files[stage.name] = files
+    def _note_code(self, checked: list[Prepared]) -> None:
+        """Keep the code files of module stages watched as their imports change: one new
+        impact map and one watch update for a whole batch of checks."""
+        changed = False
+        for prepared in checked:
+            stage, fingerprint = prepared.stage, prepared.fingerprint
+            if stage.module is None or not self.pipeline.has_stage(stage.name):
+                continue  # a command's code is its argv; a stage a reload removed reads nothing now
+            if self.pipeline.stage(stage.name) != stage:
+                continue  # checked before a reload changed it: its next check says what it imports
+            files = frozenset(
+                str(self.root / rel) if not rel.startswith("/") else rel
+                for rel, _ in (*((fingerprint.code,) if fingerprint.code else ()), *fingerprint.deps)
+            )
+            if self.code_files.get(stage.name) != files:
+                self.code_files[stage.name] = files
+                changed = True
+        if changed:
             self.impact = self.impact.with_code(self.code_files)
             self._replan_soon()
 
@@ -246,7 +253,10 @@ class Daemon:
         """On the I/O thread: make the watches match what the pipeline reads now."""
         if self.lock is not None:  # a folder came or went: maybe _build/, with the lock's record
             self.lock.refresh()
-        self.watcher.update(plan_watches(self.impact.wanted_watches()), renew)
+        self.watcher.update(self._watch_plan(), renew)
+
+    def _watch_plan(self) -> dict[str, bool]:
+        return plan_watches(self.impact.wanted_watches(), within=self.impact.root)
 
     def _changes_from_thread(self, changes: list[Change]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop has closed: nothing more to do
@@ -331,7 +341,7 @@ class Daemon:
         def work() -> bool:
             if folder_identity(self.root) != self.ground[1]:
                 return False
-            self.watcher.update(plan_watches(self.impact.wanted_watches()), retry_failed=True)
+            self.watcher.update(self._watch_plan(), retry_failed=True)
             return True
 
         def then(ground: bool) -> None:

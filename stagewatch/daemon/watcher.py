@@ -32,10 +32,20 @@ TroubleSink = Callable[[str], None]
 """Receives a reason ("overflow", "watch-failed") to distrust the watcher and rescan everything."""
 
 
+# watchdog gives every watch an inotify instance and a thread of its own, and a user has 128
+# instances (fs.inotify.max_user_instances) for all their programs: past this many folders,
+# those side by side are watched as one recursive watch of the folder that holds them.
+WATCH_BUDGET = 32
+# A folder holding at least this many of the watches is the first to stand in for them.
+MERGE_FROM = 8
+
+
 def plan_watches(
     wanted: Mapping[str, bool],
     exists: Callable[[str], bool] = os.path.isdir,
     is_link: Callable[[str], bool] = os.path.islink,
+    within: str | None = None,
+    budget: int = WATCH_BUDGET,
 ) -> dict[str, bool]:
     """Folders to watch (path -> recursive) for the folders wanted.
 
@@ -43,35 +53,77 @@ def plan_watches(
     creation is seen. Every watched folder's parent is watched too (not recursively): a
     watch dies with its folder, and only the parent sees it come back (`rm -rf x && git
     checkout x`). Folders inside a recursive watch need no watch of their own, unless a
-    symlink lies on the way down: inotify does not follow links.
+    symlink lies on the way down: inotify does not follow links. More than `budget` watches
+    are merged below `within` (the project's folder, never itself): see `_merge`.
     """
     plan: dict[str, bool] = {}
+    links: dict[str, bool] = {}
+
+    def is_link_once(path: str) -> bool:  # a plan asks of the same folders again and again
+        if path not in links:
+            links[path] = is_link(path)
+        return links[path]
 
     def add(path: str, recursive: bool) -> None:
         while not exists(path) and path != "/":
             path, recursive = posixpath.dirname(path), False
         plan[path] = plan.get(path, False) or recursive
 
-    def covered_by(path: str, root: str) -> bool:
-        if root == path or not is_within(path, root):
-            return False
-        while path != root:
-            if is_link(path):
-                return False
-            path = posixpath.dirname(path)
-        return True
-
     for folder, recursive in wanted.items():
         add(folder, recursive)
     for folder in list(plan):
         if folder != "/":
             add(posixpath.dirname(folder), False)
-    recursive_roots = [path for path, recursive in plan.items() if recursive]
-    return {
-        path: recursive
-        for path, recursive in sorted(plan.items())
-        if not any(covered_by(path, root) for root in recursive_roots)
-    }
+    plan = _uncovered(plan, is_link_once)
+    while within is not None and len(plan) > budget:
+        merged = _merge(plan, within, is_link_once)
+        if merged is None:
+            break
+        plan[merged] = True
+        add(posixpath.dirname(merged), False)
+        plan = _uncovered(plan, is_link_once)
+    return dict(sorted(plan.items()))
+
+
+def _uncovered(plan: Mapping[str, bool], is_link: Callable[[str], bool]) -> dict[str, bool]:
+    """The plan without the folders a recursive watch above already covers."""
+    recursive_roots = {path for path, recursive in plan.items() if recursive}
+
+    def covered(path: str) -> bool:
+        # Up from the folder, a recursive watch above covers it unless a link lies between.
+        while path != "/":
+            if is_link(path):
+                return False
+            path = posixpath.dirname(path)
+            if path in recursive_roots:
+                return True
+        return False
+
+    return {path: recursive for path, recursive in plan.items() if not covered(path)}
+
+
+def _merge(plan: Mapping[str, bool], within: str, is_link: Callable[[str], bool]) -> str | None:
+    """The folder below `within` to watch recursively in place of the watches under it: the
+    deepest one holding MERGE_FROM of them (a recursive watch no wider than it must be), else
+    the one holding the most. None when no folder holds two (nothing to gain).
+
+    A watch reached through a symlink counts for no folder above the link: a recursive watch
+    would not see inside it.
+    """
+    counts: dict[str, int] = {}
+    for path in plan:
+        folder = path
+        while folder != within and is_within(folder, within) and not is_link(folder):
+            folder = posixpath.dirname(folder)
+            if folder == within:
+                break
+            counts[folder] = counts.get(folder, 0) + 1
+    if not counts or max(counts.values()) < 2:
+        return None
+    deep = [folder for folder, count in counts.items() if count >= MERGE_FROM]
+    if deep:
+        return max(deep, key=lambda folder: (folder.count("/"), counts[folder]))
+    return max(counts, key=lambda folder: (counts[folder], folder.count("/")))
 
 
 def _watch_path(path: str) -> tuple[str, tuple[int, int] | None]:

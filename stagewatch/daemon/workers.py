@@ -119,14 +119,18 @@ class Workers:
             if future.cancelled():
                 return  # dropped by a stop: nobody waits for it any more
             error = future.exception()
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing more to do
-                if error is None:
-                    self.loop.call_soon_threadsafe(self.guarded(then), future.result())
-                else:
-                    self.loop.call_soon_threadsafe(self.guarded(failed or self._failed), error)
+            if error is None:
+                self.to_loop(then, future.result())
+            else:
+                self.to_loop(failed or self._failed, error)
 
         with contextlib.suppress(RuntimeError):  # shut down while stopping: the work is not wanted
             pool.submit(work).add_done_callback(done)
+
+    def to_loop(self, callback: Callable[[T], None], value: T) -> None:
+        """From a worker thread: `callback(value)` on the loop, behind the error boundary."""
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing more to do
+            self.loop.call_soon_threadsafe(self.guarded(callback), value)
 
     def on_io(self, work: Callable[[], object]) -> None:
         """Run `work` on the I/O thread for its effect alone."""
