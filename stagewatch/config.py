@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import posixpath
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -349,7 +350,7 @@ def _check_references(
     """`after` names a declared stage; no two stages write the same file (or into each other's folder)."""
     names = declared
     writers: dict[str, str] = {}
-    folders: list[tuple[str, str, str]] = []  # (absolute folder, as written, stage)
+    folders: dict[str, list[tuple[str, str]]] = {}  # absolute folder -> (as written, stage)
     for stage in stages:
         for before in stage.after:
             if before == stage.name:
@@ -367,13 +368,16 @@ def _check_references(
                 )
             writers[target] = stage.name
             if output.endswith("/"):
-                folders.append((target, output, stage.name))
+                folders.setdefault(target, []).append((output, stage.name))
     for stage in stages:
         for output in stage.outputs:
-            target = absolute(output, root)
-            for folder, written, owner in folders:
-                if owner != stage.name and target != folder and is_within(target, folder):
-                    problems.append(
-                        f'{file}: stage "{stage.name}": "outputs": "{output}" lies inside the output'
-                        f' folder "{written}" of stage "{owner}"'
-                    )
+            # The folders above an output, not every folder output: linear in the stages.
+            folder = absolute(output, root)
+            while folder != "/":
+                folder = posixpath.dirname(folder)
+                for written, owner in folders.get(folder, ()):
+                    if owner != stage.name:
+                        problems.append(
+                            f'{file}: stage "{stage.name}": "outputs": "{output}" lies inside the output'
+                            f' folder "{written}" of stage "{owner}"'
+                        )

@@ -203,6 +203,9 @@ def glob_may_match_below(pattern: str, folder: str) -> bool:
     return _match(split(pattern), split(folder), True)
 
 
+_FOLDERS_KEPT = 65536
+
+
 class IgnoreRules:
     """What globs, folder inputs and the watcher leave out, for one output_dir and its `ignore` list."""
 
@@ -219,6 +222,7 @@ class IgnoreRules:
             else:
                 self._names.append((text, dir_only))
         self._any_name = _any_of(pattern for pattern, _ in self._names)
+        self._folders: dict[str, bool] = {}
         self._file_names = _any_of(pattern for pattern, dir_only in self._names if not dir_only)
         # A walk asks of every file: the editor's names and the user's in one regex.
         self._walked_file_names = _any_of(
@@ -262,12 +266,22 @@ class IgnoreRules:
             return True
         if not is_within(path, self.output_dir):
             return False
-        parent = posixpath.dirname(path)
-        while is_within(parent, self.output_dir) and parent != self.output_dir:
-            if self.ignores_entry(parent, True):
-                return True
-            parent = posixpath.dirname(parent)
-        return False
+        return self._inside_ignored(posixpath.dirname(path))
+
+    def _inside_ignored(self, folder: str) -> bool:
+        """Whether folder, or one above it below output_dir, is left out. The rules are fixed
+        and the answer is the path's alone: kept, since a pipeline's paths share few folders."""
+        known = self._folders.get(folder)
+        if known is not None:
+            return known
+        if folder == self.output_dir or not is_within(folder, self.output_dir):
+            answer = False
+        else:
+            answer = self.ignores_entry(folder, True) or self._inside_ignored(posixpath.dirname(folder))
+        if len(self._folders) >= _FOLDERS_KEPT:
+            self._folders.clear()  # a daemon sees new folders for months: bounded, not a leak
+        self._folders[folder] = answer
+        return answer
 
 
 def posix(path: os.PathLike[str] | str) -> str:

@@ -694,6 +694,36 @@ def test_two_stages_writing_the_same_output_are_rejected(tmp_path: Path) -> None
     )
 
 
+def test_an_output_inside_another_stages_output_folder_is_rejected(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        """
+        [[stage]]
+        name = "site"
+        module = "pipeline.site"
+        outputs = ["_build/site/"]
+
+        [[stage]]
+        name = "feed"
+        module = "pipeline.feed"
+        outputs = ["_build/site/blog/feed.xml", "_build/feed.json"]
+
+        [[stage]]
+        name = "blog"
+        module = "pipeline.blog"
+        outputs = ["_build/site/blog/"]
+        """,
+    )
+    assert load_error(path).problems == [
+        f'{path}: stage "feed": "outputs": "_build/site/blog/feed.xml" lies inside the output'
+        ' folder "_build/site/blog/" of stage "blog"',
+        f'{path}: stage "feed": "outputs": "_build/site/blog/feed.xml" lies inside the output'
+        ' folder "_build/site/" of stage "site"',
+        f'{path}: stage "blog": "outputs": "_build/site/blog/" lies inside the output'
+        ' folder "_build/site/" of stage "site"',
+    ]
+
+
 def test_same_output_spelled_differently_is_still_a_clash(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,
