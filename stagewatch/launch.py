@@ -11,9 +11,11 @@ This module imports nothing of stagewatch until its handlers are in place.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
+import types
 from types import FrameType
 
 _COMMANDS = ("watch", "serve", "build", "status", "explain", "invalidate", "accept", "graph", "check")
@@ -62,11 +64,43 @@ def restore_defaults() -> None:
     _ours.clear()
 
 
+def _command(argv: list[str]) -> str | None:
+    return next((word for word in argv if word in _COMMANDS), None)
+
+
 def stop_status(argv: list[str]) -> int:
     """The exit status of a stop asked for by a signal: a daemon asked to stop has done what
     was asked; any other command has not finished."""
-    command = next((word for word in argv if word in _COMMANDS), None)
-    return 0 if command == "watch" else 1
+    return 0 if _command(argv) == "watch" else 1
+
+
+class _AsyncioOnFirstUse(types.ModuleType):
+    """Stands in for asyncio until something uses it, then becomes it.
+
+    structlog imports asyncio at its top, for methods only a coroutine calls; a one-shot
+    command never awaits, and asyncio (ssl with it) is the largest import it would make. An
+    `import asyncio` finds this module (its __spec__ is the real one's, so the import system
+    takes it as loaded); the first attribute asked of it loads asyncio and takes on its names.
+    """
+
+    def __getattr__(self, name: str) -> object:
+        if sys.modules.get("asyncio") is self:
+            del sys.modules["asyncio"]
+        import asyncio
+
+        self.__dict__.update(asyncio.__dict__)
+        return getattr(asyncio, name)
+
+
+def _asyncio_on_first_use() -> None:
+    if "asyncio" in sys.modules:
+        return
+    spec = importlib.util.find_spec("asyncio")
+    if spec is None:
+        return
+    stand_in = _AsyncioOnFirstUse("asyncio")
+    stand_in.__spec__ = spec
+    sys.modules["asyncio"] = stand_in
 
 
 def say_stopped(signame: str) -> None:
@@ -83,6 +117,8 @@ def run() -> None:
         if current in (signal.SIG_DFL, signal.default_int_handler):
             signal.signal(signum, _on_signal)
             _ours.add(signum)
+    if _command(sys.argv[1:]) not in (None, "watch", "serve"):
+        _asyncio_on_first_use()  # the daemon's loop needs it at once, before any thread
     from stagewatch.cli import main
 
     code = main()
