@@ -7,7 +7,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from stagewatch.freshness import FileProblem, Trouble
-from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, compile_glob, glob_base, is_within
+from stagewatch.paths import (
+    IgnoreRules,
+    PathKind,
+    absolute,
+    classify,
+    compile_glob,
+    glob_base,
+    glob_depth,
+    is_within,
+)
 from stagewatch.regular import kind_of
 
 
@@ -19,8 +28,9 @@ class Expansion:
     problems: tuple[FileProblem, ...]
 
 
-def walk_files(folder: str, rules: IgnoreRules) -> Iterator[str]:
-    """Every file below folder, pruning ignored folders as it goes.
+def walk_files(folder: str, rules: IgnoreRules, depth: int | None = None) -> Iterator[str]:
+    """Every file below folder, pruning ignored folders as it goes; with `depth`, only files
+    that many levels down or fewer (1: the folder's own files).
 
     Symlinked folders are followed (a site often links a shared folder in), each real
     folder once, so a link loop ends. An unreadable folder is skipped.
@@ -28,9 +38,9 @@ def walk_files(folder: str, rules: IgnoreRules) -> Iterator[str]:
     if is_within(folder, rules.cache_dir):
         return  # what the files below ask of the rules takes this as known
     seen: set[tuple[int, int]] = set()
-    stack = [folder]
+    stack = [(folder, 1)]
     while stack:
-        current = stack.pop()
+        current, level = stack.pop()
         try:
             st = os.stat(current)
             if (st.st_dev, st.st_ino) in seen:
@@ -45,8 +55,8 @@ def walk_files(folder: str, rules: IgnoreRules) -> Iterator[str]:
             path = prefix + name
             try:
                 if entry.is_dir():
-                    if not rules.ignores_entry(path, True, name):
-                        stack.append(path)
+                    if (depth is None or level < depth) and not rules.ignores_entry(path, True, name):
+                        stack.append((path, level + 1))
                 elif entry.is_file() and not rules.ignores_walked_file(path, name):
                     yield path
             except OSError:
@@ -59,12 +69,12 @@ def expand(patterns: Iterable[str], output_dir: str, rules: IgnoreRules) -> Expa
     missing, or is not what it is declared as, is a problem (a FIFO is never a file to read)."""
     found: set[str] = set()
     problems: list[FileProblem] = []
-    walked: dict[str, list[str]] = {}  # several globs below one folder walk it once
+    walked: dict[tuple[str, int | None], list[str]] = {}  # several globs below one folder walk it once
 
-    def files_below(folder: str) -> list[str]:
-        if folder not in walked:
-            walked[folder] = list(walk_files(folder, rules))
-        return walked[folder]
+    def files_below(folder: str, depth: int | None = None) -> list[str]:
+        if (folder, depth) not in walked:
+            walked[folder, depth] = list(walk_files(folder, rules, depth))
+        return walked[folder, depth]
 
     for pattern in patterns:
         kind = classify(pattern)
@@ -76,7 +86,7 @@ def expand(patterns: Iterable[str], output_dir: str, rules: IgnoreRules) -> Expa
             base = glob_base(path)
             if not rules.ignores(base, is_dir=True):
                 matches = compile_glob(path)
-                found.update(p for p in files_below(base) if matches(p))
+                found.update(p for p in files_below(base, glob_depth(path, base)) if matches(p))
         elif os.path.isdir(path):
             # A folder named without its trailing "/" is still read as the folder it is;
             # inside an ignored folder it reads as empty, as the graph and the watcher see it.

@@ -98,6 +98,12 @@ def glob_base(pattern: str) -> str:
     return "/" + "/".join(literal)
 
 
+def glob_depth(pattern: str, base: str) -> int | None:
+    """How many levels below its base a glob's files lie; None when "**" lets them lie at any."""
+    rest = split(pattern)[len(split(base)) :]
+    return None if "**" in rest else len(rest)
+
+
 @lru_cache(maxsize=4096)
 def _match(pattern: tuple[str, ...], path: tuple[str, ...], prefix_only: bool) -> bool:
     if not pattern:
@@ -137,6 +143,21 @@ def compile_glob(pattern: str) -> Callable[[str], bool]:
     star = rest.index("**") if "**" in rest else -1
     head, tail = (parts, []) if star < 0 else (parts[:star], parts[star + 1 :])
     below = prefix if prefix == "/" else prefix + "/"
+    start = len(below)
+    # The shapes pipelines write, answered without splitting the path.
+    if len(rest) == 1 and star < 0:  # "content/*.md"
+        name_matches = parts[0]
+        return lambda path: (
+            path.startswith(below)
+            and "/" not in path[start:]
+            and len(path) > start
+            and name_matches(path[start:])
+        )
+    if len(rest) == 2 and star == 0:  # "content/**/*.md"
+        name_matches = parts[1]
+        return lambda path: (
+            path.startswith(below) and len(path) > start and name_matches(path[path.rfind("/") + 1 :])
+        )
 
     def matches(path: str) -> bool:
         if path == prefix:
