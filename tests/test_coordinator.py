@@ -43,7 +43,8 @@ def chain(
     stages = []
     for index, name in enumerate(names):
         downstream = frozenset(names[index + 1 : index + 2])
-        stages.append(StagePlan(name, frozenset(names[:index]), downstream, ttl.get(name), name in restart))
+        upstream = frozenset(names[max(0, index - 1) : index])
+        stages.append(StagePlan(name, upstream, downstream, ttl.get(name), name in restart))
     return Plan(tuple(stages), jobs)
 
 

@@ -32,3 +32,26 @@ def test_a_catch_up_of_2000_stages_takes_the_coordinator_little_time() -> None:
         # Every second of this is a second the daemon's loop sends no WATCHDOG=1.
         assert spent < BUDGET_S, f"{answered} of {STAGES} checks answered in {spent:.1f} s"
     assert answered == STAGES
+
+
+def test_a_catch_up_of_a_2000_stage_chain_takes_the_coordinator_little_time() -> None:
+    # Each stage reads the one before: nothing is held per stage that grows with the chain.
+    names = [f"s{index:04d}" for index in range(STAGES)]
+    plan = Plan(
+        tuple(
+            StagePlan(name, frozenset(names[max(0, i - 1) : i]), frozenset(names[i + 1 : i + 2]))
+            for i, name in enumerate(names)
+        ),
+        8,
+    )
+    coordinator, clock = Coordinator(plan), Clock()
+    began = time.perf_counter()
+    pending = of(Check, coordinator.start(clock.now()))
+    order = []
+    while pending:
+        check = pending.pop(0)
+        order.append(check.name)
+        pending += of(Check, coordinator.checked(check.name, check.job, FRESH, clock.now()))
+        spent = time.perf_counter() - began
+        assert spent < BUDGET_S, f"{len(order)} of {STAGES} checks answered in {spent:.1f} s"
+    assert order == names  # one at a time, upstream first

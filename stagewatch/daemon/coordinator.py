@@ -61,6 +61,7 @@ class Coordinator:
         self._use(plan)
         for stage in plan.stages:
             self._add_slot(stage.name)
+        self._recount()
         self.retiring: dict[str, int] = {}  # removed stages' runs, until they have stopped
         self.stopping = False
         self.exited = False
@@ -236,6 +237,7 @@ class Coordinator:
         for name in new:
             if name not in self.slots:
                 self._add_slot(name)
+        self._recount()
         for name in changed & new.keys():
             slot = self.slots[name]
             # Its old failure said nothing about its new settings.
@@ -296,12 +298,36 @@ class Coordinator:
         self.by_state[SlotState.CANDIDATE].add(name)
         self.unchecked.add(name)
 
+    def _recount(self) -> None:
+        """The indexes over the stages' neighbours, made anew for a new set of stages."""
+        busy = set().union(*(self.by_state[state] for state in BUSY))
+        self._busy_parents = {name: len(self.stages[name].upstream & busy) for name in self.slots}
+        self._free = {name for name in self.by_state[SlotState.CANDIDATE] if not self._busy_parents[name]}
+        self._clear_above: set[str] = set()
+
     def _move(self, name: str, state: SlotState) -> None:
-        """The one place a slot changes state: the index of states moves with it."""
+        """The one place a slot changes state: the indexes move with it (the stages in each
+        state; how many busy stages each stage reads from directly; the candidates none of
+        whose direct upstream is busy; the stages known to have nothing busy upstream)."""
         slot = self.slots[name]
+        was_busy, busy = slot.state in BUSY, state in BUSY
         self.by_state[slot.state].discard(name)
         self.by_state[state].add(name)
         slot.state = state
+        if was_busy != busy:
+            if busy:
+                self._clear_above.clear()  # something upstream of them may be busy now
+            for below in self.stages[name].downstream:
+                if below in self.slots:
+                    self._busy_parents[below] = self._busy_parents.get(below, 0) + (1 if busy else -1)
+                    self._refree(below)
+        self._refree(name)
+
+    def _refree(self, name: str) -> None:
+        if self.slots[name].state is SlotState.CANDIDATE and not self._busy_parents.get(name, 0):
+            self._free.add(name)
+        else:
+            self._free.discard(name)
 
     def _checked_once(self, name: str) -> None:
         self.slots[name].catching_up = False
@@ -382,9 +408,7 @@ class Coordinator:
                     {"stage": name, "retry_in_s": backoff_s(slot.failures, ttl_s)},
                 )
             )
-        waiting = [
-            other for other in self.by_state[SlotState.CANDIDATE] if name in self.stages[other].ancestors
-        ]
+        waiting = self._below(name) & self.by_state[SlotState.CANDIDATE]
         for downstream in sorted(waiting, key=self.position.__getitem__):
             self._block(downstream, name, actions)
 
@@ -404,8 +428,50 @@ class Coordinator:
             if self.slots[other].blocked_by == name:
                 self._candidate(other)
 
+    def _below(self, name: str) -> set[str]:
+        """Every stage downstream of `name`, however far."""
+        found: set[str] = set()
+        pending = [name]
+        while pending:
+            for below in self.stages[pending.pop()].downstream:
+                if below not in found:
+                    found.add(below)
+                    pending.append(below)
+        return found
+
     def _upstream_busy(self, stage: StagePlan) -> bool:
-        return any(not stage.ancestors.isdisjoint(self.by_state[state]) for state in BUSY)
+        """Whether a stage upstream of this one, however far, may still change what it reads.
+
+        Walked up from the stage, never held as a set of every ancestor (quadratic in a long
+        chain): a busy one ends the walk, and it goes no higher than a stage known to have
+        nothing busy upstream, which every stage it passed is, when it finds nothing.
+        """
+        seen: set[str] = set()
+        pending = list(stage.upstream)
+        while pending:
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if self.slots[name].state in BUSY:
+                return True
+            if name not in self._clear_above:
+                pending.extend(self.stages[name].upstream)
+        self._clear_above |= seen
+        self._clear_above.add(stage.name)
+        return False
+
+    def _first_failed_above(self) -> dict[str, str]:
+        """Each stage below a failed one -> the first failed one above it, in graph order."""
+        first: dict[str, str] = {}
+        for failed in sorted(self.by_state[SlotState.FAILED], key=self.position.__getitem__):
+            pending = [failed]
+            while pending:
+                for below in self.stages[pending.pop()].downstream:
+                    if below not in first:  # reached from an earlier failed stage: all below it too
+                        first[below] = failed
+                        pending.append(below)
+        return first
 
     def _dispatch(self, now: Now) -> list[Action]:
         actions: list[Action] = []
@@ -437,29 +503,7 @@ class Coordinator:
             slot.trigger = Trigger.NONE
             self.busy_since_idle = True
             actions.append(Start(name, slot.job))
-        for name in sorted(self.by_state[SlotState.CANDIDATE], key=in_order):
-            if len(self.by_state[SlotState.CHECKING]) >= CHECKS_IN_FLIGHT:
-                break  # the rest wait for a check to come back
-            stage, slot = self.stages[name], self.slots[name]
-            if self._upstream_busy(stage):
-                continue  # checked once everything upstream of it has settled
-            blockers = stage.ancestors & self.by_state[SlotState.FAILED]
-            if blockers:
-                self._block(name, min(blockers, key=in_order), actions)
-                continue
-            if slot.trigger is Trigger.SELF and slot.self_runs >= SELF_TRIGGER_RUNS and not slot.forced:
-                self._move(name, SlotState.LOOPING)
-                until = slot.loop_confirmed_until
-                if until is None or now.mono > until:
-                    slot.loop_check_at = now.mono + LOOP_PAUSE_S
-                    continue
-                slot.loop_check_at, slot.loop_confirmed_until = None, None
-                fields = {"stage": name, "path": slot.trigger_path, "runs": slot.self_runs + 1}
-                actions.append(Say("warning", "stage.self_triggering", fields))
-                continue
-            self._move(name, SlotState.CHECKING)
-            slot.job = self._new_job()
-            actions.append(Check(name, slot.job, slot.forced, slot.catching_up))
+        self._hand_out_checks(now, actions)
         actions.append(Wake(self._next_wake(now)))
         if self.settled and self.busy_since_idle:
             self.busy_since_idle = False
@@ -472,6 +516,46 @@ class Coordinator:
                 )
             )
         return actions
+
+    def _hand_out_checks(self, now: Now, actions: list[Action]) -> None:
+        """Candidates with nothing busy upstream are checked, in graph order, up to
+        CHECKS_IN_FLIGHT. Only those none of whose direct upstream is busy are looked at (in a
+        catch-up of a chain, one); one blocked or held lets those below it be looked at next."""
+        in_order = self.position.__getitem__
+        failed_above = self._first_failed_above() if self.by_state[SlotState.FAILED] else {}
+        fresh = sorted(self._free, key=in_order)
+        while fresh:
+            # A stage blocked or held is busy no more: those below it, skipped in this pass or
+            # freed by it, are looked at again (each pass moves one candidate on at least).
+            left_busy = False
+            for name in fresh:
+                if len(self.by_state[SlotState.CHECKING]) >= CHECKS_IN_FLIGHT:
+                    return  # the rest wait for a check to come back
+                if name not in self._free:
+                    continue  # moved on since this pass began
+                stage, slot = self.stages[name], self.slots[name]
+                if self._upstream_busy(stage):
+                    continue  # checked once everything upstream of it has settled
+                blocker = failed_above.get(name)
+                if blocker is not None:
+                    self._block(name, blocker, actions)
+                    left_busy = True
+                    continue
+                if slot.trigger is Trigger.SELF and slot.self_runs >= SELF_TRIGGER_RUNS and not slot.forced:
+                    self._move(name, SlotState.LOOPING)
+                    left_busy = True
+                    until = slot.loop_confirmed_until
+                    if until is None or now.mono > until:
+                        slot.loop_check_at = now.mono + LOOP_PAUSE_S
+                        continue
+                    slot.loop_check_at, slot.loop_confirmed_until = None, None
+                    fields = {"stage": name, "path": slot.trigger_path, "runs": slot.self_runs + 1}
+                    actions.append(Say("warning", "stage.self_triggering", fields))
+                    continue
+                self._move(name, SlotState.CHECKING)
+                slot.job = self._new_job()
+                actions.append(Check(name, slot.job, slot.forced, slot.catching_up))
+            fresh = sorted(self._free, key=in_order) if left_busy else []
 
     def _next_wake(self, now: Now) -> float:
         """Seconds until a TTL stage is due or a failed TTL stage's backoff ends (inf: never)."""
@@ -522,7 +606,7 @@ def plan_for(pipeline: Pipeline, jobs: int) -> Plan:
         tuple(
             StagePlan(
                 name,
-                frozenset(graph.ancestors([name])),
+                graph.upstream[name],
                 graph.downstream[name],
                 pipeline.stage(name).ttl_s,
                 pipeline.on_busy_for(pipeline.stage(name)) is OnBusy.RESTART,

@@ -40,8 +40,8 @@ class StagePlan:
     """What the coordinator needs to know of one stage."""
 
     name: str
-    ancestors: frozenset[str]
-    downstream: frozenset[str]
+    upstream: frozenset[str]  # the stages it reads from directly
+    downstream: frozenset[str]  # the stages that read from it directly
     ttl_s: float | None = None
     restart_when_busy: bool = False
 
