@@ -66,7 +66,7 @@ def stop_status(argv: list[str]) -> int:
     """The exit status of a stop asked for by a signal: a daemon asked to stop has done what
     was asked; any other command has not finished."""
     command = next((word for word in argv if word in _COMMANDS), None)
-    return 0 if command == "watch" else 1
+    return 0 if command in ("watch", "serve") else 1
 
 
 def say_stopped(signame: str) -> None:
