@@ -54,7 +54,7 @@ outputs = ["site/a.html", "site/b.html"]
 
 [[stage]]
 name = "css"
-command = ["cp", "styles/style.css", "site/style.css"]
+command = ["sh", "-c", "mkdir -p site && cp styles/style.css site/style.css"]
 inputs = ["styles/style.css"]
 outputs = ["site/style.css"]
 """

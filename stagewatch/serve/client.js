@@ -7,7 +7,8 @@
   const script = document.currentScript;
   const identity = script ? script.dataset.identity || "" : "";
   const scrollKey = "stagewatch:scroll:" + location.pathname + location.search;
-  const state = { ws: null, delay: 200, sent: new Set(), failures: [], reloads: 0 };
+  // followed: the server has the tab's hello, and tells it of every round from here on.
+  const state = { ws: null, delay: 200, sent: new Set(), failures: [], followed: false };
   window.__stagewatch = state;
 
   // A reload keeps the reader where they were.
@@ -65,11 +66,13 @@
       } catch (_) {
         return;
       }
-      if (message.type === "reload") reload();
+      if (message.type === "welcome") state.followed = true;
+      else if (message.type === "reload") reload();
       else if (message.type === "css") swap(message.paths);
       else if (message.type === "failures") showFailures(message.failures);
     };
     ws.onclose = () => {
+      state.followed = false;
       // The server restarted, or went away: try again, less and less often.
       if (state.ws === ws) state.ws = null;
       setTimeout(connect, state.delay);
@@ -95,7 +98,6 @@
   }
 
   function reload() {
-    state.reloads += 1;
     sessionStorage.setItem(scrollKey, JSON.stringify([window.scrollX, window.scrollY]));
     location.reload();
   }

@@ -383,6 +383,7 @@ class Preview:
             elif page not in tab.seen:
                 await self._track(tab, [page])
             self.tabs[ws] = tab
+            await self._send(ws, {"type": "welcome"})  # it is followed from here on
             if self.failures:
                 await self._send(ws, {"type": "failures", "failures": list(self.failures.values())})
             if not self._anything_busy():
