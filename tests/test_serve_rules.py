@@ -4,11 +4,13 @@ settled round means for a tab, which file a URL path comes to, which folder is t
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from stagewatch.config import parse_pipeline
+from stagewatch.pipeline import Pipeline
 from stagewatch.serve.rules import (
     UNSATISFIABLE,
     ByteRange,
