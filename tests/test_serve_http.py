@@ -10,10 +10,12 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.conftest import Project
+from tests.daemon_support import RunningDaemon
 from tests.serve_support import Served, make_site, request, serve, until
 
 pytestmark = pytest.mark.timeout(60)
@@ -281,6 +283,19 @@ def test_only_serve_imports_aiohttp(project: Project) -> None:
         [sys.executable, "-c", code], cwd=project.root, capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip().endswith("clean"), result.stderr
+
+
+def test_watch_with_serve_is_serve(project: Project) -> None:
+    make_site(project)
+    argv = [sys.executable, "-m", "stagewatch", "--config", str(project.root / "stagewatch.toml"),
+            "--log-format", "json", "watch", "--serve", "--port", "0"]  # fmt: skip
+    with RunningDaemon(project, argv=argv) as daemon:
+        url = daemon.events[daemon.wait_event("serve.listening")]["url"]
+        daemon.wait_event("watch.idle")
+        port = urlsplit(url).port
+        assert port is not None
+        assert "first text of a" in request(port, "/a.html").text
+        assert daemon.stop() == 0
 
 
 def test_watch_options_of_serve_need_serve(project: Project) -> None:
