@@ -164,7 +164,8 @@
       section.className = "failure";
       section.dataset.stage = failure.stage;
       const title = document.createElement("h2");
-      const status = failure.exit_code === null ? "" : ` (exit ${failure.exit_code})`;
+      // A run can fail with exit 0 (an output it did not write): then the error says why.
+      const status = failure.exit_code ? ` (exit ${failure.exit_code})` : "";
       title.textContent = `stage "${failure.stage}" failed${status}`;
       const code = document.createElement("p");
       code.textContent = `runs ${failure.code}` + (failure.error ? `: ${failure.error}` : "");
