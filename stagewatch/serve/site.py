@@ -21,16 +21,14 @@ class SiteRoot:
 
     path: str
     why: str
-    has_index: bool = True
+    has_index: bool = True  # False: a guess that holds no index.html, said as a warning
 
 
 def find_site_root(pipeline: Pipeline, isfile: Callable[[str], bool] = os.path.isfile) -> SiteRoot:
     """[serve] root; else the first output folder that holds an index.html (a stage's output file
     named index.html counts before it is built); else the first output folder, said as such."""
     if pipeline.serve.root is not None:
-        return SiteRoot(
-            pipeline.serve.root, "[serve] root", isfile(posixpath.join(pipeline.serve.root, INDEX))
-        )
+        return SiteRoot(pipeline.serve.root, "[serve] root")  # chosen: its index may come later
     root = posix(pipeline.output_dir)
     folders: list[tuple[str, str]] = []
     for stage in pipeline.stages:
