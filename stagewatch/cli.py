@@ -22,6 +22,7 @@ from stagewatch.build import BuildRound, plan, require_stages, select_stages
 from stagewatch.cache import Workspace, check_cache_dir
 from stagewatch.codedeps import resolve_module_source, stdlib_shadowed
 from stagewatch.config import load_pipeline, locate_config
+from stagewatch.daemon.listener import DaemonListener
 from stagewatch.durations import format_duration
 from stagewatch.errors import StagewatchError, UsageError
 from stagewatch.freshness import CorruptEntry, Decision, Entry, shadowing
@@ -51,7 +52,7 @@ log = structlog.get_logger(__name__)
 Command = Callable[[argparse.Namespace, Pipeline, Graph, Resolved, TextIO], int]
 
 # Commands whose output *is* the log go to stdout; the others keep stdout for their data.
-_LOGS_ON_STDOUT = {"build", "watch"}
+_LOGS_ON_STDOUT = {"build", "watch", "serve"}
 
 
 class Stopped(Exception):
@@ -106,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
 
     watch = commands.add_parser("watch", parents=[common], help="keep the pipeline fresh as files change")
     watch.add_argument("--jobs", "-j", type=_positive_int, metavar="N", help="stages at once")
+    watch.add_argument("--serve", action="store_true", help="and serve the site, live (as `serve`)")
+    _preview_options(watch)
+
+    serve = commands.add_parser("serve", parents=[common], help="watch, and serve the site live to a browser")
+    serve.add_argument("--jobs", "-j", type=_positive_int, metavar="N", help="stages at once")
+    _preview_options(serve)
 
     build = commands.add_parser("build", parents=[common], help="bring stages up to date once")
     build.add_argument("stages", nargs="*", metavar="STAGE", help="these stages and what they depend on")
@@ -131,6 +138,26 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("check", parents=[common], help="validate the pipeline file")
     return parser
+
+
+def _preview_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bind", metavar="ADDR", help="address to listen on (default 127.0.0.1, or [serve] bind)"
+    )
+    parser.add_argument(
+        "--port", type=_port, metavar="N", help="port (default 8000, or [serve] port; 0: any free one)"
+    )
+    parser.add_argument("--open", action="store_true", help="open the site in a browser")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535 (0: any free port), got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -166,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stopped = _stopped_before_start(args.command)
         if stopped is not None:
             return stopped
-        if args.command not in ("watch", "build"):
+        if args.command not in ("watch", "serve", "build"):
             restore_defaults()  # short commands: Ctrl-C and SIGTERM act at once, as anywhere
         return handler(args, pipeline, graph, fmt, log_stream)
     except StagewatchError as exc:
@@ -220,6 +247,18 @@ def _stage_names(pipeline: Pipeline, names: Sequence[str]) -> list[str]:
 def cmd_watch(
     args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
 ) -> int:
+    if not args.serve and (args.bind is not None or args.port is not None or args.open):
+        raise UsageError("watch: --bind, --port and --open go with --serve (or use `stagewatch serve`)")
+    return _watch(args, pipeline, fmt, stream, serve=args.serve)
+
+
+def cmd_serve(
+    args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
+) -> int:
+    return _watch(args, pipeline, fmt, stream, serve=True)
+
+
+def _watch(args: argparse.Namespace, pipeline: Pipeline, fmt: Resolved, stream: TextIO, serve: bool) -> int:
     from stagewatch.daemon.shell import Daemon  # watchdog and asyncio load only for the daemon
     from stagewatch.daemon.systemd import Notifier
 
@@ -227,6 +266,7 @@ def cmd_watch(
     check_cache_dir(CacheLayout(pipeline.output_dir))  # said in one line before the lock writes there
     with PipelineLock(pipeline.output_dir) as lock:
         lock.acquire("watch")
+        listener = _preview(args, pipeline) if serve else None
         daemon = Daemon(
             pipeline,
             fmt,
@@ -235,6 +275,7 @@ def cmd_watch(
             notifier=Notifier(),
             quiet=_verbosity(args) < 0,
             lock=lock,
+            listener=listener,
         )
         code = daemon.run()
     # Output lost with the terminal is the terminal's hangup, a clean stop; lost by itself
@@ -269,6 +310,18 @@ def cmd_build(
         return 0 if report.ok else 1
     finally:
         workspace.close()
+
+
+def _preview(args: argparse.Namespace, pipeline: Pipeline) -> DaemonListener:
+    """The live preview, listening already: a taken port is said before anything runs."""
+    from stagewatch.serve.listening import listen, url_of
+    from stagewatch.serve.server import Preview  # aiohttp loads only for serve
+    from stagewatch.serve.site import find_site_root
+
+    bind = args.bind if args.bind is not None else pipeline.serve.bind
+    port = args.port if args.port is not None else pipeline.serve.port
+    sock = listen(bind, port, f"--port N or [serve] port in {pipeline.config_path.name}")
+    return Preview(sock, url_of(sock, bind), find_site_root(pipeline), bind, args.open)
 
 
 @contextlib.contextmanager
@@ -624,6 +677,7 @@ def _runnable_problems(pipeline: Pipeline) -> tuple[list[str], list[str]]:
 
 _COMMANDS: dict[str, Command] = {
     "watch": cmd_watch,
+    "serve": cmd_serve,
     "build": cmd_build,
     "status": cmd_status,
     "explain": cmd_explain,

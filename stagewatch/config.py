@@ -17,6 +17,7 @@ from stagewatch.layout import ENTRY_SUFFIX
 from stagewatch.paths import CACHE_DIR, IgnoreRules, PathKind, absolute, classify, is_within, posix
 from stagewatch.pipeline import Pipeline
 from stagewatch.regular import FileTooLarge, NotRegularFile, read_regular
+from stagewatch.serve.settings import DEFAULT_BIND, DEFAULT_PORT, SERVE_KEYS, ServeSettings
 from stagewatch.stage import MODULE_NAME, STAGE_NAME, OnBusy, Stage, WatcherKind
 
 DEFAULT_CONFIG = "stagewatch.toml"
@@ -27,7 +28,7 @@ _TEMP_TAIL = ".XXXXXXXX.tmp"
 MAX_STAGE_NAME = 255 - len(".") - len(ENTRY_SUFFIX) - len(_TEMP_TAIL)
 # A pipeline file is a few kilobytes; far more is a mistake (a log, a dump), not a pipeline.
 MAX_CONFIG_BYTES = 10 * 1024 * 1024
-TOP_KEYS = ("pipeline", "stage")
+TOP_KEYS = ("pipeline", "stage", "serve")
 PIPELINE_KEYS = ("output_dir", "python_path", "jobs", "debounce", "ignore", "on_busy", "rescan", "watcher")
 STAGE_KEYS = (
     "name", "module", "function", "command", "inputs", "outputs", "ttl", "timeout",
@@ -188,6 +189,8 @@ def parse_pipeline(data: Mapping[str, Any], path: Path) -> Pipeline:
     on_busy = settings.choice("on_busy", OnBusy) or OnBusy.QUEUE
     watcher = settings.choice("watcher", WatcherKind) or WatcherKind.NATIVE
 
+    serve = _parse_serve(problems, file, data.get("serve", {}), root)
+
     raw_stages = data.get("stage", [])
     if not isinstance(raw_stages, list):
         problems.append(f'{file}: "stage" must be an array of tables: write each stage as [[stage]]')
@@ -224,6 +227,30 @@ def parse_pipeline(data: Mapping[str, Any], path: Path) -> Pipeline:
         rescan_s=rescan_s or 0.0,
         watcher=watcher,
         python_path=python_path,
+        serve=serve,
+    )
+
+
+def _parse_serve(problems: list[str], file: str, raw: object, root: str) -> ServeSettings:
+    """The [serve] table: read by every command, so `check` finds its mistakes before `serve`."""
+    reader = _Reader(problems, file, "[serve]", _table(problems, file, "[serve]", raw))
+    reader.unknown_keys(SERVE_KEYS)
+    folder = reader.string("root")
+    if folder is not None and not folder.strip():
+        reader.problem('"root" is empty; name the folder to serve, relative to output_dir')
+        folder = None
+    port = reader.table.get("port", DEFAULT_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        reader.problem(f'"port" must be a whole number from 0 to 65535 (0: any free port), got {_show(port)}')
+        port = DEFAULT_PORT
+    bind = reader.string("bind", DEFAULT_BIND) or DEFAULT_BIND
+    if not bind.strip() or any(char.isspace() for char in bind):
+        reader.problem(f'"bind" must be a host name or address such as "127.0.0.1", got {_show(bind)}')
+        bind = DEFAULT_BIND
+    return ServeSettings(
+        root=None if folder is None else absolute(folder, root),
+        port=port,
+        bind=bind,
     )
 
 

@@ -71,7 +71,7 @@ def _command(argv: list[str]) -> str | None:
 def stop_status(argv: list[str]) -> int:
     """The exit status of a stop asked for by a signal: a daemon asked to stop has done what
     was asked; any other command has not finished."""
-    return 0 if _command(argv) == "watch" else 1
+    return 0 if _command(argv) in ("watch", "serve") else 1
 
 
 class _AsyncioOnFirstUse(types.ModuleType):

@@ -153,6 +153,21 @@ class StoryRenderer:
             return f"stopping ({f.get('signal')})" + (f": stopping {', '.join(running)}" if running else "")
         if event == "watch.stopped":
             return "stopped"
+        if event == "serve.listening":
+            url = self._c(_BOLD, str(f.get("url")))
+            return f"{self._c(_GREEN, 'serving')} {f.get('root')} at {url} ({f.get('why')})"
+        if event == "serve.exposed":
+            return f"listening on {f.get('bind')}: {f.get('problem')}"
+        if event == "serve.no_index":
+            return f"{f.get('root')} holds no index.html (yet): {f.get('hint')}"
+        if event == "serve.refused":
+            refused = (
+                f"Host {f.get('host')}" if f.get("reason") == "host" else f.get("origin") or f.get("path")
+            )
+            return f"refused a request ({f.get('reason')}): {refused}"
+        if event == "serve.waited":
+            stages = ", ".join(f.get("stages", ()))
+            return f"{f.get('path')}: served after {_seconds(f.get('waited_s'))} although {stages} still run"
         if event == "build.started":
             count = f.get("stages")
             return f"checking {count} stage{'' if count == 1 else 's'} ({f.get('jobs')} at once)"

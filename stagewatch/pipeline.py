@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stagewatch.graph import Graph
+from stagewatch.serve.settings import ServeSettings
 from stagewatch.stage import OnBusy, Stage, WatcherKind
 
 
@@ -24,6 +25,7 @@ class Pipeline:
     rescan_s: float = 600.0
     watcher: WatcherKind = WatcherKind.NATIVE
     python_path: tuple[str, ...] = (".",)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     _by_name: dict[str, Stage] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -1301,7 +1301,7 @@ def test_stage_names_may_use_digits_dots_dashes_and_underscores(tmp_path: Path) 
 def test_bundled_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parents[1] / "config.example.toml"
     pipeline = load_pipeline(example)
-    assert pipeline.names == ("pages", "stats", "index")
+    assert pipeline.names == ("pages", "stats", "assets", "index")
     assert pipeline.output_dir == example.parent / "examples" / "site"
 
 

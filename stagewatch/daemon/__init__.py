@@ -11,6 +11,7 @@ impact       which stages a changed path affects, and which folders to watch
 watcher      watchdog's observers -> changes; the only module importing watchdog
 scheduler    failure backoff and debounce: arithmetic on times
 systemd      sd_notify
+listener     what a companion on the loop hears (stages started and ended, rounds settled)
 
 Importing this package loads nothing: `build` and `status` never pay for the daemon.
 """

@@ -31,10 +31,12 @@ from stagewatch.daemon.events import (
     Idle,
     Now,
     Say,
+    SlotState,
     Start,
     Wake,
 )
 from stagewatch.daemon.impact import ImpactMap
+from stagewatch.daemon.listener import DaemonListener
 from stagewatch.daemon.reload import Reread, config_digest, reread, stage_changes
 from stagewatch.daemon.runs import CheckResult, StageWork
 from stagewatch.daemon.systemd import Notifier
@@ -71,8 +73,10 @@ class Daemon:
         notifier: Notifier | None = None,
         quiet: bool = False,
         lock: PipelineLock | None = None,
+        listener: DaemonListener | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.listener = listener
         self.lock = lock  # its owner record is written again after a clean step
         self.root = pipeline.output_dir
         self.ground = (self.root, folder_identity(self.root))
@@ -118,6 +122,8 @@ class Daemon:
             await self.loop.run_in_executor(None, self._close_files)
             log.info("watch.stopped", signal=asked)
             return 0
+        if self.listener is not None:
+            await self.listener.attached(self)
         # Watch first, then catch up: a change made during the catch-up is not lost.
         self.watcher = Watcher(self._changes_from_thread, self._trouble_from_thread, self.pipeline.watcher)
         self.watcher.start()
@@ -177,6 +183,7 @@ class Daemon:
                 checks.append(action)
             elif isinstance(action, Start):
                 self.work.start(action, self._finished)
+                self._tell_started(action.name)
             elif isinstance(action, Cancel):
                 self.work.cancel(action)
             elif isinstance(action, Wake):
@@ -190,6 +197,7 @@ class Daemon:
         if checks:
             self.work.check(self.pipeline, checks, self._checked)
         self._report()
+        self._tell(lambda listener: listener.stages_moved())
 
     def _checked(self, results: list[CheckResult]) -> None:
         self._note_code([prepared for *_, prepared in results if prepared is not None])
@@ -197,6 +205,7 @@ class Daemon:
         self._perform(self.coordinator.checked_many(verdicts, self._now()))
 
     def _finished(self, name: str, job: int, finished: Finished) -> None:
+        self._tell(lambda listener: listener.stage_finished(name, finished.outcome))
         self._perform(self.coordinator.finished(name, job, finished, self._now()))
 
     def _due(self) -> None:
@@ -213,6 +222,25 @@ class Daemon:
             looping=list(idle.looping),
         )
         self.workers.on_io(self.workspace.digests.flush)
+        self._tell(lambda listener: listener.round_settled())
+
+    # --- listeners ---
+
+    def _tell(self, call: Callable[[DaemonListener], None]) -> None:
+        """Tell the listener, if any; its bug is logged, never the daemon's end."""
+        if self.listener is None:
+            return
+        try:
+            call(self.listener)
+        except Exception:
+            log.exception("daemon.listener_error")
+
+    def _tell_started(self, name: str) -> None:
+        self._tell(lambda listener: listener.stage_started(name))
+
+    def stage_states(self) -> dict[str, SlotState]:
+        """Where each stage stands now, for a listener that answers questions about them."""
+        return {name: slot.state for name, slot in self.coordinator.slots.items()}
 
     def _note_code(self, checked: list[Prepared]) -> None:
         """Keep the code files of module stages watched as their imports change: one new
@@ -474,6 +502,11 @@ class Daemon:
     async def _shutdown(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
+        if self.listener is not None:
+            try:
+                await self.listener.detached()
+            except Exception:  # a stop goes on whatever the listener does
+                log.exception("daemon.listener_error")
         await self.loop.run_in_executor(None, self.watcher.stop)
         self.workers.shutdown()
         await self.loop.run_in_executor(None, self._close_files)

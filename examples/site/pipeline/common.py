@@ -58,10 +58,13 @@ def markdown_to_html(source: str) -> tuple[str, str]:
     return title, "\n".join(blocks)
 
 
-def page(title: str, body: str) -> str:
+def page(title: str, body: str, depth: int = 0) -> str:
+    """A whole page; `depth` is how many folders below the site's root it lies (for the stylesheet)."""
+    stylesheet = "../" * depth + "assets/style.css"
     return (
         "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(title)} - {SITE_TITLE}</title></head>\n"
+        f"<title>{html.escape(title)} - {SITE_TITLE}</title>"
+        f"<link rel=\"stylesheet\" href=\"{stylesheet}\"></head>\n"
         f"<body>\n{body}\n</body></html>\n"
     )
 

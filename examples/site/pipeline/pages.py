@@ -18,7 +18,8 @@ def run(output_dir: Path) -> None:
             continue
         title, body = markdown_to_html(source.read_text(encoding="utf-8"))
         target = out / relative.with_suffix(".html")
-        write_if_changed(target, page(title or source.stem, body))
+        depth = len(target.relative_to(out.parent).parts) - 1
+        write_if_changed(target, page(title or source.stem, body, depth))
         wanted.add(target)
         print(f"rendered {relative} -> {target.relative_to(output_dir)}")
     for stale in out.rglob("*.html"):

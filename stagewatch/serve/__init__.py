@@ -1,0 +1,12 @@
+"""`stagewatch serve`: the daemon plus a live-reloading preview of the site (DESIGN §10).
+
+settings   the [serve] table's value (no I/O; config.py builds it)
+site       URL paths -> files of the site folder, safely; which folder is the site
+rules      pure decisions of the HTTP layer: Host and Origin, ranges, caching, the script's place
+tabs       open tabs, what each loaded, and what a settled round means for each
+status     the status page's rows, from the daemon's view of its stages
+server     the aiohttp application on the daemon's loop; the only module importing aiohttp
+client.js  the script injected into HTML responses
+
+Importing this package loads nothing: only `serve` (and `watch --serve`) pays for aiohttp.
+"""

@@ -1,0 +1,181 @@
+// stagewatch's live preview: injected into HTML responses as they are served, never written to disk.
+// One WebSocket per tab, to the page's own origin. The server says when to reload, which
+// stylesheets to swap in place, and which stages fail (shown in an overlay until they succeed).
+(() => {
+  "use strict";
+  if (window.__stagewatch) return;
+  const script = document.currentScript;
+  const identity = script ? script.dataset.identity || "" : "";
+  const scrollKey = "stagewatch:scroll:" + location.pathname + location.search;
+  // followed: the server has the tab's hello, and tells it of every round from here on.
+  const state = { ws: null, delay: 200, sent: new Set(), failures: [], followed: false };
+  window.__stagewatch = state;
+
+  // A reload keeps the reader where they were.
+  const saved = sessionStorage.getItem(scrollKey);
+  if (saved !== null) {
+    sessionStorage.removeItem(scrollKey);
+    const [x, y] = JSON.parse(saved);
+    const restore = () => window.scrollTo(x, y);
+    restore();
+    document.addEventListener("DOMContentLoaded", restore, { once: true });
+    window.addEventListener("load", restore, { once: true });
+  }
+
+  function ownPath(url) {
+    try {
+      const parsed = new URL(url, location.href);
+      if (parsed.origin !== location.origin || parsed.pathname.startsWith("/_stagewatch/")) return null;
+      return parsed.pathname;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function loaded() {
+    const paths = new Set();
+    for (const entry of performance.getEntriesByType("resource")) {
+      const path = ownPath(entry.name);
+      if (path) paths.add(path);
+    }
+    for (const link of document.querySelectorAll('link[rel~="stylesheet"][href]')) {
+      const path = ownPath(link.href);
+      if (path) paths.add(path);
+    }
+    return [...paths];
+  }
+
+  function send(message) {
+    if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(message));
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    const ws = new WebSocket(scheme + location.host + "/_stagewatch/ws");
+    state.ws = ws;
+    ws.onopen = () => {
+      state.delay = 200;
+      const urls = loaded();
+      urls.forEach((url) => state.sent.add(url));
+      ws.send(JSON.stringify({ type: "hello", page: location.pathname, identity, loaded: urls }));
+    };
+    ws.onmessage = (event) => {
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch (_) {
+        return;
+      }
+      if (message.type === "welcome") state.followed = true;
+      else if (message.type === "reload") reload();
+      else if (message.type === "css") swap(message.paths);
+      else if (message.type === "failures") showFailures(message.failures);
+    };
+    ws.onclose = () => {
+      state.followed = false;
+      // The server restarted, or went away: try again, less and less often.
+      if (state.ws === ws) state.ws = null;
+      setTimeout(connect, state.delay);
+      state.delay = Math.min(state.delay * 2, 3000);
+    };
+  }
+
+  // Resources fetched after the hello (lazy images, scripts' fetches) count too.
+  try {
+    new PerformanceObserver((list) => {
+      const fresh = [];
+      for (const entry of list.getEntries()) {
+        const path = ownPath(entry.name);
+        if (path && !state.sent.has(path)) {
+          state.sent.add(path);
+          fresh.push(path);
+        }
+      }
+      if (fresh.length) send({ type: "loaded", loaded: fresh });
+    }).observe({ type: "resource" });
+  } catch (_) {
+    // An old browser: what the hello said is all it tracks.
+  }
+
+  function reload() {
+    sessionStorage.setItem(scrollKey, JSON.stringify([window.scrollX, window.scrollY]));
+    location.reload();
+  }
+
+  function swap(paths) {
+    const links = [...document.querySelectorAll('link[rel~="stylesheet"][href]')];
+    for (const path of paths) {
+      const matching = links.filter((link) => ownPath(link.href) === path);
+      if (!matching.length) {
+        reload(); // an @import, or a sheet a script loaded: only a reload brings it
+        return;
+      }
+      for (const old of matching) {
+        // The new sheet loads beside the old one, which goes once it is in: no flash.
+        const fresh = old.cloneNode();
+        const url = new URL(old.href);
+        url.searchParams.set("stagewatch", Date.now().toString(36));
+        fresh.href = url.href;
+        fresh.addEventListener("load", () => old.remove(), { once: true });
+        fresh.addEventListener("error", () => fresh.remove(), { once: true });
+        old.after(fresh);
+      }
+    }
+  }
+
+  const overlayStyle = `
+    :host { all: initial; }
+    .box { position: fixed; inset: auto 0 0 0; max-height: 60vh; overflow: auto; z-index: 2147483647;
+      background: #1e1e1e; color: #eee; font: 13px/1.45 ui-monospace, Menlo, Consolas, monospace;
+      border-top: 4px solid #e5484d; padding: 12px 16px; box-shadow: 0 -4px 24px rgba(0,0,0,.4); }
+    h2 { font: bold 15px system-ui, sans-serif; color: #ff8080; margin: 4px 0; }
+    p { margin: 2px 0; color: #bbb; }
+    pre { background: #111; padding: 8px; margin: 6px 0 12px; white-space: pre-wrap; }
+    button { position: absolute; top: 6px; right: 10px; background: none; border: 0; color: #eee;
+      font-size: 20px; cursor: pointer; }`;
+
+  function showFailures(failures) {
+    state.failures = failures;
+    let host = document.getElementById("stagewatch-overlay");
+    if (!failures.length) {
+      if (host) host.remove();
+      return;
+    }
+    if (!host) {
+      host = document.createElement("div");
+      host.id = "stagewatch-overlay";
+      host.attachShadow({ mode: "open" });
+      document.documentElement.appendChild(host);
+    }
+    const root = host.shadowRoot;
+    root.innerHTML = "";
+    const style = document.createElement("style");
+    style.textContent = overlayStyle;
+    const box = document.createElement("div");
+    box.className = "box";
+    box.setAttribute("role", "alert");
+    const close = document.createElement("button");
+    close.textContent = "\u00d7";
+    close.title = "hide until the next failure";
+    close.onclick = () => host.remove();
+    box.appendChild(close);
+    for (const failure of failures) {
+      const section = document.createElement("section");
+      section.className = "failure";
+      section.dataset.stage = failure.stage;
+      const title = document.createElement("h2");
+      // A run can fail with exit 0 (an output it did not write): then the error says why.
+      const status = failure.exit_code ? ` (exit ${failure.exit_code})` : "";
+      title.textContent = `stage "${failure.stage}" failed${status}`;
+      const code = document.createElement("p");
+      code.textContent = `runs ${failure.code}` + (failure.error ? `: ${failure.error}` : "");
+      const tail = document.createElement("pre");
+      tail.textContent = failure.tail.join("\n");
+      section.append(title, code, tail);
+      box.appendChild(section);
+    }
+    root.append(style, box);
+  }
+
+  connect();
+})();

@@ -1,0 +1,137 @@
+"""A real `stagewatch serve` in a subprocess on a small site, and plain HTTP to it."""
+
+from __future__ import annotations
+
+import http.client
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from tests.conftest import Project
+from tests.daemon_support import RunningDaemon
+
+# Renders content/<name>.md to site/<name>.html: its first line is the page's text. A line
+# BROKEN fails the stage (after some output); a line SLOW writes the page in two halves, a
+# second apart, so a request can come in between.
+RENDER = r"""
+import pathlib, sys, time
+site = pathlib.Path("site")
+site.mkdir(exist_ok=True)
+for source in sorted(pathlib.Path("content").glob("*.md")):
+    text = source.read_text()
+    if "BROKEN" in text:
+        print(f"render: reading {source}")
+        print(f"render: {source} has a BROKEN line, giving up", file=sys.stderr)
+        sys.exit(3)
+    first = text.splitlines()[0] if text.strip() else ""
+    head = ('<!doctype html><html><head><meta charset="utf-8"><title>' + source.stem + '</title>'
+            '<link rel="stylesheet" href="style.css"></head><body>')
+    body = f'<p id="text">{first}</p><div style="height: 4000px">tall</div><p id="end">end</p></body></html>'
+    target = site / (source.stem + ".html")
+    with open(target, "w") as out:
+        out.write(head)
+        if "SLOW" in text:
+            out.write("<p>PART ONE</p>")
+            out.flush()
+            time.sleep(1.5)
+        out.write(body)
+"""
+
+SITE_CONFIG = f"""
+[pipeline]
+debounce = "50ms"
+
+[serve]
+root = "site"
+
+[[stage]]
+name = "pages"
+command = ["{sys.executable}", "render.py"]
+inputs = ["content/"]
+outputs = ["site/a.html", "site/b.html"]
+
+[[stage]]
+name = "css"
+command = ["sh", "-c", "mkdir -p site && cp styles/style.css site/style.css"]
+inputs = ["styles/style.css"]
+outputs = ["site/style.css"]
+"""
+
+
+def make_site(project: Project) -> None:
+    project.write("render.py", RENDER)
+    project.write("content/a.md", "first text of a\n")
+    project.write("content/b.md", "first text of b\n")
+    project.write("styles/style.css", "p { color: rgb(0, 0, 255); }\n")
+    project.config(SITE_CONFIG)
+
+
+@dataclass
+class Served:
+    """A `stagewatch serve` and where it listens."""
+
+    daemon: RunningDaemon
+    url: str
+
+    @property
+    def port(self) -> int:
+        port = urlsplit(self.url).port
+        assert port is not None
+        return port
+
+    def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> Reply:
+        return request(self.port, path, headers, method)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+def request(port: int, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> Reply:
+    """One HTTP request with exactly these headers (Host included, if given) and the path as is."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        given = {"Host": f"127.0.0.1:{port}", **(headers or {})}
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in given.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        body = response.read()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+    finally:
+        connection.close()
+
+
+def until(fact: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Wait for a fact about files (no event says it), looking every few milliseconds, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not fact():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.005)
+
+
+def serve(project: Project, *args: str) -> Served:
+    """Start `stagewatch serve --port 0` on the project; return once it listens and has caught up."""
+    daemon = RunningDaemon(
+        project,
+        argv=[sys.executable, "-m", "stagewatch", "--config", str(project.root / "stagewatch.toml"),
+              "--log-format", "json", "serve", "--port", "0", *args],
+    )  # fmt: skip
+    try:
+        listening = daemon.events[daemon.wait_event("serve.listening")]
+        daemon.wait_event("watch.idle")
+    except BaseException:
+        daemon.__exit__()
+        raise
+    return Served(daemon, listening["url"])

@@ -1,0 +1,138 @@
+"""`stagewatch serve` in a real browser: Chromium (Debian's package) driven by Playwright, on a
+real daemon and a real site. Screenshots of every open tab land in the test's temp folder when
+a test fails."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Project
+from tests.serve_support import Served, make_site, serve
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update"]  # fmt: skip
+WAIT_MS = 20_000
+FOLLOWED = "window.__stagewatch && window.__stagewatch.followed === true"
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed: pip install -e '.[test]'"
+)
+if not os.access(CHROMIUM, os.X_OK):
+    pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium for the whole module; each test has its own context (cookies, storage)."""
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def context(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 900, "height": 700})
+    try:
+        yield context
+    finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            for index, page in enumerate(context.pages):
+                page.screenshot(path=str(tmp_path / f"tab-{index}.png"))
+            print(f"screenshots of the tabs: {tmp_path}/tab-*.png")
+        context.close()
+
+
+@pytest.fixture
+def site(project: Project) -> Iterator[Served]:
+    make_site(project)
+    served = serve(project)
+    try:
+        yield served
+    finally:
+        served.daemon.stop()
+
+
+def open_tab(context: Any, site: Served, path: str) -> Any:
+    """A tab on `path`, once the server follows it."""
+    page = context.new_page()
+    page.goto(site.url.rstrip("/") + path)
+    page.wait_for_function(FOLLOWED, timeout=WAIT_MS)
+    return page
+
+
+def wait_text(page: Any, text: str) -> None:
+    page.wait_for_function(f"document.getElementById('text')?.textContent === {text!r}", timeout=WAIT_MS)
+
+
+def test_a_saved_page_shows_its_new_text_where_the_reader_was(
+    context: Any, site: Served, project: Project
+) -> None:
+    page = open_tab(context, site, "/a.html")
+    page.evaluate("window.scrollTo(0, 1500); window.beforeTheSave = true")
+    project.write("content/a.md", "second text of a\n")
+    wait_text(page, "second text of a")
+    assert page.evaluate("window.beforeTheSave") is None  # the page reloaded by itself
+    page.wait_for_function("window.scrollY === 1500", timeout=WAIT_MS)
+
+
+def test_a_saved_stylesheet_is_swapped_in_place(context: Any, site: Served, project: Project) -> None:
+    page = open_tab(context, site, "/a.html")
+    color = "getComputedStyle(document.getElementById('text')).color"
+    assert page.evaluate(color) == "rgb(0, 0, 255)"
+    page.evaluate("window.beforeTheSave = true")
+    project.write("styles/style.css", "p { color: rgb(255, 0, 0); }\n")
+    page.wait_for_function(f"{color} === 'rgb(255, 0, 0)'", timeout=WAIT_MS)
+    assert page.evaluate("window.beforeTheSave") is True  # no reload
+    assert page.evaluate("document.querySelectorAll('link[rel=stylesheet]').length") == 1
+
+
+def test_a_save_reloads_only_the_tab_that_shows_it(context: Any, site: Served, project: Project) -> None:
+    page_a = open_tab(context, site, "/a.html")
+    page_b = open_tab(context, site, "/b.html")
+    for page in (page_a, page_b):
+        page.evaluate("window.beforeTheSave = true")
+    project.write("content/a.md", "second text of a\n")
+    wait_text(page_a, "second text of a")
+    page_a.wait_for_function(FOLLOWED, timeout=WAIT_MS)
+    # One more round that changes a: whatever the first round told b has reached it by now.
+    project.write("content/a.md", "third text of a\n")
+    wait_text(page_a, "third text of a")
+    assert page_a.evaluate("window.beforeTheSave") is None
+    assert page_b.evaluate("window.beforeTheSave") is True
+    assert page_b.evaluate("document.getElementById('text').textContent") == "first text of b"
+
+
+def test_a_failing_stage_shows_in_every_tab_until_it_is_fixed(
+    context: Any, site: Served, project: Project
+) -> None:
+    page_a = open_tab(context, site, "/a.html")
+    page_b = open_tab(context, site, "/b.html")
+    project.write("content/a.md", "broken text\nBROKEN\n")
+    overlay = page_a.locator("#stagewatch-overlay .failure")
+    for page in (page_a, page_b):
+        failure = page.locator("#stagewatch-overlay .failure")
+        failure.wait_for(timeout=WAIT_MS)
+        assert 'stage "pages" failed (exit 3)' in failure.locator("h2").inner_text()
+        assert "render.py" in failure.inner_text()
+        assert "has a BROKEN line, giving up" in failure.locator("pre").inner_text()
+    # A tab opened now gets the last good page, with the failure shown.
+    page_c = open_tab(context, site, "/a.html")
+    page_c.locator("#stagewatch-overlay .failure").wait_for(timeout=WAIT_MS)
+    assert page_c.evaluate("document.getElementById('text').textContent") == "first text of a"
+    project.write("content/a.md", "fixed text of a\n")
+    wait_text(page_a, "fixed text of a")
+    for page in (page_a, page_b):
+        page.wait_for_function("!document.getElementById('stagewatch-overlay')", timeout=WAIT_MS)
+    assert overlay.count() == 0
