@@ -72,12 +72,12 @@ class StageWork:
                     return []
                 results.append(self._check_one(action, stage))
                 now = time.monotonic()
-                if now - reported >= REPORT_EVERY_S:
-                    self.workers.to_loop(take, results)
-                    results, reported = [], now
                 if now - self.saved_at >= SAVE_DIGESTS_EVERY_S:
                     self.attempts.workspace.digests.flush()
                     self.saved_at = now
+                if now - reported >= REPORT_EVERY_S:
+                    self.workers.to_loop(take, results)
+                    results, reported = [], now
             return results
 
         def take(results: list[CheckResult]) -> None:
