@@ -64,13 +64,14 @@ def stage_of_entry(path: str, cache_dir: str) -> str | None:
     return name[: -len(ENTRY_SUFFIX)]
 
 
-def write_atomic(path: Path, text: str, within: Path | None = None) -> None:
+def write_atomic(path: Path, text: str, within: Path | None = None, durable: bool = True) -> None:
     """Write a file so that a crash leaves the old one or the new one, never half of either.
 
     Missing folders are made, but only below `within` (the output folder) while it exists:
     an output folder deleted or moved away is never made again under its old path. An
     OSError names `path` itself (never the temporary file beside it), so that the one line a
-    person reads says which file could not be written.
+    person reads says which file could not be written. `durable=False` skips the fsyncs, for
+    a file whose loss in a power cut costs nothing (its reader takes a damaged one as none).
     """
     try:
         if within is not None and not within.is_dir():
@@ -84,8 +85,9 @@ def write_atomic(path: Path, text: str, within: Path | None = None) -> None:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
             handle.write(text)
             handle.flush()
-            # fsync before rename: a crash must never leave an empty entry under the real name.
-            os.fsync(handle.fileno())
+            if durable:
+                # fsync before rename: a crash must never leave an empty entry under the real name.
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -93,6 +95,8 @@ def write_atomic(path: Path, text: str, within: Path | None = None) -> None:
         if isinstance(exc, OSError):
             raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
+    if not durable:
+        return
     with contextlib.suppress(OSError):
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,15 +145,23 @@ def write_state(output_dir: Path, state: PipelineState) -> None:
         "stages": {name: _record(attempt) for name, attempt in sorted(state.stages.items())},
         "failures": {name: _record(attempt) for name, attempt in sorted(state.failures.items())},
     }
-    write_atomic(state_path(output_dir), json.dumps(data, indent=1) + "\n", within=output_dir)
+    # Not fsynced: status after a power cut may lose its last lines, never a stage's result.
+    text = json.dumps(data, indent=1) + "\n"
+    write_atomic(state_path(output_dir), text, within=output_dir, durable=False)
 
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+# state.json is written at most this often: a burst of runs rewrites it a few times a
+# second, not twice a run (each write is the whole file, so that would be quadratic).
+SAVE_EVERY_S = 0.1
+
+
 class StateRecorder:
-    """Owns state.json for one build or daemon: records each start and each end, at once.
+    """Owns state.json for one build or daemon: records each start and each end, on disk
+    within SAVE_EVERY_S, and at once at close.
 
     Runs end on their own threads: every change and its write happen under one lock.
     """
@@ -160,6 +169,8 @@ class StateRecorder:
     def __init__(self, output_dir: Path, mode: str) -> None:
         self.output_dir = output_dir
         self._lock = threading.RLock()
+        self._saved_at = -SAVE_EVERY_S
+        self._pending: threading.Timer | None = None
         self.state = read_state(output_dir)
         self.state.pid, self.state.mode = os.getpid(), mode
         for name, attempt in list(self.state.stages.items()):
@@ -168,7 +179,26 @@ class StateRecorder:
                     StageState.CANCELLED, attempt.started, error="stagewatch stopped"
                 )
 
+    def _save_soon(self) -> None:
+        """Under the lock: write now, or once SAVE_EVERY_S has passed since the last write."""
+        wait_s = self._saved_at + SAVE_EVERY_S - time.monotonic()
+        if wait_s <= 0:
+            self._save()
+        elif self._pending is None:
+            self._pending = threading.Timer(wait_s, self._save_pending)
+            self._pending.daemon = True
+            self._pending.start()
+
+    def _save_pending(self) -> None:
+        with self._lock:
+            if self._pending is not None:
+                self._save()
+
     def _save(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        self._saved_at = time.monotonic()
         try:
             write_state(self.output_dir, self.state)
         except OSError as exc:  # status loses a line; the build itself goes on
@@ -179,7 +209,7 @@ class StateRecorder:
     def started(self, name: str) -> None:
         with self._lock:
             self.state.stages[name] = Attempt(StageState.RUNNING, _now_iso())
-            self._save()
+            self._save_soon()
 
     def finished(self, name: str, result: RunResult) -> None:
         with self._lock:
@@ -196,7 +226,7 @@ class StateRecorder:
             self.state.stages[name] = attempt
             if attempt.result is StageState.FAILED:
                 self.state.failures[name] = attempt
-            self._save()
+            self._save_soon()
 
     def keep_only(self, names: set[str]) -> None:
         """Forget stages that are no longer in the pipeline (after a reload)."""
