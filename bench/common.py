@@ -74,8 +74,17 @@ def machine() -> list[tuple[str, str]]:
     """What the figures were measured on: cores, CPU, RAM, Python, kernel, filesystem, tools, commit."""
     mem_kib = _first_line_with("/proc/meminfo", "MemTotal")
     ram = f"{int(mem_kib.split()[0]) / 2**20:.1f} GiB" if mem_kib else "unknown"
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=False
+    commit = subprocess.run(  # the code measured: the last commit that changed the package
+        ["git", "-C", str(REPO), "log", "-1", "--format=%h %cs %s", "--", "stagewatch"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "stagewatch"],
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     WORK.mkdir(parents=True, exist_ok=True)
     return [
@@ -87,7 +96,7 @@ def machine() -> list[tuple[str, str]]:
         ("work folder", f"{WORK} on {filesystem_of(WORK)}"),
         ("make", tool_version(["make", "--version"])),
         ("doit", tool_version([sys.executable, "-m", "doit", "--version"])),
-        ("stagewatch", commit[:90] or "unknown"),
+        ("stagewatch", (commit[:80] or "unknown") + (" (with uncommitted changes)" if dirty else "")),
     ]
 
 
