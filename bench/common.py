@@ -97,7 +97,14 @@ def machine() -> list[tuple[str, str]]:
         ("make", tool_version(["make", "--version"])),
         ("doit", tool_version([sys.executable, "-m", "doit", "--version"])),
         ("stagewatch", (commit[:80] or "unknown") + (" (with uncommitted changes)" if dirty else "")),
+        ("load, start", load()),
     ]
+
+
+def load() -> str:
+    """The load averages: other work on the machine shows in every figure, less in the ratios."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.1f} {five:.1f} {fifteen:.1f} (1, 5, 15 min)"
 
 
 # --- timing ---

@@ -51,6 +51,7 @@ from common import (
     folder_tree,
     glob_tree,
     interleaved,
+    load,
     machine,
     module_input,
     module_tree,
@@ -440,7 +441,12 @@ def targets(figures: dict[str, float]) -> list[tuple[str, str, bool]]:
         ("start to idle ≤ 0.5 s (5,000 files)", "start_5k_s", "{:.2f} s", lambda v: v <= 0.5),
         ("start to idle ≤ 2 s (2,000 stages)", "start_2k_s", "{:.2f} s", lambda v: v <= 2),
         ("reload ≤ 0.5 s (2,000 stages)", "reload_s", "{:.2f} s", lambda v: v <= 0.5),
-        ("WATCHDOG pings ≤ 1 s apart in a cold catch-up", "ping_gap_max_s", "{:.2f} s", lambda v: v <= 1),
+        (
+            "WATCHDOG pings ≤ 1 s apart in a cold catch-up (worst run)",
+            "ping_gap_max_s",
+            "{:.2f} s",
+            lambda v: v <= 1,
+        ),
         (
             f"edit -> start ≤ debounce + 30 ms ({budget * 1000:.0f} ms), median",
             "latency_s",
@@ -510,12 +516,15 @@ def main() -> None:
         if name in wanted:
             steps[name](table, figures, settings)
     took = time.monotonic() - BOOT
+    host.append(("load, end", load()))
     head = "\n".join(f"  {key:<12} {value}" for key, value in host)
     checks = targets(figures)
     print(f"\nmachine\n{head}\n  {'run':<12} {took / 60:.1f} min, sections {', '.join(wanted)}\n")
     print(render_text(table))
     print("\ntargets (DESIGN §9)\n" + render_targets(checks, markdown=False))
-    summary = ", ".join(f"{key} {value}" for key, value in host if key not in ("make", "doit", "stagewatch"))
+    summary = ", ".join(
+        f"{key} {value}" for key, value in host if key not in ("make", "doit", "stagewatch", "load, end")
+    )
     markdown = "\n\n".join(
         [
             f"Measured with `python bench/table.py` ({took / 60:.0f} min) on: {summary}.",
