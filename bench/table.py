@@ -403,7 +403,7 @@ def section_catchup(table: Table, figures: dict[str, float], settings: Settings)
         section,
         "largest gap between WATCHDOG=1 pings",
         gaps,
-        note=f"pings due every 0.5 s; {min(counts)}-{max(counts)} pings a run",
+        note=f"pings due every 0.5 s; {'-'.join(sorted({str(min(counts)), str(max(counts))}))} pings a run",
     ).median
     table.add(section, "catch-up: start -> watch.idle", durations)
     table.add(section, "VmHWM after the catch-up", peaks, unit="MiB")
