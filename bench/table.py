@@ -1,7 +1,7 @@
 """Measure stagewatch against DESIGN §9 and print one table: medians (min, max) and ratios measured
 side by side in one run, headed by the machine, then each target with ✓ or ✗, then the same in Markdown.
 
-    python bench/table.py                          # everything, 7 runs a figure (about 15 minutes)
+    python bench/table.py                          # everything, 7 runs a figure (8-10 min on 2 cores)
     python bench/table.py --quick                  # 3 runs, a 20,000-file catch-up, 3 s of idling
     python bench/table.py --sections noop,scaling  # only these sections
     python bench/table.py --runs 11                # more runs a figure
@@ -20,7 +20,8 @@ Sections:
            (1,000 stages x 100 files; never built, no digest cache), and how long it takes.
 
 Needs make, sha256sum and doit (pip install -e '.[bench]'). Work trees are written to
-bench/_work/ once and reused while their recipe is unchanged. The Markdown table is also
+bench/_work/ once (1.5 GB; a few minutes more the first time) and reused while their recipe
+is unchanged. The Markdown table is also
 written to bench/_work/table.md.
 """
 
