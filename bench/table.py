@@ -21,8 +21,7 @@ Sections:
 
 Needs make, sha256sum and doit (pip install -e '.[bench]'). Work trees are written to
 bench/_work/ once (1.5 GB; a few minutes more the first time) and reused while their recipe
-is unchanged. The Markdown table is also
-written to bench/_work/table.md.
+is unchanged. The Markdown table is also written to bench/_work/table.md.
 """
 
 from __future__ import annotations
