@@ -313,3 +313,30 @@ def test_a_pipeline_of_many_folders_is_watched_natively_within_the_instance_limi
         assert project.read("out/s17.txt") == "17more"
         assert not daemon.named("watch.limit", 0, end)
         daemon.stop()
+
+
+def test_a_module_imported_from_another_folder_is_watched_once_imported(project: Project) -> None:
+    # shared/ holds no stage's module and no input: only the import makes it the stage's code.
+    project.write("stages/__init__.py", "")
+    project.write("shared/__init__.py", "")
+    project.write("shared/text.py", "def shout(text):\n    return text.upper()\n")
+    project.write(
+        "stages/pages.py",
+        "def run(out):\n"
+        "    from shared.text import shout\n"
+        "    (out / 'out').mkdir(exist_ok=True)\n"
+        "    (out / 'out' / 'page.txt').write_text(shout('hello'))\n",
+    )
+    project.write("sync/token", "0")
+    project.config(
+        '[pipeline]\ndebounce = "50ms"\n'
+        '[[stage]]\nname = "pages"\nmodule = "stages.pages"\noutputs = ["out/page.txt"]\n' + SYNC_STAGE
+    )
+    with RunningDaemon(project) as daemon:
+        mark = daemon.wait_event("watch.idle") + 1
+        assert project.read("out/page.txt") == "HELLO"
+        project.write("shared/text.py", "def shout(text):\n    return text.upper() + '!'\n")
+        end = daemon.barrier(mark)
+        assert sorted(daemon.started(mark, end)) == ["pages", "sync", "sync"]
+        assert project.read("out/page.txt") == "HELLO!"
+        daemon.stop()

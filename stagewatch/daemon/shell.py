@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import posixpath
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -61,6 +62,18 @@ TTL_TICK_S = 60.0
 STOP_DEADLINE_S = GRACE_S * 2 + 5.0
 
 
+def _within_wanted(folder: str, wanted: dict[str, bool]) -> bool:
+    """Whether a folder is one the watches were made for, or lies in one watched recursively."""
+    if folder in wanted:
+        return True
+    above = posixpath.dirname(folder)
+    while above != folder:
+        if wanted.get(above):
+            return True
+        folder, above = above, posixpath.dirname(above)
+    return False
+
+
 class Daemon:
     """Keeps one pipeline fresh until stopped."""
 
@@ -97,6 +110,7 @@ class Daemon:
         self.reloading = False
         self.reload_again: str | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.wanted: dict[str, bool] = {}  # the folders the last watch update wanted
 
     def _jobs(self, pipeline: Pipeline) -> int:
         return self.jobs_override or pipeline.jobs
@@ -245,7 +259,7 @@ class Daemon:
     def _note_code(self, checked: list[Prepared]) -> None:
         """Keep the code files of module stages watched as their imports change: one new
         impact map and one watch update for a whole batch of checks."""
-        changed = False
+        changed: list[frozenset[str]] = []
         for prepared in checked:
             stage, fingerprint = prepared.stage, prepared.fingerprint
             if stage.module is None or not self.pipeline.has_stage(stage.name):
@@ -258,10 +272,12 @@ class Daemon:
             )
             if self.code_files.get(stage.name) != files:
                 self.code_files[stage.name] = files
-                changed = True
+                changed.append(files)
         if changed:
             self.impact = self.impact.with_code(self.code_files)
-            self._replan_soon()
+            folders = {posixpath.dirname(path) for files in changed for path in files}
+            if not all(_within_wanted(folder, self.wanted) for folder in folders):
+                self._replan_soon()  # a module in a folder not watched yet
 
     # --- the watcher and the debounce ---
 
@@ -284,7 +300,8 @@ class Daemon:
         self.watcher.update(self._watch_plan(), renew)
 
     def _watch_plan(self) -> dict[str, bool]:
-        return plan_watches(self.impact.wanted_watches(), within=self.impact.root)
+        self.wanted = self.impact.wanted_watches()  # replaced whole: the loop reads it
+        return plan_watches(self.wanted, within=self.impact.root)
 
     def _changes_from_thread(self, changes: list[Change]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop has closed: nothing more to do
