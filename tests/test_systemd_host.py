@@ -238,8 +238,15 @@ def test_a_missing_output_folder_fails_the_instance_without_a_restart_loop(host:
     instance = "stagewatch@blog.service"
     shown = failed_for_good(host, instance, exit_status="226")
     assert shown["NRestarts"] == "0", shown
-    said = host.sandbox.run(f"journalctl -u {instance} -o cat").stdout
-    assert "/srv/stagewatch/blog: No such file or directory" in said, said
+    # Said by the service's own process before its exec, which reaches the journal on a path of
+    # its own: it may come after systemd's lines about the failure.
+    wait_until(
+        lambda: (
+            "/srv/stagewatch/blog: No such file or directory"
+            in host.sandbox.run(f"journalctl -u {instance} -o cat").stdout
+        ),
+        "the journal names the missing folder",
+    )
     host.sandbox.run(f"systemctl disable {instance}")
 
 
