@@ -24,7 +24,7 @@ from stagewatch.codedeps import resolve_module_source, stdlib_shadowed
 from stagewatch.config import load_pipeline, locate_config
 from stagewatch.daemon.listener import DaemonListener
 from stagewatch.durations import format_duration
-from stagewatch.errors import StagewatchError, UsageError
+from stagewatch.errors import ConfigError, LockHeldError, StagewatchError, UsageError
 from stagewatch.freshness import CorruptEntry, Decision, Entry, shadowing
 from stagewatch.graph import Graph
 from stagewatch.launch import restore_defaults, say_stopped, stop_status, take_stop
@@ -37,6 +37,7 @@ from stagewatch.log import (
     on_output_gone,
     output_gone,
     resolve_format,
+    say_failure,
     say_on_stderr,
 )
 from stagewatch.paths import PathKind, absolute, classify, is_within, posix
@@ -197,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             restore_defaults()  # short commands: Ctrl-C and SIGTERM act at once, as anywhere
         return handler(args, pipeline, graph, fmt, log_stream)
     except StagewatchError as exc:
-        say_on_stderr(f"stagewatch: {exc}" if exc.exit_code != 2 or not _has_file_prefix(exc) else str(exc))
+        _say_error(args.command, exc)
         return exc.exit_code
     except OutputGone:
         return 1  # already said, when it happened
@@ -214,8 +215,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
-        say_on_stderr(f"stagewatch: error{where}: {exc.strerror or exc}")
+        error = f"error{where}: {exc.strerror or exc}"
+        say_failure("command.failed", f"stagewatch: {error}", command=args.command, error=error, exit_code=1)
         return 1
+
+
+def _say_error(command: str, exc: StagewatchError) -> None:
+    """One line for a person; under journald (or a JSON log that stderr joins) the event
+    itself, at level error: config.invalid with each problem, as a reload that fails says it."""
+    line = f"stagewatch: {exc}" if exc.exit_code != 2 or not _has_file_prefix(exc) else str(exc)
+    if isinstance(exc, ConfigError):
+        say_failure(
+            "config.invalid", line, command=command, problems=exc.problems, action="not started",
+            exit_code=exc.exit_code,
+        )  # fmt: skip
+    else:
+        pid = {"pid": exc.pid} if isinstance(exc, LockHeldError) else {}
+        say_failure("command.failed", line, command=command, error=str(exc), exit_code=exc.exit_code, **pid)
 
 
 def _stopped_before_start(command: str) -> int | None:

@@ -1,5 +1,6 @@
-"""structlog set-up, done once: a readable console story on a terminal, JSON lines elsewhere;
-a log stream that goes away never raises into the program."""
+"""structlog set-up, done once: a readable console story on a terminal, JSON lines elsewhere
+(each with its syslog priority when journald reads them); a log stream that goes away never
+raises into the program; a failure that ends a command said where its reader looks."""
 
 from __future__ import annotations
 
@@ -34,6 +35,43 @@ def resolve_format(requested: LogFormat, stream: TextIO, environ: Mapping[str, s
         return "console" if stream.isatty() else "json"
     except (AttributeError, ValueError):
         return "json"
+
+
+def is_journal(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether stream is the connection to journald that systemd gave this process: $JOURNAL_STREAM
+    names its "device:inode". A variable that is merely inherited (a shell started from a
+    service, whose output goes elsewhere) names another file, so it is compared, not trusted."""
+    expected = environ.get("JOURNAL_STREAM", "")
+    try:
+        info = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return expected == f"{info.st_dev}:{info.st_ino}"
+
+
+def _same_file(one: TextIO, other: TextIO) -> bool:
+    """Whether two streams write to one open file (`2>&1`: one pipe, one terminal, one socket)."""
+    try:
+        first, second = os.fstat(one.fileno()), os.fstat(other.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
+# journald reads a "<N>" at the start of a line as the line's priority (SyslogLevelPrefix=,
+# on by default), and takes it off the message: MESSAGE stays one JSON object.
+_SYSLOG_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+
+
+class JournalPriorityPrefix:
+    """Wraps the JSON renderer: each line starts with its level's syslog priority, for journald."""
+
+    def __init__(self, render: Callable[[Any, str, MutableMapping[str, Any]], str]) -> None:
+        self.render = render
+
+    def __call__(self, logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> str:
+        priority = _SYSLOG_PRIORITY.get(str(event_dict.get("level", "info")), 6)
+        return f"<{priority}>{self.render(logger, name, event_dict)}"
 
 
 def _seconds(value: object) -> str:
@@ -261,6 +299,7 @@ def _silence(stream: TextIO) -> None:
 
 
 _guarded: GuardedStream | None = None
+_failures_as_json = False  # set by configure_logging: see say_failure
 
 
 def output_gone() -> str | None:
@@ -281,19 +320,42 @@ def say_on_stderr(line: str) -> None:
         _silence(sys.stderr)
 
 
+def say_failure(event: str, line: str, **fields: Any) -> None:
+    """A failure that ends the command, said once where its reader looks.
+
+    For a person, `line` on stderr. Where the log is JSON lines read by a machine (journald, or
+    a JSON log on stdout that stderr is joined to with `2>&1`), a plain line would be the one
+    line that is not JSON, at the journal's default priority (info): there it is the event,
+    at level error, in the log, and the line on stderr only if stderr goes somewhere else.
+    """
+    if not _failures_as_json:
+        say_on_stderr(line)
+        return
+    structlog.get_logger("stagewatch").error(event, **fields)
+    stream = _guarded.stream if _guarded is not None else None
+    if stream is not None and not _same_file(stream, sys.stderr):
+        say_on_stderr(line)
+
+
 def configure_logging(fmt: Resolved, verbosity: int, stream: TextIO) -> GuardedStream:
     """Configure structlog for this process; verbosity -1 quiet, 0 normal, 1 debug.
 
     Returns the guard around `stream` that every log line goes through.
     """
-    global _guarded
+    global _guarded, _failures_as_json
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    journal = fmt == "json" and is_journal(stream)
+    # A command whose log is stderr (status, check, ...) keeps stderr for a person, unless journald reads it.
+    _failures_as_json = fmt == "json" and (
+        journal or (stream is not sys.stderr and _same_file(stream, sys.stderr))
+    )
     if fmt == "json":
+        render: Any = structlog.processors.JSONRenderer()
         processors: list[Any] = [
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            JournalPriorityPrefix(render) if journal else render,
         ]
     else:
         processors = [

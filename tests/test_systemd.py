@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import shutil
@@ -197,6 +198,67 @@ def test_auto_log_format_is_console_on_a_terminal(pipeline: Project) -> None:
     printed = _run_on_a_terminal(pipeline, {})
     assert "checking 1 stage (2 at once)" in printed and "\x1b[" in printed  # colored
     assert not printed.lstrip().startswith("{")
+
+
+def _run_into_journald(project: Project, *args: str, matching: bool = True) -> tuple[int, list[str]]:
+    """Run stagewatch with stdout and stderr on one stream socket, as journald's stream is under
+    systemd; $JOURNAL_STREAM names that socket (or, with matching=False, some other file)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    info = os.fstat(theirs.fileno())
+    stream = f"{info.st_dev}:{info.st_ino}" if matching else f"{info.st_dev}:{info.st_ino + 1}"
+    env = {key: value for key, value in os.environ.items() if key != "STAGEWATCH_CONFIG"}
+    env["JOURNAL_STREAM"] = stream
+    with ours, theirs:
+        proc = subprocess.run(
+            [sys.executable, "-m", "stagewatch", "--config", str(project.root / "stagewatch.toml"), *args],
+            stdout=theirs, stderr=theirs, env=env, cwd=project.root, timeout=30,
+        )  # fmt: skip
+        theirs.close()
+        received = b""
+        while chunk := ours.recv(65536):
+            received += chunk
+    return proc.returncode, received.decode().splitlines()
+
+
+def test_under_journald_each_json_line_starts_with_its_syslog_priority(pipeline: Project) -> None:
+    pipeline.write("in.txt", "FAIL")
+    code, lines = _run_into_journald(pipeline, "build")
+    assert code == 1
+    assert lines and all(line[:3] in ("<6>", "<4>", "<3>") and line[3] == "{" for line in lines), lines
+    priorities = {json.loads(line[3:])["event"]: line[:3] for line in lines}
+    assert priorities["stage.started"] == "<6>" and priorities["stage.failed"] == "<3>", priorities
+
+
+def test_an_invalid_pipeline_file_at_start_under_journald_is_one_json_error(project: Project) -> None:
+    path = project.config('[[stage]]\nname = "a"\ncommand = ["true"]\ninput = ["x"]\n')
+    code, lines = _run_into_journald(project, "watch")
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("<3>{"), lines
+    said = json.loads(lines[0][3:])
+    assert said["event"] == "config.invalid" and said["level"] == "error"
+    assert said["problems"] == [f'{path}: stage "a": unknown key "input" (did you mean "inputs"?)']
+
+
+def test_a_start_up_error_in_a_json_log_joined_by_stderr_is_json(project: Project) -> None:
+    project.config('[[stage]]\nname = "a"\ncommand = ["true"]\nttl = "soon"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "stagewatch", "--config", str(project.root / "stagewatch.toml"),
+         "--log-format", "json", "watch"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=project.root, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, lines
+    said = json.loads(lines[0])
+    assert said["event"] == "config.invalid" and said["level"] == "error" and "ttl" in said["problems"][0]
+
+
+def test_a_journal_stream_that_is_not_stdout_adds_no_priority_prefix(project: Project) -> None:
+    # Inherited from a service by something whose output goes elsewhere: no "<6>" in its lines.
+    project.config('[[stage]]\nname = "a"\ncommand = ["true"]\n')
+    code, lines = _run_into_journald(project, "build", matching=False)
+    assert code == 0
+    assert lines and all(line.startswith("{") for line in lines), lines
 
 
 def test_stage_output_lines_carry_the_stage_name(pipeline: Project) -> None:
