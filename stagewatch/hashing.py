@@ -323,8 +323,11 @@ class DigestCache:
             known = self._imports.get(digest)
         if known is None:
             known = read(path)
-            with self._lock:
-                self._imports[digest] = self._dirty_imports[digest] = known
+            # Kept only if the bytes read are the bytes digested: a save in between would
+            # file the new statements under the old content, for as long as the cache lives.
+            if self.hash_files([path])[path] == digest:
+                with self._lock:
+                    self._imports[digest] = self._dirty_imports[digest] = known
         return known
 
     def flush(self) -> None:
