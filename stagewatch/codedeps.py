@@ -30,8 +30,9 @@ class ModuleResolver:
 
     Only the search path is consulted, so the standard library and installed packages are
     never followed: they are not the project's code. What it found stays true while the
-    folders it looked in keep their mtimes (a file added, removed or renamed there changes
-    its folder's), so one resolver serves many stages and many checks (`still_current`).
+    folders it looked in, and the package folders it could have found, keep their mtimes (a
+    file added, removed or renamed there changes its folder's), so one resolver serves many
+    stages and many checks (`still_current`).
     """
 
     def __init__(self, search_path: Sequence[str]) -> None:
@@ -63,7 +64,12 @@ class ModuleResolver:
             path = self.search_path
         found = None
         if path:
-            self._look_in(path)
+            # And a folder of that name: its __init__.py, made beside a module of the same
+            # name, wins from then on, yet changes only that folder's mtime. (A folder made
+            # later changes its parent's; kept are only those there, or every check would
+            # stat a path per name ever looked up.)
+            below = (os.path.join(folder, leaf) for folder in path)
+            self._look_in([*path, *(folder for folder in below if os.path.isdir(folder))])
             spec = PathFinder.find_spec(leaf, path)
             if spec is not None:
                 origin = spec.origin if spec.has_location and spec.origin else None

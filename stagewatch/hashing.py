@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS digests (
 """
 # Keyed by content alone: the same bytes import the same names wherever the file lives.
 _IMPORTS_SCHEMA = "CREATE TABLE IF NOT EXISTS imports_v1 (digest TEXT PRIMARY KEY, statements TEXT)"
+_IMPORTS_COLUMNS = [("digest", 1), ("statements", 0)]
 _NAMES = ("path", "size", "mtime_ns", "ino", "ctime_ns", "hashed_at_ns", "digest")
 _COLUMNS = [(name, 1 if name == "path" else 0) for name in _NAMES]  # (name, primary key position)
 # Another process holding the file, a folder it cannot write, a full disk: go without the
@@ -218,14 +219,19 @@ class DigestCache:
             return
         known: dict[str, _Known] = {}
         bad: list[int] = []
-        foreign = False
+        foreign = foreign_imports = False
         try:
             with contextlib.closing(sqlite3.connect(db_path, timeout=2)) as conn:
                 columns = [(row[1], row[5]) for row in conn.execute("PRAGMA table_info(digests)")]
                 foreign = bool(columns) and columns != _COLUMNS
+                # Every flush writes both tables in one transaction: a foreign imports_v1
+                # would fail each of them, and the digests would never be kept again.
+                imports = [(row[1], row[5]) for row in conn.execute("PRAGMA table_info(imports_v1)")]
+                foreign_imports = bool(imports) and imports != _IMPORTS_COLUMNS
                 if columns and not foreign:
                     known, bad = _valid_rows(conn.execute(f"SELECT rowid, {', '.join(_NAMES)} FROM digests"))
-                self._imports = _read_imports_table(conn)
+                if not foreign_imports:
+                    self._imports = _read_imports_table(conn)
                 if bad:
                     # Dropped from the file too, so that this is said once; a failure here only
                     # means it is said again next time.
@@ -238,8 +244,9 @@ class DigestCache:
             else:
                 self._unusable(db_path, str(exc))
             return
-        if foreign:
-            self._unusable(db_path, "it holds a table named digests with other columns")
+        if foreign or foreign_imports:
+            table = "digests" if foreign else "imports_v1"
+            self._unusable(db_path, f"it holds a table named {table} with other columns")
             return
         if bad:
             log.warning(
@@ -316,8 +323,11 @@ class DigestCache:
             known = self._imports.get(digest)
         if known is None:
             known = read(path)
-            with self._lock:
-                self._imports[digest] = self._dirty_imports[digest] = known
+            # Kept only if the bytes read are the bytes digested: a save in between would
+            # file the new statements under the old content, for as long as the cache lives.
+            if self.hash_files([path])[path] == digest:
+                with self._lock:
+                    self._imports[digest] = self._dirty_imports[digest] = known
         return known
 
     def flush(self) -> None:

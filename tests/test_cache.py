@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+import stagewatch.cache
 from stagewatch import Stage, compute_key, invalidate, mark_done, should_skip
 from stagewatch.cache import Workspace, parse_entry
 from stagewatch.freshness import CorruptEntry, Entry, FileProblem, Trouble
@@ -423,3 +424,29 @@ def test_a_damaged_imports_row_is_read_again_from_the_source(site: Path, stored:
     assert workspace.fingerprint(render_stage()).deps == before.deps
     assert [rel for rel, _ in before.deps] == ["pipeline/__init__.py", "pipeline/helpers.py"]
     workspace.close()
+
+
+def test_imports_read_after_an_edit_are_not_kept_under_the_digest_before_it(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    render = site / "pipeline/render.py"
+    original = render.read_text()
+    real_read = stagewatch.cache.read_imports
+
+    def read_after_an_editor_saved(path: str) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
+        # The editor saves between the digest of the source and the read of its statements.
+        if path == str(render):
+            render.write_text("def run(out):\n    pass\n")
+        return real_read(path)
+
+    monkeypatch.setattr(stagewatch.cache, "read_imports", read_after_an_editor_saved)
+    workspace = Workspace(site, persistent_digests=True)
+    workspace.fingerprint(render_stage())
+    workspace.close()
+    monkeypatch.setattr(stagewatch.cache, "read_imports", real_read)
+
+    render.write_text(original)  # undone: the bytes digested first are back
+    workspace = Workspace(site, persistent_digests=True)
+    deps = [rel for rel, _ in workspace.fingerprint(render_stage()).deps]
+    workspace.close()
+    assert deps == ["pipeline/__init__.py", "pipeline/helpers.py"]

@@ -338,6 +338,21 @@ def test_a_resolver_is_reused_while_the_folders_it_searched_are_unchanged(tmp_pa
     ]
 
 
+def test_a_folder_beside_a_module_that_becomes_a_package_wins_at_once(tmp_path: Path) -> None:
+    # `import helpers` finds helpers.py while helpers/ holds no __init__.py; once it holds one,
+    # the package is what runs. Only helpers/ changed: the search folder keeps its mtime.
+    write_tree(tmp_path, {"helpers.py": "", "helpers/data.txt": "", "render.py": "import helpers\n"})
+    _age(tmp_path, tmp_path / "helpers")
+    resolvers = Resolvers()
+    assert find_code_dependencies("render", resolvers.for_path([posix(tmp_path)])) == [
+        posix(tmp_path / "helpers.py")
+    ]
+    write_tree(tmp_path, {"helpers/__init__.py": ""})
+    assert find_code_dependencies("render", resolvers.for_path([posix(tmp_path)])) == [
+        posix(tmp_path / "helpers/__init__.py")
+    ]
+
+
 def test_a_folder_changed_just_now_is_searched_again_each_time(tmp_path: Path) -> None:
     write_tree(tmp_path, {"render.py": ""})
     resolvers = Resolvers()

@@ -164,6 +164,12 @@ def make_foreign_table(db: Path) -> None:
         conn.execute("INSERT INTO digests VALUES ('x', 1)")
 
 
+def make_foreign_imports_table(db: Path) -> None:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("DROP TABLE IF EXISTS imports_v1")
+        conn.execute("CREATE TABLE imports_v1 (name TEXT, value INTEGER)")
+
+
 def make_not_sqlite(db: Path) -> None:
     db.write_bytes(b"SQLite format 2\0" + b"\xff" * 4000)
 
@@ -175,6 +181,7 @@ def make_empty(db: Path) -> None:
 DIGEST_DAMAGE = {
     "bad rows": make_bad_rows,
     "foreign table": make_foreign_table,
+    "foreign imports table": make_foreign_imports_table,
     "not sqlite": make_not_sqlite,
     "zero bytes": make_empty,
 }

@@ -5,11 +5,14 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, ObservedWatch
+from watchdog.observers.inotify import InotifyObserver
 
 from stagewatch.config import load_pipeline
 from stagewatch.daemon.impact import ImpactMap
@@ -177,6 +180,52 @@ def test_the_watch_limit_falls_back_to_polling_and_names_the_sysctl(tmp_path: Pa
         assert "fs.inotify.max_user_watches" in limit["raise_it_with"]
         (tmp_path / "new.txt").write_text("seen by polling")
         assert changed.wait(10)
+    finally:
+        watcher.stop()
+
+
+class _ChangesWhileScheduling(InotifyObserver):
+    """The real observer, with a change made on disk the moment the next watch is asked for:
+    a hostile machine's timing, the middle of a watch update, made certain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.before_next_watch: Callable[[], object] | None = None
+
+    def schedule(self, *args: Any, **kwargs: Any) -> ObservedWatch:
+        change, self.before_next_watch = self.before_next_watch, None
+        if change is not None:
+            change()
+        return super().schedule(*args, **kwargs)
+
+
+@pytest.mark.timeout(30)
+def test_a_change_made_while_watches_are_merged_is_seen(tmp_path: Path) -> None:
+    # Folders made on disk (a git checkout, a new section) take the plan over the budget:
+    # the folders' own watches give way to one recursive watch of the folder holding them.
+    folders = {str(tmp_path / "d" / f"s{n:02}"): False for n in range(40)}
+    for folder in folders:
+        Path(folder).mkdir(parents=True)
+    edited = tmp_path / "d" / "s05" / "a.txt"
+    seen = threading.Event()
+
+    def sink(changes: list[Change]) -> None:
+        if any(change.path == str(edited) for change in changes):
+            seen.set()
+
+    watcher = Watcher(sink, lambda reason: None, WatcherKind.NATIVE)
+    watcher.start()
+    assert watcher._native is not None
+    watcher._native.stop()
+    observer = watcher._native = _ChangesWhileScheduling()
+    observer.start()
+    try:
+        watcher.update(plan_watches(folders))  # one watch each
+        observer.before_next_watch = lambda: edited.write_text("edited")
+        merged = plan_watches(folders, within=str(tmp_path))
+        assert merged == {str(tmp_path): False, str(tmp_path / "d"): True}
+        watcher.update(merged)
+        assert seen.wait(5), "the edit made while the watches were swapped was lost"
     finally:
         watcher.stop()
 

@@ -251,29 +251,43 @@ class Watcher:
 
         A folder whose watch failed is tried again only when asked (the periodic rescan):
         retrying on every change would turn a stale NFS handle into a busy loop.
+
+        The plan's new watches are made before the ones it no longer wants are removed, so a
+        change made meanwhile is seen by one or the other: a plan over the budget swaps dozens
+        of folders' watches for one recursive watch at once.
         """
         if retry_failed:
             self._failed.clear()
         with self._lock:
             current = dict(self._watches)
+        dropped: list[tuple[str, BaseObserver, ObservedWatch]] = []
         for path, (observer, watch, recursive, target) in current.items():
-            stale = (
-                plan.get(path) != recursive
-                or any(is_within(path, again) for again in renew)
-                or (target is not None and _target_of(path) != target)
-            )
-            if stale:
+            if any(is_within(path, again) for again in renew) or (
+                target is not None and _target_of(path) != target
+            ):
+                # A watch dead with its folder, or a link's that now points elsewhere: nothing
+                # to keep meanwhile, and watchdog would hand back its emitter for the same path.
                 self._unschedule(path, observer, watch)
+            elif plan.get(path) != recursive:
+                dropped.append((path, observer, watch))
+        changing = {path for path, _, _ in dropped}
         with self._lock:
-            missing = [(p, r) for p, r in plan.items() if p not in self._watches and p not in self._failed]
+            missing = [
+                (p, r)
+                for p, r in plan.items()
+                if (p not in self._watches or p in changing) and p not in self._failed
+            ]
         for path, recursive in missing:
             self._schedule(path, recursive)
+        for path, observer, watch in dropped:
+            self._unschedule(path, observer, watch)
 
     def _unschedule(self, path: str, observer: BaseObserver, watch: ObservedWatch) -> None:
         with contextlib.suppress(KeyError, OSError):  # its folder is gone, and the watch with it
             observer.unschedule(watch)
         with self._lock:
-            self._watches.pop(path, None)
+            if path in self._watches and self._watches[path][1] is watch:
+                del self._watches[path]  # not the watch made in its place (recursive now, say)
             self._linked = frozenset(p for p, (_, _, _, t) in self._watches.items() if t is not None)
 
     def _schedule(self, path: str, recursive: bool) -> None:
