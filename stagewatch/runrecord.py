@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stagewatch.layout import CacheLayout, write_atomic
+from stagewatch.layout import RUN_SUFFIX, CacheLayout, write_atomic
 from stagewatch.regular import read_regular
 
 TOKEN_VAR = "STAGEWATCH_RUN"
@@ -212,3 +212,14 @@ def live_run(output_dir: Path | str, stage: str) -> int | None:
         return record.pgid  # the usual case, answered without reading every process
     found = carriers(marks)
     return found[0] if found else None
+
+
+def runs_under_way(output_dir: Path | str) -> set[str]:
+    """The stages whose run record names a process that is running now."""
+    layout = CacheLayout(output_dir)
+    try:
+        names = [entry.name for entry in os.scandir(layout.dir) if entry.name.endswith(RUN_SUFFIX)]
+    except OSError:
+        return set()
+    stages = {name[: -len(RUN_SUFFIX)] for name in names if not name.startswith(".")}
+    return {stage for stage in stages if live_run(output_dir, stage) is not None}

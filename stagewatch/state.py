@@ -15,6 +15,7 @@ import structlog
 
 from stagewatch.layout import CacheLayout, write_atomic
 from stagewatch.regular import read_regular
+from stagewatch.runrecord import runs_under_way
 from stagewatch.stage import ATTEMPT_RESULTS, RunResult, StageState, attempt_result
 
 log = structlog.get_logger(__name__)
@@ -130,12 +131,15 @@ def read_state(output_dir: Path) -> PipelineState:
 
 
 def running_stages(output_dir: Path) -> set[str]:
-    """Stages whose last attempt is recorded as running (meaningful while the lock is held)."""
-    return {
+    """Stages running now (meaningful while the lock is held): those whose last attempt is
+    recorded as running, and those with a live run record. state.json is written a moment
+    behind a burst of starts; a run's record is on disk before its process starts."""
+    recorded = {
         name
         for name, attempt in read_state(output_dir).stages.items()
         if attempt.result is StageState.RUNNING
     }
+    return recorded | runs_under_way(output_dir)
 
 
 def write_state(output_dir: Path, state: PipelineState) -> None:

@@ -315,6 +315,24 @@ def test_accept_of_a_stage_running_in_the_daemon_is_refused(slow: Project) -> No
         assert daemon.stop() == 0
 
 
+def test_accept_of_a_running_stage_is_refused_before_state_json_says_so(slow: Project) -> None:  # noqa: F811
+    # state.json is written a moment behind a burst of starts: the run's record says it first.
+    with RunningDaemon(slow) as daemon:
+        mark = daemon.ready()
+        hold_slow_stage(daemon, slow, mark)
+        state = slow.root / "_build/.cache/state.json"
+        recorded = json.loads(state.read_text())
+        recorded["stages"]["slow"]["result"] = "succeeded"
+        state.write_text(json.dumps(recorded))
+        proc = slow.cli("accept", "slow")
+        assert proc.returncode == 1
+        assert "it is running now" in proc.stderr
+        assert "key=" not in slow.entry("slow").read_text()
+        (slow.root / "go").write_text("")
+        daemon.wait_event("stage.succeeded", mark, stage="slow")
+        assert daemon.stop() == 0
+
+
 def test_accept_of_a_stage_running_in_a_build_is_refused(slow: Project) -> None:  # noqa: F811
     slow.write("in/slow.txt", "wait")
     build = subprocess.Popen(
