@@ -81,6 +81,8 @@ class _AsyncioOnFirstUse(types.ModuleType):
     command never awaits, and asyncio (ssl with it) is the largest import it would make. An
     `import asyncio` finds this module (its __spec__ is the real one's, so the import system
     takes it as loaded); the first attribute asked of it loads asyncio and takes on its names.
+    A submodule imported before anything of the package (`import asyncio.events` first) is
+    loaded twice; no one-shot command imports one.
     """
 
     def __getattr__(self, name: str) -> object:
