@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import os
 import sys
 import time
@@ -30,28 +31,29 @@ class ModuleResolver:
 
     Only the search path is consulted, so the standard library and installed packages are
     never followed: they are not the project's code. What it found stays true while the
-    folders it looked in, and the package folders it could have found, keep their mtimes (a
-    file added, removed or renamed there changes its folder's), so one resolver serves many
-    stages and many checks (`still_current`).
+    folders it looked in, and the package folders it could have found, are the same folders
+    with the same mtime and ctime (a file added, removed or renamed there changes both; a
+    folder swapped in, or restored with its old mtime, changes its identity or its ctime), so
+    one resolver serves many stages and many checks (`still_current`).
     """
 
     def __init__(self, search_path: Sequence[str]) -> None:
         self.search_path = list(search_path)
         self._found: dict[str, ModuleFile | None] = {}
-        self._folders: dict[str, int] = {}  # folder -> its mtime_ns when first looked in
+        self._folders: dict[str, FolderState] = {}  # folder -> as it was when first looked in
 
     def still_current(self, now_ns: int) -> bool:
         """Whether every folder looked in is as it was, and was not changed so close to then
         that a later change within its timestamp tick could hide (as for digests)."""
-        for folder, mtime_ns in self._folders.items():
-            if mtime_ns != _mtime_ns(folder) or mtime_ns > now_ns - RACY_WINDOW_NS:
+        for folder, state in self._folders.items():
+            if state != _folder_state(folder) or (state is not None and state[2] > now_ns - RACY_WINDOW_NS):
                 return False
         return True
 
     def _look_in(self, folders: Sequence[str]) -> None:
         for folder in folders:
             if folder not in self._folders:
-                self._folders[folder] = _mtime_ns(folder)
+                self._folders[folder] = _folder_state(folder)
 
     def find(self, name: str) -> ModuleFile | None:
         if name in self._found:
@@ -85,11 +87,17 @@ class ModuleResolver:
         return [module for module in found if module is not None]
 
 
-def _mtime_ns(folder: str) -> int:
+# A folder's (st_dev, st_ino, st_mtime_ns, st_ctime_ns); None while it is not there (or not
+# searchable): as long as that stays so, nothing is found in it.
+FolderState = tuple[int, int, int, int] | None
+
+
+def _folder_state(folder: str) -> FolderState:
     try:
-        return os.stat(folder).st_mtime_ns
+        st = os.stat(folder)
     except OSError:
-        return -1  # not there (or not searchable): as long as that stays so, nothing is found
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns
 
 
 class Resolvers:
@@ -102,6 +110,10 @@ class Resolvers:
         key = tuple(search_path)
         kept = self._kept.get(key)
         if kept is None or not kept.still_current(time.time_ns()):
+            if kept is not None:
+                # PathFinder keeps folder listings by mtime too: a change it cannot see by
+                # mtime (a folder restored with its old one) would still be missed.
+                importlib.invalidate_caches()
             kept = self._kept[key] = ModuleResolver(search_path)
         return kept
 

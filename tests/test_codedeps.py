@@ -401,3 +401,18 @@ def test_kept_import_statements_are_the_ones_a_read_finds(tmp_path: Path) -> Non
         "pipeline",
         "pipeline.f",
     ]
+
+
+def test_a_folder_restored_with_its_old_mtime_is_searched_again(tmp_path: Path) -> None:
+    # rsync or tar puts a folder's mtime back; its ctime says it changed all the same.
+    write_tree(tmp_path, {"pipeline/__init__.py": "", "pipeline/render.py": "from pipeline import helpers\n"})
+    _age(tmp_path, tmp_path / "pipeline")
+    resolvers = Resolvers()
+    first = resolvers.for_path([posix(tmp_path)])
+    assert find_code_dependencies("pipeline.render", first) == [posix(tmp_path / "pipeline/__init__.py")]
+    before = os.stat(tmp_path / "pipeline").st_mtime_ns
+    write_tree(tmp_path, {"pipeline/helpers.py": ""})
+    os.utime(tmp_path / "pipeline", ns=(before, before))
+    second = resolvers.for_path([posix(tmp_path)])
+    assert second is not first
+    assert posix(tmp_path / "pipeline/helpers.py") in find_code_dependencies("pipeline.render", second)

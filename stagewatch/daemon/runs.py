@@ -73,8 +73,8 @@ class StageWork:
                 results.append(self._check_one(action, stage))
                 now = time.monotonic()
                 if now - self.saved_at >= SAVE_DIGESTS_EVERY_S:
-                    self.attempts.workspace.digests.flush()
                     self.saved_at = now
+                    self.attempts.workspace.digests.flush()
                 if now - reported >= REPORT_EVERY_S:
                     self.workers.to_loop(take, results)
                     results, reported = [], now
@@ -137,8 +137,13 @@ class StageWork:
         )
 
     def _ended(self, action: Start, result: RunResult, key: str | None, ended: Ended) -> None:
-        """A run has settled: report it with the key it started from."""
+        """A run has settled: report it with the key it started from. A catch-up whose runs
+        take minutes saves its digests as it goes too: a daemon that is never idle would
+        otherwise never save them."""
         self.tickets.pop(action.job, None)
+        if time.monotonic() - self.saved_at >= SAVE_DIGESTS_EVERY_S:
+            self.saved_at = time.monotonic()
+            self.workers.on_io(self.attempts.workspace.digests.flush)
         mtime = self.entry_mtime(action.name) if result.ok else None
         ended(action.name, action.job, Finished(attempt_result(result), key, mtime))
 
