@@ -82,6 +82,11 @@ def test_same_origin(origin: str | None, host: str, same: bool) -> None:
         ("items=0-1", None),
         ("bytes=a-b", None),
         ("bytes=-", None),
+        ("bytes=\u00b2-", None),  # a digit to str.isdigit(), not to int()
+        ("bytes=0-" + "9" * 5000, ByteRange(0, 99)),  # more digits than int() reads: past the end
+        ("bytes=" + "9" * 5000 + "-", UNSATISFIABLE),
+        ("bytes=-" + "9" * 5000, ByteRange(0, 99)),
+        ("bytes=" + "0" * 5000 + "1-2", ByteRange(1, 2)),
     ],
 )
 def test_parse_range(header: str | None, expected: object) -> None:
