@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import html
 import json
+import logging
 import os
 import posixpath
 import socket
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from stagewatch.daemon.events import BUSY, SlotState
 from stagewatch.paths import CACHE_DIR, absolute, posix
@@ -96,6 +98,30 @@ class LastGood:
         return self._files.get(path)
 
 
+class AiohttpToLog(logging.Handler):
+    """aiohttp's own complaints as one event each: a malformed request is the client's (one
+    line), anything else is ours (its traceback in the event). Unhandled, logging's last resort
+    printed a traceback on stderr for every junk request."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            log.warning("serve.bad_request", status=error.code, error=error.message.splitlines()[0][:200])
+        elif record.levelno >= logging.ERROR:
+            log.error("serve.internal_error", message=record.getMessage(), exc_info=record.exc_info)
+        else:
+            log.debug("serve.aiohttp", message=record.getMessage())
+
+
+def _aiohttp_logger() -> logging.Logger:
+    logger = logging.getLogger("stagewatch.serve.aiohttp")
+    if not logger.handlers:
+        logger.addHandler(AiohttpToLog())
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG)
+    return logger
+
+
 class Preview:
     """The live preview of one pipeline's site, beside its daemon."""
 
@@ -131,7 +157,7 @@ class Preview:
         app.router.add_get("/_stagewatch/", self._status_page)
         app.router.add_get("/_stagewatch/status.json", self._status_json)
         app.router.add_route("*", "/{path:.*}", self._site)
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = web.AppRunner(app, access_log=None, logger=_aiohttp_logger())
         await self.runner.setup()
         await web.SockSite(self.runner, self.sock, shutdown_timeout=1.0).start()
         log.info("serve.listening", url=self.url, root=self.root, why=self.site.why)
