@@ -398,7 +398,9 @@ class Preview:
         return ws
 
     async def _heard(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
-        loaded = [url for url in data.get("loaded", ()) if isinstance(url, str) and url.startswith("/")]
+        said = data.get("loaded")
+        said = said if isinstance(said, list) else []  # a tab's word is checked, never trusted
+        loaded = [url for url in said if isinstance(url, str) and url.startswith("/")]
         if data.get("type") == "hello" and isinstance(data.get("page"), str):
             page = data["page"]
             tab = Tab(page)
