@@ -252,7 +252,8 @@ class Preview:
             if found.kind is Kind.REDIRECT:
                 assert found.location is not None
                 query = f"?{request.query_string}" if request.query_string else ""
-                raise web.HTTPFound(request.rel_url.raw_path + "/" + query)
+                # One leading slash: "//sub/" would send the browser to the host "sub".
+                raise web.HTTPFound("/" + request.rel_url.raw_path.lstrip("/") + "/" + query)
             if found.kind is Kind.LISTING:
                 assert found.path is not None
                 return await self._listing(url_path, found.path)
