@@ -24,6 +24,10 @@ _TYPES = {
 }  # fmt: skip
 _BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
 _HTML_END = re.compile(rb"</html\s*>", re.IGNORECASE)
+# Where a page says its own encoding: a byte order mark, or a <meta> within its first 1024
+# bytes (where browsers look for it).
+_BOMS = (b"\xef\xbb\xbf", b"\xfe\xff", b"\xff\xfe")
+_META_CHARSET = re.compile(rb"<meta[^>]*charset\s*=", re.IGNORECASE)
 _DIGITS = re.compile(r"[0-9]+")  # not str.isdigit(): it takes "²", which int() refuses
 
 
@@ -144,6 +148,15 @@ def content_type(path: str) -> str:
     kind = _TYPES.get(ext) or mimetypes.guess_type(path, strict=False)[0] or "application/octet-stream"
     textual = kind.startswith("text/") or kind in ("application/json", "application/xml", "image/svg+xml")
     return f"{kind}; charset=utf-8" if textual else kind
+
+
+def html_content_type(page: bytes) -> str:
+    """A page that says its own encoding is left to say it: a charset in Content-Type would
+    override its <meta charset> (ISO-8859-1 shown as UTF-8). Others are UTF-8, as a browser
+    would not guess."""
+    if page.startswith(_BOMS) or _META_CHARSET.search(page[:1024]):
+        return "text/html"
+    return "text/html; charset=utf-8"
 
 
 def cache_headers(html: bool, etag: str) -> dict[str, str]:

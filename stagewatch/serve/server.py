@@ -37,6 +37,7 @@ from stagewatch.serve.rules import (
     content_type,
     etag_matches,
     host_allowed,
+    html_content_type,
     inject,
     is_html,
     is_loopback_bind,
@@ -305,7 +306,7 @@ class Preview:
         served = identity(path, data)
         self.served[path] = served
         if is_html(path):
-            return self._html(inject(data, self._tag(served)), status)
+            return self._html(inject(data, self._tag(served)), status, html_content_type(data))
         etag = f'"{served}"'
         headers = {**cache_headers(False, etag), "Content-Type": content_type(path), "Accept-Ranges": "bytes"}
         if status == 200 and etag_matches(request.headers.get("If-None-Match"), etag):
@@ -325,8 +326,8 @@ class Preview:
     def _tag(self, served: str) -> bytes:
         return f'<script src="{CLIENT_PATH}" data-identity="{served}"></script>'.encode()
 
-    def _html(self, body: bytes, status: int) -> web.Response:
-        headers = {**cache_headers(True, ""), "Content-Type": "text/html; charset=utf-8"}
+    def _html(self, body: bytes, status: int, kind: str = "text/html; charset=utf-8") -> web.Response:
+        headers = {**cache_headers(True, ""), "Content-Type": kind}
         return web.Response(status=status, body=body, headers=headers)
 
     def _page(self, status: int, title: str, message: str, served: str = "") -> web.Response:
