@@ -44,6 +44,7 @@ from stagewatch.serve.rules import (
     parse_range,
     same_origin,
 )
+from stagewatch.serve.settings import SERVE_KEYS
 from stagewatch.serve.site import (
     Found,
     Kind,
@@ -152,6 +153,7 @@ class Preview:
         self.daemon = daemon
         self.loop = asyncio.get_running_loop()
         self.hidden = (absolute(CACHE_DIR, posix(daemon.pipeline.output_dir)),)
+        self.settings = self.told_settings = daemon.pipeline.serve
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/_stagewatch/ws", self._websocket, allow_head=False)
         app.router.add_get(CLIENT_PATH, self._client)
@@ -194,7 +196,21 @@ class Preview:
             del self.failures[name]
         if gone:
             self._broadcast_failures()
+        self._say_if_settings_changed()
         self._spawn(self._after_round())
+
+    def _say_if_settings_changed(self) -> None:
+        """The folder and the socket are chosen at start: a reloaded [serve] table that differs
+        is said once, or the person who changed it looks at the old site wondering why."""
+        now = self.daemon.pipeline.serve
+        if now == self.told_settings:
+            return
+        self.told_settings = now
+        changed = [key for key in SERVE_KEYS if getattr(now, key) != getattr(self.settings, key)]
+        if changed:
+            log.warning(
+                "serve.restart_needed", changed=changed, hint="the preview reads [serve] at start: restart it"
+            )
 
     async def detached(self) -> None:
         self.stopping = True
