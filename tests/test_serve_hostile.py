@@ -7,10 +7,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import struct
 import sys
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 import pytest
 
@@ -26,6 +28,9 @@ site = pathlib.Path("site")
 (site / "index.html").write_text("<!doctype html><html><head><title>home</title></head><body>home</body>")
 (site / "sub" / "index.html").write_text("<!doctype html><p>sub")
 (site / "data.bin").write_bytes(bytes(range(256)) * 4)
+(site / "odd").mkdir(exist_ok=True)
+for name in ("a#b.txt", "q?x.txt", "%41.txt"):
+    (site / "odd" / name).write_text(name)
 (site / "latin.html").write_bytes(
     b'<!doctype html><html><head><meta charset="iso-8859-1"><title>l</title></head>'
     b'<body><p>caf\xe9</p></body></html>'
@@ -156,6 +161,15 @@ def test_a_folder_asked_for_with_a_double_slash_is_redirected_within_the_site(si
     reply = site.get("//sub")
     assert reply.status == 302
     assert reply.headers["location"] == "/sub/"
+
+
+def test_a_listing_links_to_names_with_url_characters(site: Served) -> None:
+    listing = site.get("/odd/").text
+    hrefs = re.findall(r'href="([^"]+)"', listing)
+    assert sorted(hrefs) == ["%2541.txt", "a%23b.txt", "q%3Fx.txt"]
+    for href in hrefs:
+        followed = site.get("/odd/" + href)
+        assert followed.status == 200 and unquote(href) == followed.text
 
 
 def test_a_page_that_declares_its_own_charset_is_not_told_it_is_utf8(site: Served) -> None:
