@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -360,7 +361,7 @@ class Preview:
         entries: list[tuple[str, bool]] = await self._in_thread(listing, folder)
         served = _listing_identity(folder, entries)
         items = "\n".join(
-            f'<li><a href="{html.escape(name)}{"/" if is_dir else ""}">{html.escape(name)}'
+            f'<li><a href="{html.escape(quote(name))}{"/" if is_dir else ""}">{html.escape(name)}'
             f"{'/' if is_dir else ''}</a></li>"
             for name, is_dir in entries
         )
