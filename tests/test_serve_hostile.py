@@ -197,3 +197,51 @@ def test_a_changed_serve_table_is_said_to_need_a_restart(project: Project) -> No
         assert "first text of a" in served.get("/a.html").text  # still the folder it started with
     finally:
         assert served.daemon.stop() == 0
+
+
+# --- a failed stage's last good bytes -------------------------------------------------------
+
+TRUNCATE_THEN_FAIL = r"""
+import pathlib, sys
+text = pathlib.Path("page.txt").read_text()
+out = pathlib.Path("site/page.html")
+out.parent.mkdir(exist_ok=True)
+if "BROKEN" in text:
+    out.write_text("<p>HALF")  # what a crash mid-write leaves
+    sys.exit(3)
+out.write_text(f"<!doctype html><html><body><p>{text}</p></body></html>")
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the last good bytes are only those served before: a page first asked for after its "
+    "stage failed is what the failed run left",
+)
+def test_a_page_first_asked_for_after_its_stage_failed_is_its_last_good_bytes(project: Project) -> None:
+    project.write("render.py", TRUNCATE_THEN_FAIL)
+    project.write("page.txt", "the good text")
+    project.config(
+        f"""
+        [pipeline]
+        debounce = "50ms"
+
+        [serve]
+        root = "site"
+
+        [[stage]]
+        name = "page"
+        command = ["{sys.executable}", "render.py"]
+        inputs = ["page.txt"]
+        outputs = ["site/page.html"]
+        """
+    )
+    served = serve(project)
+    try:
+        mark = served.daemon.mark()
+        project.write("page.txt", "BROKEN")
+        served.daemon.wait_event("stage.failed", mark, stage="page")
+        reply = served.get("/page.html")
+        assert "the good text" in reply.text and "HALF" not in reply.text
+    finally:
+        assert served.daemon.stop() == 0
