@@ -16,6 +16,7 @@ from stagewatch.serve.rules import (
     ByteRange,
     allowed_host_names,
     host_allowed,
+    html_content_type,
     inject,
     parse_range,
     same_origin,
@@ -82,6 +83,11 @@ def test_same_origin(origin: str | None, host: str, same: bool) -> None:
         ("items=0-1", None),
         ("bytes=a-b", None),
         ("bytes=-", None),
+        ("bytes=\u00b2-", None),  # a digit to str.isdigit(), not to int()
+        ("bytes=0-" + "9" * 5000, ByteRange(0, 99)),  # more digits than int() reads: past the end
+        ("bytes=" + "9" * 5000 + "-", UNSATISFIABLE),
+        ("bytes=-" + "9" * 5000, ByteRange(0, 99)),
+        ("bytes=" + "0" * 5000 + "1-2", ByteRange(1, 2)),
     ],
 )
 def test_parse_range(header: str | None, expected: object) -> None:
@@ -100,6 +106,21 @@ def test_parse_range(header: str | None, expected: object) -> None:
 )
 def test_inject_goes_before_the_last_body_end(page: bytes, expected: bytes) -> None:
     assert inject(page, b"TAG") == expected
+
+
+@pytest.mark.parametrize(
+    ("page", "content_type"),
+    [
+        (b"<!doctype html><p>x", "text/html; charset=utf-8"),
+        (b'<html><head><meta charset="iso-8859-1"><p>caf\xe9', "text/html"),
+        (b"<META HTTP-EQUIV='Content-Type' CONTENT='text/html; charset=Shift_JIS'>", "text/html"),
+        (b"\xef\xbb\xbf<p>x", "text/html"),
+        (b"\xff\xfe<\x00p\x00>\x00", "text/html"),
+        (b"<p>" + b"x" * 2000 + b'<meta charset="latin1">', "text/html; charset=utf-8"),  # too late
+    ],
+)
+def test_a_page_that_says_its_encoding_is_left_to_say_it(page: bytes, content_type: str) -> None:
+    assert html_content_type(page) == content_type
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,11 @@ _TYPES = {
 }  # fmt: skip
 _BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
 _HTML_END = re.compile(rb"</html\s*>", re.IGNORECASE)
+# Where a page says its own encoding: a byte order mark, or a <meta> within its first 1024
+# bytes (where browsers look for it).
+_BOMS = (b"\xef\xbb\xbf", b"\xfe\xff", b"\xff\xfe")
+_META_CHARSET = re.compile(rb"<meta[^>]*charset\s*=", re.IGNORECASE)
+_DIGITS = re.compile(r"[0-9]+")  # not str.isdigit(): it takes "²", which int() refuses
 
 
 def host_name(header: str | None) -> str | None:
@@ -104,22 +109,29 @@ def parse_range(header: str | None, size: int) -> ByteRange | str | None:
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first, dash, last = spec.strip().partition("-")
-    if not dash or not (first.isdigit() or last.isdigit()) or (first and not first.isdigit()):
-        return None
-    if last and not last.isdigit():
+    if not dash or not (first or last) or not all(_DIGITS.fullmatch(part) for part in (first, last) if part):
         return None
     if not first:  # the last N bytes
-        suffix = int(last)
+        suffix = _at_most(last, size)
         if suffix == 0 or size == 0:
             return UNSATISFIABLE
-        return ByteRange(max(0, size - suffix), size - 1)
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
+        return ByteRange(size - suffix, size - 1)
+    start = _at_most(first, size)
+    end = _at_most(last, size - 1) if last else size - 1
     if start >= size:
         return UNSATISFIABLE
     if end < start:
         return None
     return ByteRange(start, end)
+
+
+def _at_most(digits: str, ceiling: int) -> int:
+    """The number, but no more than `ceiling`: a number longer than any size is just "past the
+    end" (and int() refuses one of thousands of digits)."""
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > len(str(ceiling)):
+        return ceiling
+    return min(int(digits), ceiling)
 
 
 def is_html(path: str) -> bool:
@@ -136,6 +148,15 @@ def content_type(path: str) -> str:
     kind = _TYPES.get(ext) or mimetypes.guess_type(path, strict=False)[0] or "application/octet-stream"
     textual = kind.startswith("text/") or kind in ("application/json", "application/xml", "image/svg+xml")
     return f"{kind}; charset=utf-8" if textual else kind
+
+
+def html_content_type(page: bytes) -> str:
+    """A page that says its own encoding is left to say it: a charset in Content-Type would
+    override its <meta charset> (ISO-8859-1 shown as UTF-8). Others are UTF-8, as a browser
+    would not guess."""
+    if page.startswith(_BOMS) or _META_CHARSET.search(page[:1024]):
+        return "text/html"
+    return "text/html; charset=utf-8"
 
 
 def cache_headers(html: bool, etag: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import html
 import json
+import logging
 import os
 import posixpath
 import socket
@@ -21,9 +22,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 import structlog
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from stagewatch.daemon.events import BUSY, SlotState
 from stagewatch.paths import CACHE_DIR, absolute, posix
@@ -35,12 +38,14 @@ from stagewatch.serve.rules import (
     content_type,
     etag_matches,
     host_allowed,
+    html_content_type,
     inject,
     is_html,
     is_loopback_bind,
     parse_range,
     same_origin,
 )
+from stagewatch.serve.settings import SERVE_KEYS
 from stagewatch.serve.site import (
     Found,
     Kind,
@@ -96,6 +101,30 @@ class LastGood:
         return self._files.get(path)
 
 
+class AiohttpToLog(logging.Handler):
+    """aiohttp's own complaints as one event each: a malformed request is the client's (one
+    line), anything else is ours (its traceback in the event). Unhandled, logging's last resort
+    printed a traceback on stderr for every junk request."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            log.warning("serve.bad_request", status=error.code, error=error.message.splitlines()[0][:200])
+        elif record.levelno >= logging.ERROR:
+            log.error("serve.internal_error", message=record.getMessage(), exc_info=record.exc_info)
+        else:
+            log.debug("serve.aiohttp", message=record.getMessage())
+
+
+def _aiohttp_logger() -> logging.Logger:
+    logger = logging.getLogger("stagewatch.serve.aiohttp")
+    if not logger.handlers:
+        logger.addHandler(AiohttpToLog())
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG)
+    return logger
+
+
 class Preview:
     """The live preview of one pipeline's site, beside its daemon."""
 
@@ -125,13 +154,14 @@ class Preview:
         self.daemon = daemon
         self.loop = asyncio.get_running_loop()
         self.hidden = (absolute(CACHE_DIR, posix(daemon.pipeline.output_dir)),)
+        self.settings = self.told_settings = daemon.pipeline.serve
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/_stagewatch/ws", self._websocket, allow_head=False)
         app.router.add_get(CLIENT_PATH, self._client)
         app.router.add_get("/_stagewatch/", self._status_page)
         app.router.add_get("/_stagewatch/status.json", self._status_json)
         app.router.add_route("*", "/{path:.*}", self._site)
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = web.AppRunner(app, access_log=None, logger=_aiohttp_logger())
         await self.runner.setup()
         await web.SockSite(self.runner, self.sock, shutdown_timeout=1.0).start()
         log.info("serve.listening", url=self.url, root=self.root, why=self.site.why)
@@ -167,7 +197,21 @@ class Preview:
             del self.failures[name]
         if gone:
             self._broadcast_failures()
+        self._say_if_settings_changed()
         self._spawn(self._after_round())
+
+    def _say_if_settings_changed(self) -> None:
+        """The folder and the socket are chosen at start: a reloaded [serve] table that differs
+        is said once, or the person who changed it looks at the old site wondering why."""
+        now = self.daemon.pipeline.serve
+        if now == self.told_settings:
+            return
+        self.told_settings = now
+        changed = [key for key in SERVE_KEYS if getattr(now, key) != getattr(self.settings, key)]
+        if changed:
+            log.warning(
+                "serve.restart_needed", changed=changed, hint="the preview reads [serve] at start: restart it"
+            )
 
     async def detached(self) -> None:
         self.stopping = True
@@ -226,7 +270,8 @@ class Preview:
             if found.kind is Kind.REDIRECT:
                 assert found.location is not None
                 query = f"?{request.query_string}" if request.query_string else ""
-                raise web.HTTPFound(request.rel_url.raw_path + "/" + query)
+                # One leading slash: "//sub/" would send the browser to the host "sub".
+                raise web.HTTPFound("/" + request.rel_url.raw_path.lstrip("/") + "/" + query)
             if found.kind is Kind.LISTING:
                 assert found.path is not None
                 return await self._listing(url_path, found.path)
@@ -278,7 +323,7 @@ class Preview:
         served = identity(path, data)
         self.served[path] = served
         if is_html(path):
-            return self._html(inject(data, self._tag(served)), status)
+            return self._html(inject(data, self._tag(served)), status, html_content_type(data))
         etag = f'"{served}"'
         headers = {**cache_headers(False, etag), "Content-Type": content_type(path), "Accept-Ranges": "bytes"}
         if status == 200 and etag_matches(request.headers.get("If-None-Match"), etag):
@@ -298,8 +343,8 @@ class Preview:
     def _tag(self, served: str) -> bytes:
         return f'<script src="{CLIENT_PATH}" data-identity="{served}"></script>'.encode()
 
-    def _html(self, body: bytes, status: int) -> web.Response:
-        headers = {**cache_headers(True, ""), "Content-Type": "text/html; charset=utf-8"}
+    def _html(self, body: bytes, status: int, kind: str = "text/html; charset=utf-8") -> web.Response:
+        headers = {**cache_headers(True, ""), "Content-Type": kind}
         return web.Response(status=status, body=body, headers=headers)
 
     def _page(self, status: int, title: str, message: str, served: str = "") -> web.Response:
@@ -316,7 +361,7 @@ class Preview:
         entries: list[tuple[str, bool]] = await self._in_thread(listing, folder)
         served = _listing_identity(folder, entries)
         items = "\n".join(
-            f'<li><a href="{html.escape(name)}{"/" if is_dir else ""}">{html.escape(name)}'
+            f'<li><a href="{html.escape(quote(name))}{"/" if is_dir else ""}">{html.escape(name)}'
             f"{'/' if is_dir else ''}</a></li>"
             for name, is_dir in entries
         )
@@ -372,7 +417,9 @@ class Preview:
         return ws
 
     async def _heard(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
-        loaded = [url for url in data.get("loaded", ()) if isinstance(url, str) and url.startswith("/")]
+        said = data.get("loaded")
+        said = said if isinstance(said, list) else []  # a tab's word is checked, never trusted
+        loaded = [url for url in said if isinstance(url, str) and url.startswith("/")]
         if data.get("type") == "hello" and isinstance(data.get("page"), str):
             page = data["page"]
             tab = Tab(page)
