@@ -213,11 +213,6 @@ out.write_text(f"<!doctype html><html><body><p>{text}</p></body></html>")
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the last good bytes are only those served before: a page first asked for after its "
-    "stage failed is what the failed run left",
-)
 def test_a_page_first_asked_for_after_its_stage_failed_is_its_last_good_bytes(project: Project) -> None:
     project.write("render.py", TRUNCATE_THEN_FAIL)
     project.write("page.txt", "the good text")

@@ -78,26 +78,31 @@ MAX_URLS = 2000
 CLIENT_PATH = "/_stagewatch/client.js"
 
 
+# A file's bytes and their identity (tabs.identity).
+Identified = tuple[bytes, str]
+
+
 class LastGood:
-    """The last bytes served of each stage-written file while its stages were not failing."""
+    """The last good bytes of each stage-written file: read after its stage succeeded, or
+    served while no stage writing it was busy or failing."""
 
     def __init__(self) -> None:
-        self._files: OrderedDict[str, bytes] = OrderedDict()
+        self._files: OrderedDict[str, Identified] = OrderedDict()
         self._size = 0
 
-    def keep(self, path: str, data: bytes) -> None:
+    def keep(self, path: str, file: Identified) -> None:
         old = self._files.pop(path, None)
         if old is not None:
-            self._size -= len(old)
-        if len(data) > GOOD_FILE_CAP:
+            self._size -= len(old[0])
+        if len(file[0]) > GOOD_FILE_CAP:
             return
-        self._files[path] = data
-        self._size += len(data)
+        self._files[path] = file
+        self._size += len(file[0])
         while self._size > GOOD_BYTES_CAP:
             _, dropped = self._files.popitem(last=False)
-            self._size -= len(dropped)
+            self._size -= len(dropped[0])
 
-    def get(self, path: str) -> bytes | None:
+    def get(self, path: str) -> Identified | None:
         return self._files.get(path)
 
 
@@ -142,6 +147,7 @@ class Preview:
         self.failures: dict[str, dict[str, Any]] = {}
         self.served: dict[str, str] = {}  # file -> identity of the bytes last served
         self.good = LastGood()
+        self.starts: dict[str, int] = {}  # stage -> runs started, to tell a read across a start
         self.identities = Identities()
         self.round_lock = asyncio.Lock()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -175,7 +181,8 @@ class Preview:
             self.loop.run_in_executor(None, webbrowser.open, self.url)
 
     def stage_started(self, name: str) -> None:
-        pass  # a request learns it from stage_states(); the tabs hear of the round's end
+        # Requests learn of it from stage_states(); a read of its files under way is void.
+        self.starts[name] = self.starts.get(name, 0) + 1
 
     def stage_finished(self, name: str, outcome: StageState) -> None:
         if outcome is StageState.FAILED:
@@ -184,8 +191,24 @@ class Preview:
                 code = self.daemon.pipeline.stage(name).code_label
                 self.failures[name] = failure_view(name, code, attempt)
                 self._broadcast_failures()
-        elif outcome is StageState.SUCCEEDED and self.failures.pop(name, None) is not None:
-            self._broadcast_failures()
+        elif outcome is StageState.SUCCEEDED:
+            if self.failures.pop(name, None) is not None:
+                self._broadcast_failures()
+            self._spawn(self._keep_good_files(name))
+
+    async def _keep_good_files(self, name: str) -> None:
+        """After a success, the stage's files as they are now are its last good bytes: a page
+        first asked for after a later failure is served as the success left it."""
+        if not self.daemon.pipeline.has_stage(name):
+            return
+        root = posix(self.daemon.pipeline.output_dir)
+        outputs = [absolute(output, root) for output in self.daemon.pipeline.stage(name).outputs]
+        starts = self.starts.get(name, 0)
+        files = await self._in_thread(_read_outputs, outputs)
+        if self.starts.get(name, 0) != starts:
+            return  # it started again while they were read: they may be half-written
+        for path, file in files.items():
+            self.good.keep(path, file)
 
     def stages_moved(self) -> None:
         self.moved.set()
@@ -312,15 +335,17 @@ class Preview:
         size = (await self._in_thread(os.stat, path)).st_size
         if size > LARGE_FILE:
             return web.FileResponse(path, status=status, headers={"Cache-Control": "no-cache"})
-        data: bytes = await self._in_thread(_read, path)
+        # Read and digested on a worker thread: the loop does nothing slower than a stat.
+        data, served = await self._in_thread(_read_identified, path)
         writers = writers_of(self.daemon.pipeline, [path])
         if writers:
+            states = self.daemon.stage_states()
             good = self.good.get(path)
-            if writers & self._failed_stages() and good is not None:
-                data = good  # the stage failed: its last good bytes, and the overlay says why
-            else:
-                self.good.keep(path, data)
-        served = identity(path, data)
+            if any(states.get(name) is SlotState.FAILED for name in writers):
+                if good is not None:
+                    data, served = good  # the stage failed: its last good bytes, and the overlay says why
+            elif not any(states.get(name) in BUSY for name in writers):
+                self.good.keep(path, (data, served))
         self.served[path] = served
         if is_html(path):
             return self._html(inject(data, self._tag(served)), status, html_content_type(data))
@@ -531,6 +556,33 @@ class Preview:
 def _read(path: str) -> bytes:
     with open(path, "rb") as file:
         return file.read()
+
+
+def _read_identified(path: str) -> Identified:
+    data = _read(path)
+    return data, identity(path, data)
+
+
+def _read_outputs(outputs: Iterable[str]) -> dict[str, Identified]:
+    """The files of these outputs (files, or folders walked), as many as the last good bytes
+    may hold; a file that cannot be read is left out."""
+    found: dict[str, Identified] = {}
+    total = 0
+    for output in outputs:
+        paths = [output] if os.path.isfile(output) else [
+            os.path.join(folder, name) for folder, _, names in os.walk(output) for name in sorted(names)
+        ]  # fmt: skip
+        for path in paths:
+            try:
+                if os.path.getsize(path) > GOOD_FILE_CAP:
+                    continue
+                found[path] = _read_identified(path)
+            except OSError:
+                continue
+            total += len(found[path][0])
+            if total >= GOOD_BYTES_CAP:
+                return found
+    return found
 
 
 def _listing_identity(folder: str, entries: list[tuple[str, bool]]) -> str:
