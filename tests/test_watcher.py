@@ -97,6 +97,27 @@ def _at(impact: ImpactMap, rel: str, is_dir: bool = False, gone: bool = False) -
     return impact.affected(Change(f"{impact.root}/{rel}", is_dir, gone))
 
 
+@pytest.mark.parametrize(
+    ("rel", "is_dir", "gone", "bookkeeping"),
+    [
+        ("_build/.cache/state.json", False, False, True),
+        ("_build/.cache/.state.json.x1y2.tmp", False, True, True),
+        ("_build/.cache/digests.sqlite-journal", False, False, True),
+        ("_build/.cache/pages.log", False, False, True),
+        ("_build/.cache/pages.hash", False, False, True),  # a run's own entry, written
+        ("_build/.cache/pages.hash", False, True, False),  # removed: a person's invalidate
+        ("_build/.cache", True, True, False),  # the cache itself gone: the ground may be too
+        ("_build/pages/x.html", False, False, False),
+        ("content/a.md", False, False, False),
+    ],
+)
+def test_the_daemons_own_bookkeeping_is_told_from_what_matters(
+    impact: ImpactMap, rel: str, is_dir: bool, gone: bool, bookkeeping: bool
+) -> None:
+    # Its own writes as it goes idle must not hold a person's next save back by a debounce.
+    assert impact.is_bookkeeping(Change(f"{impact.root}/{rel}", is_dir, gone)) is bookkeeping
+
+
 def test_a_change_affects_the_stages_that_read_it(impact: ImpactMap) -> None:
     assert _at(impact, "content/a/b.md") == {"pages"}
     assert _at(impact, "data/site.toml") == {"pages"}

@@ -107,6 +107,16 @@ class ImpactMap:
     def is_config(self, change: Change) -> bool:
         return change.path == self.config_path
 
+    def is_bookkeeping(self, change: Change) -> bool:
+        """A file of stagewatch's own cache written or replaced (digests, state, logs, run
+        records): nothing to act on, and nothing to hold a debounce open for. An entry that
+        went away is a person's `invalidate`; a folder that came or went may be the cache itself."""
+        return (
+            not change.is_dir
+            and is_within(change.path, self.cache_dir)
+            and not (change.gone and stage_of_entry(change.path, self.cache_dir) is not None)
+        )
+
     def invalidated(self, change: Change) -> str | None:
         """The stage whose entry this change removed (a `stagewatch invalidate`), if any."""
         if not change.gone:

@@ -323,7 +323,10 @@ class Daemon:
         self.workers.offload(self.workers.io, lambda: self._replan(renew), rescan)
 
     def _on_changes(self, changes: list[Change]) -> None:
-        if self.stopping:
+        # The daemon's own state.json and digests, written as it goes idle, would otherwise
+        # hold a person's next save back by a whole debounce.
+        changes = [change for change in changes if not self.impact.is_bookkeeping(change)]
+        if self.stopping or not changes:
             return
         delay_s = self.debounce.add(changes, self.loop.time(), self.pipeline.debounce_s)
         self._arm("flush", delay_s, self._flush)
