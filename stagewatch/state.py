@@ -176,15 +176,19 @@ class StateRecorder:
         self._saved_at = -SAVE_EVERY_S
         self._pending: threading.Timer | None = None
         self.state = read_state(output_dir)
+        # What is on disk already says what close would write: a no-op build writes nothing.
+        self._as_on_disk = self.state.pid is None and state_path(output_dir).is_file()
         self.state.pid, self.state.mode = os.getpid(), mode
         for name, attempt in list(self.state.stages.items()):
             if attempt.result is StageState.RUNNING:  # its owner is gone: that run never finished
+                self._as_on_disk = False
                 self.state.stages[name] = Attempt(
                     StageState.CANCELLED, attempt.started, error="stagewatch stopped"
                 )
 
     def _save_soon(self) -> None:
         """Under the lock: write now, or once SAVE_EVERY_S has passed since the last write."""
+        self._as_on_disk = False
         wait_s = self._saved_at + SAVE_EVERY_S - time.monotonic()
         if wait_s <= 0:
             self._save()
@@ -199,6 +203,7 @@ class StateRecorder:
                 self._save()
 
     def _save(self) -> None:
+        self._as_on_disk = False  # it now names this stagewatch, until close
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
@@ -249,4 +254,5 @@ class StateRecorder:
                     self.state.stages[name] = Attempt(
                         StageState.CANCELLED, attempt.started, error="stagewatch stopped"
                     )
-            self._save()
+            if not self._as_on_disk:
+                self._save()

@@ -41,3 +41,28 @@ def test_a_burst_of_starts_and_ends_is_a_few_writes_and_all_of_it_lands(tmp_path
     state = read_state(tmp_path)
     assert state.pid is None
     assert all(state.stages[f"s{index}"].result is StageState.SUCCEEDED for index in range(300))
+
+
+def test_a_recorder_that_recorded_nothing_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    first = StateRecorder(tmp_path, "build")
+    first.started("pages")
+    first.finished("pages", RunResult(True, 0, 0.1))
+    first.close()
+    before = os.stat(state_path(tmp_path))
+    StateRecorder(tmp_path, "build").close()  # a no-op build
+    after = os.stat(state_path(tmp_path))
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert read_state(tmp_path).stages["pages"].result is StageState.SUCCEEDED
+
+
+def test_a_start_still_waiting_to_be_written_is_written_at_close(tmp_path: Path) -> None:
+    StateRecorder(tmp_path, "build").close()
+    recorder = StateRecorder(tmp_path, "watch")
+    recorder.started("a")  # written at once
+    recorder.started("b")  # within SAVE_EVERY_S of that: held back
+    recorder.close()
+    state = read_state(tmp_path)
+    assert {name: attempt.result for name, attempt in state.stages.items()} == {
+        "a": StageState.CANCELLED,
+        "b": StageState.CANCELLED,
+    }
