@@ -71,10 +71,9 @@ class StageWork:
                 if self.stopping:
                     return []
                 results.append(self._check_one(action, stage))
-                now = time.monotonic()
-                if now - self.saved_at >= SAVE_DIGESTS_EVERY_S:
-                    self.saved_at = now
+                if self._digests_due():
                     self.attempts.workspace.digests.flush()
+                now = time.monotonic()
                 if now - reported >= REPORT_EVERY_S:
                     self.workers.to_loop(take, results)
                     results, reported = [], now
@@ -99,6 +98,15 @@ class StageWork:
             checked([(action.name, action.job, verdict, None) for action, _ in batch])
 
         self.workers.offload(self.workers.io, work, take, failed)
+
+    def _digests_due(self) -> bool:
+        """Whether SAVE_DIGESTS_EVERY_S has passed since the digests were last saved; the
+        caller saves them now."""
+        now = time.monotonic()
+        if now - self.saved_at < SAVE_DIGESTS_EVERY_S:
+            return False
+        self.saved_at = now
+        return True
 
     def _check_one(self, action: Check, stage: Stage) -> CheckResult:
         """On the I/O thread: one stage's fingerprint and decision, or the error that stopped them."""
@@ -141,8 +149,7 @@ class StageWork:
         take minutes saves its digests as it goes too: a daemon that is never idle would
         otherwise never save them."""
         self.tickets.pop(action.job, None)
-        if time.monotonic() - self.saved_at >= SAVE_DIGESTS_EVERY_S:
-            self.saved_at = time.monotonic()
+        if self._digests_due():
             self.workers.on_io(self.attempts.workspace.digests.flush)
         mtime = self.entry_mtime(action.name) if result.ok else None
         ended(action.name, action.job, Finished(attempt_result(result), key, mtime))
