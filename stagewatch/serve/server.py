@@ -68,8 +68,9 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 # A request for a file a busy stage writes waits this long at most, then gets what is there.
 WAIT_CAP_S = 10.0
-# Larger files are streamed from disk as they are (videos, archives): no digest, no last good copy.
-LARGE_FILE = 32 * 1024 * 1024
+# Larger files are streamed from disk as they are (videos, archives): no digest, no last good
+# copy, and no copy in memory per request (a few clients that never read would hold each).
+LARGE_FILE = 8 * 1024 * 1024
 # The last good bytes of the stages' files, for when a stage fails: at most this much, in all.
 GOOD_BYTES_CAP = 64 * 1024 * 1024
 GOOD_FILE_CAP = 8 * 1024 * 1024
