@@ -68,6 +68,24 @@ def make_site(project: Project) -> None:
     project.config(SITE_CONFIG)
 
 
+def serve_made_site(project: Project, make: str) -> Served:
+    """Serve the folder `site/` that one stage makes by running the Python code `make`."""
+    project.write("make.py", make)
+    project.config(
+        f"""
+        [serve]
+        root = "site"
+
+        [[stage]]
+        name = "site"
+        command = ["{sys.executable}", "make.py"]
+        inputs = ["make.py"]
+        outputs = ["site/"]
+        """
+    )
+    return serve(project)
+
+
 @dataclass
 class Served:
     """A `stagewatch serve` and where it listens."""

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 import pytest
 
 from tests.conftest import Project
-from tests.serve_support import Served, make_site, serve
+from tests.serve_support import Served, make_site, serve, serve_made_site
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,21 +40,7 @@ for name in ("a#b.txt", "q?x.txt", "%41.txt"):
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    project = Project(tmp_path_factory.mktemp("hostile"))
-    project.write("make.py", MAKE)
-    project.config(
-        f"""
-        [serve]
-        root = "site"
-
-        [[stage]]
-        name = "site"
-        command = ["{sys.executable}", "make.py"]
-        inputs = ["make.py"]
-        outputs = ["site/"]
-        """
-    )
-    served = serve(project)
+    served = serve_made_site(Project(tmp_path_factory.mktemp("hostile")), MAKE)
     try:
         yield served
     finally:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import Project
 from tests.daemon_support import RunningDaemon
-from tests.serve_support import Served, make_site, request, serve, until
+from tests.serve_support import Served, make_site, request, serve, serve_made_site, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,21 +40,8 @@ page = '<!doctype html><html><head><title>{0}</title></head><body><h1>{0}</h1></
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     project = Project(tmp_path_factory.mktemp("served"))
-    project.write("make.py", MAKE)
     project.write("secret.txt", "the secret outside the site\n")
-    project.config(
-        f"""
-        [serve]
-        root = "site"
-
-        [[stage]]
-        name = "site"
-        command = ["{sys.executable}", "make.py"]
-        inputs = ["make.py"]
-        outputs = ["site/"]
-        """
-    )
-    served = serve(project)
+    served = serve_made_site(project, MAKE)
     os.symlink(project.root / "secret.txt", project.root / "site" / "out-link.txt")
     os.symlink(project.root, project.root / "site" / "out-folder")
     os.symlink("index.html", project.root / "site" / "in-link.html")
