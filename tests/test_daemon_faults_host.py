@@ -299,6 +299,15 @@ def start(project: Project, command: str, stdout: int) -> subprocess.Popen[bytes
     )  # fmt: skip
 
 
+def reap(proc: subprocess.Popen[bytes]) -> None:
+    """After a test, however it ended: the process gone, its stderr pipe closed."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
 def start_watch(project: Project, stdout: int) -> subprocess.Popen[bytes]:
     return start(project, "watch", stdout)
 
@@ -316,11 +325,7 @@ def test_watch_stops_when_its_stdout_pipe_is_closed(ticker: Project) -> None:
         assert proc.stderr is not None
         stderr = proc.stderr.read().decode()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        reap(proc)
     assert stderr == "stagewatch: its output (stdout) is gone (Broken pipe); stopping\n"
     assert lock_owner(ticker.root) is None
     wait_until(lambda: not any(alive(pid) for pid in stage_pids(ticker)))
@@ -337,11 +342,7 @@ def test_watch_stops_when_its_stdout_closes_during_a_run(ticker: Project) -> Non
         os.close(read_end)
         assert proc.wait(timeout=DEADLINE_S) == 1
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        reap(proc)
     wait_until(lambda: not alive(stage_pid))
     assert lock_owner(ticker.root) is None
     state = json.loads((ticker.root / "_build/.cache/state.json").read_text())
@@ -361,11 +362,7 @@ def test_sigterm_stops_a_watch_whose_stdout_is_gone(ticker: Project) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=DEADLINE_S) in (0, 1)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        reap(proc)
     wait_until(lambda: not alive(stage_pid))
     assert lock_owner(ticker.root) is None
 
@@ -401,11 +398,7 @@ def test_build_stops_its_stage_when_stdout_closes_mid_run(ticker: Project) -> No
         assert proc.stderr is not None
         stderr = proc.stderr.read().decode()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        reap(proc)
     assert stderr == "stagewatch: its output (stdout) is gone (Broken pipe); stopping\n"
     wait_until(lambda: not alive(stage_pid))
     assert lock_owner(ticker.root) is None
@@ -425,11 +418,7 @@ def test_sigterm_stops_a_build_whose_stdout_is_gone(ticker: Project) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=DEADLINE_S) == 1
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        reap(proc)
     wait_until(lambda: not alive(stage_pid))
     assert lock_owner(ticker.root) is None
 
