@@ -287,6 +287,18 @@ def test_a_damaged_state_file_reads_as_nothing_recorded_and_is_rewritten(copy: P
     assert "state.unreadable" not in status.stderr
 
 
+@pytest.mark.parametrize("text", STATE_DAMAGE.values(), ids=STATE_DAMAGE.keys())
+def test_a_damaged_state_file_is_rewritten_by_a_build_that_runs_nothing(copy: Project, text: bytes) -> None:
+    assert no_traceback(copy.cli("build")).returncode == 0
+    state = cache(copy, "state.json")
+    state.write_bytes(text)
+    build = no_traceback(copy.cli("build"))
+    assert build.returncode == 0
+    assert len([e for e in log_events(build.stdout) if e["event"] == "state.unreadable"]) == 1
+    status = no_traceback(copy.cli("status"))
+    assert "state.unreadable" not in status.stderr  # said once, not at every command from now on
+
+
 RECORD_DAMAGE: dict[str, object] = {
     "a list": ["failed"],
     "no result": {"started": "2024-01-01T00:00:00+00:00"},
