@@ -43,6 +43,7 @@ class PipelineState:
     mode: str | None = None
     stages: dict[str, Attempt] = field(default_factory=dict)
     failures: dict[str, Attempt] = field(default_factory=dict)
+    damaged: bool = False  # read with records left out: the file is to be written whole again
 
 
 def state_path(output_dir: Path) -> Path:
@@ -125,6 +126,7 @@ def read_state(output_dir: Path) -> PipelineState:
         else:
             problems.append(f"not a JSON object but {type(data).__name__}")
     if problems:
+        state.damaged = True
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         log.warning("state.unreadable", path=str(path), problem=shown, action="left out")
     return state
@@ -177,7 +179,9 @@ class StateRecorder:
         self._pending: threading.Timer | None = None
         self.state = read_state(output_dir)
         # What is on disk already says what close would write: a no-op build writes nothing.
-        self._as_on_disk = self.state.pid is None and state_path(output_dir).is_file()
+        self._as_on_disk = (
+            self.state.pid is None and not self.state.damaged and state_path(output_dir).is_file()
+        )
         self.state.pid, self.state.mode = os.getpid(), mode
         for name, attempt in list(self.state.stages.items()):
             if attempt.result is StageState.RUNNING:  # its owner is gone: that run never finished
