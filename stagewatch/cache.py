@@ -38,7 +38,7 @@ from stagewatch.inputs import expand, missing_outputs
 from stagewatch.layout import CacheLayout, write_atomic
 from stagewatch.paths import IgnoreRules, label, posix
 from stagewatch.regular import NotRegularFile, kind_of, read_regular
-from stagewatch.stage import RunResult, Stage
+from stagewatch.stage import DEFAULT_FUNCTION, RunResult, Stage
 
 log = structlog.get_logger(__name__)
 
@@ -49,11 +49,18 @@ ARGV_LABEL = "(argv)"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-def stage_key(name: str, code_hex: str, deps: Digests, inputs: Digests) -> str:
-    """The key, byte for byte as DESIGN §1 lays it out."""
+def stage_key(name: str, code_hex: str, deps: Digests, inputs: Digests, function: str | None = None) -> str:
+    """The key, byte for byte as DESIGN §1 lays it out.
+
+    A module stage that calls another function than `run` has it in its key after its code
+    (`function:NAME`): the same source calling another function is other code. The default
+    adds nothing, so the entries of every stage that calls `run` stay valid.
+    """
     h = hashlib.sha256()
     h.update(name.encode())
     h.update(b"code:" + code_hex.encode())
+    if function is not None and function != DEFAULT_FUNCTION:
+        h.update(b"function:" + function.encode())
     for rel, digest in sorted(deps):
         h.update(b"dep:" + _utf8(rel) + b"=" + digest.encode())
     for rel, digest in sorted(set(inputs)):
@@ -89,12 +96,19 @@ def format_entry(
     if fingerprint is not None and fingerprint.key == key and fingerprint.code is not None:
         code_label, code_hex = fingerprint.code
         lines.append(f"code={code_hex} {escape_path(code_label)}")
+        lines += _function_line(fingerprint.function)
         lines += [f"dep={digest} {escape_path(rel)}" for rel, digest in fingerprint.deps]
         lines += [f"in={digest} {escape_path(rel)}" for rel, digest in fingerprint.inputs]
     lines.append("finished=" + finished.astimezone(UTC).isoformat(timespec="seconds"))
     if duration_s is not None:
         lines.append(f"duration_s={duration_s:.3f}")
     return "\n".join(lines) + "\n"
+
+
+def _function_line(function: str | None) -> list[str]:
+    """The `function=` line: only for a function other than the default, whose entries keep the
+    lines they always had."""
+    return [] if function is None or function == DEFAULT_FUNCTION else [f"function={function}"]
 
 
 def _digest_line(value: str) -> tuple[str, str]:
@@ -147,6 +161,7 @@ def parse_entry(text: str, path: str, mtime: float) -> Entry | CorruptEntry:
         finished=fields.get("finished"),
         duration_s=duration_s,
         pending=pending,
+        function=None if code is None or code[0] == ARGV_LABEL else fields.get("function", DEFAULT_FUNCTION),
     )
 
 
@@ -160,6 +175,8 @@ def format_pending(previous: Entry, started: datetime, token: str) -> str:
     ]
     if previous.code is not None:
         lines.append(f"code={previous.code[1]} {escape_path(previous.code[0])}")
+        if previous.code[0] != ARGV_LABEL:
+            lines += _function_line(previous.function)
     lines += [f"dep={digest} {escape_path(rel)}" for rel, digest in previous.deps]
     lines += [f"in={digest} {escape_path(rel)}" for rel, digest in previous.inputs]
     if previous.finished:
@@ -268,8 +285,9 @@ class Workspace:
         deps, input_digests = pairs(dep_files), pairs(inputs.files)
         key = None
         if not problems and code is not None:
-            key = stage_key(stage.name, code[1], deps, input_digests)
-        return Fingerprint(key, code, deps, input_digests, tuple(dict.fromkeys(problems)))
+            key = stage_key(stage.name, code[1], deps, input_digests, stage.called)
+        unique = tuple(dict.fromkeys(problems))
+        return Fingerprint(key, code, deps, input_digests, unique, stage.called)
 
     def _python_imports(self, path: str) -> tuple[ImportStatement, ...]:
         return self.digests.python_imports(path, read_imports)

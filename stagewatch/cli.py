@@ -20,7 +20,7 @@ import structlog
 from stagewatch import __version__
 from stagewatch.build import BuildRound, plan, require_stages, select_stages
 from stagewatch.cache import Workspace, check_cache_dir
-from stagewatch.codedeps import resolve_module_source, stdlib_shadowed
+from stagewatch.codedeps import may_define, resolve_module_source, stdlib_shadowed
 from stagewatch.config import load_pipeline, locate_config
 from stagewatch.daemon.listener import DaemonListener
 from stagewatch.durations import format_duration
@@ -40,7 +40,7 @@ from stagewatch.log import (
     say_failure,
     say_on_stderr,
 )
-from stagewatch.paths import PathKind, absolute, classify, is_within, posix
+from stagewatch.paths import PathKind, absolute, classify, is_within, label, posix
 from stagewatch.pipeline import Pipeline
 from stagewatch.regular import kind_of
 from stagewatch.runner import StageRunner
@@ -667,10 +667,17 @@ def _runnable_problems(pipeline: Pipeline) -> tuple[list[str], list[str]]:
         shadowed = stdlib_shadowed(stage.module) if stage.module is not None else None
         if stage.module is not None and shadowed is not None:
             problems.append(f'{where}: "module": {stage.module} {shadowing(shadowed)}')
-        elif stage.module is not None and resolve_module_source(stage.module, search) is None:
-            problems.append(
-                f'{where}: "module": {stage.module} not found on python_path ({", ".join(search)})'
-            )
+        elif stage.module is not None:
+            source = resolve_module_source(stage.module, search)
+            if source is None:
+                problems.append(
+                    f'{where}: "module": {stage.module} not found on python_path ({", ".join(search)})'
+                )
+            elif not may_define(source, stage.function):
+                problems.append(
+                    f'{where}: "function": {stage.module} defines no function "{stage.function}"'
+                    f" ({label(source, root)})"
+                )
         for pattern in stage.inputs:
             path = absolute(pattern, root)
             if classify(pattern) is PathKind.GLOB:

@@ -1,4 +1,5 @@
-"""Find a stage module's source and its project-local imports, by reading (never importing) them."""
+"""Find a stage module's source, its project-local imports and the names it defines, by reading
+(never importing) them."""
 
 from __future__ import annotations
 
@@ -173,6 +174,54 @@ def imported_names(statements: Iterable[ImportStatement], module: ModuleFile) ->
         names.append(base)
         names.extend(f"{base}.{alias}" for alias in imported if alias != "*")
     return names
+
+
+def may_define(path: str, name: str) -> bool:
+    """Whether the module in `path` can have a global `name` once imported, as far as reading
+    it can tell: False only when no statement at its top level (nor inside an `if`, `try`,
+    `with` or loop there) binds the name and nothing could bind it unseen (a star import,
+    a module `__getattr__`, `globals()`, a `global` statement). An unreadable or broken
+    file, or one that is not Python source, may define anything: its run will say."""
+    tree = _parse(path) if path.endswith(".py") else None
+    if not isinstance(tree, ast.Module):
+        return True
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Global) or (isinstance(node, ast.Name) and node.id == "globals"):
+            return True
+    bound = _top_level_names(tree.body)
+    return name in bound or "*" in bound or "__getattr__" in bound
+
+
+def _top_level_names(body: list[ast.stmt]) -> set[str]:
+    names: set[str] = set()
+    pending: list[ast.AST] = list(body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+            continue  # what its body binds is its own
+        if isinstance(node, ast.Import):
+            names.update((alias.asname or alias.name).partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.update(alias.asname or alias.name for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.stmt | ast.excepthandler | ast.match_case):
+                pending.append(child)
+            elif isinstance(child, ast.expr | ast.withitem):
+                names.update(_targets(child))
+        if isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+    return names
+
+
+def _targets(node: ast.AST) -> set[str]:
+    """Names an expression at the top level stores to: assignment targets, loop and `with`
+    targets, walrus."""
+    return {
+        child.id
+        for child in ast.walk(node)
+        if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store)
+    } | {child.target.id for child in ast.walk(node) if isinstance(child, ast.NamedExpr)}
 
 
 def _parse(path: str) -> ast.AST | None:

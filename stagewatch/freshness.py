@@ -20,6 +20,7 @@ class Fingerprint:
     deps: Digests
     inputs: Digests
     problems: tuple[FileProblem, ...]
+    function: str | None = None  # what a module stage calls; None for a command
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,7 @@ class Entry:
     finished: str | None = None
     duration_s: float | None = None
     pending: bool = False  # a run began and did not succeed: never fresh
+    function: str | None = None  # what the run called: "run" when the entry names none
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,15 @@ class CodeChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class FunctionChanged:
+    before: str
+    now: str
+
+    def __str__(self) -> str:
+        return f"function changed: {self.before} -> {self.now}"
+
+
+@dataclass(frozen=True, slots=True)
 class FileChanged:
     role: str  # "input" or "code dependency"
     path: str
@@ -196,6 +207,7 @@ Reason = (
     | EntryUnreadable
     | FileProblem
     | CodeChanged
+    | FunctionChanged
     | FileChanged
     | KeyDiffers
     | OutputMissing
@@ -257,6 +269,8 @@ def key_changes(entry: Entry, fingerprint: Fingerprint) -> list[Reason]:
     if not entry.legacy and entry.code is not None and fingerprint.code is not None:
         if entry.code != fingerprint.code:
             changes.append(CodeChanged(fingerprint.code[0]))
+        if None not in (entry.function, fingerprint.function) and entry.function != fingerprint.function:
+            changes.append(FunctionChanged(str(entry.function), str(fingerprint.function)))
         changes += _diff("code dependency", entry.deps, fingerprint.deps)
         changes += _diff("input", entry.inputs, fingerprint.inputs)
     if entry.pending:

@@ -61,13 +61,17 @@ def _as_tuple(value: object) -> tuple[str, ...]:
     return tuple(cast("Iterable[str]", value))
 
 
+DEFAULT_FUNCTION = "run"
+"""A module stage's function when the pipeline names none; its key is DESIGN §1's, byte for byte."""
+
+
 @dataclass(frozen=True, slots=True)
 class Stage:
     """One unit of work: a module's function or a command, its declared files and its timing."""
 
     name: str
     module: str | None = None
-    function: str = "run"
+    function: str = DEFAULT_FUNCTION
     command: tuple[str, ...] | None = None
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
@@ -106,6 +110,11 @@ class Stage:
     def search_path(self, root: str) -> list[str]:
         """Where the stage's modules are found: python_path made absolute against output_dir."""
         return [absolute(entry, root) for entry in self.python_path]
+
+    @property
+    def called(self) -> str | None:
+        """The function a module stage's run calls; None for a command (its argv is its code)."""
+        return self.function if self.module is not None else None
 
     @property
     def code_label(self) -> str:
