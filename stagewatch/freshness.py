@@ -90,6 +90,7 @@ class Trouble(enum.Enum):
     NOT_REGULAR = "not a regular file"  # a FIFO, a socket, a device: never opened
     NOT_A_FOLDER = "not a folder"
     UNREADABLE = "unreadable"
+    FOLDER_UNREADABLE = "a folder that cannot be listed"  # inside an input folder or a glob's base
     MODULE_NOT_FOUND = "module not found"
     MODULE_SHADOWED = "module named like the standard library's"
 
@@ -116,6 +117,8 @@ class FileProblem:
                 return f"declared folder is not a folder ({self.detail}): {self.path}"
             case Trouble.UNREADABLE:
                 return f"declared file unreadable ({self.detail}): {self.path}"
+            case Trouble.FOLDER_UNREADABLE:
+                return f"input folder unreadable ({self.detail}): {self.path}"
             case Trouble.MODULE_NOT_FOUND:
                 return f"module not found on python_path: {self.path}"
             case Trouble.MODULE_SHADOWED:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from stagewatch.freshness import FileProblem, Trouble
@@ -15,7 +15,9 @@ from stagewatch.paths import (
     compile_glob,
     glob_base,
     glob_depth,
+    glob_may_match_below,
     is_within,
+    label,
 )
 from stagewatch.regular import kind_of
 
@@ -28,12 +30,19 @@ class Expansion:
     problems: tuple[FileProblem, ...]
 
 
-def walk_files(folder: str, rules: IgnoreRules, depth: int | None = None) -> Iterator[str]:
+def walk_files(
+    folder: str,
+    rules: IgnoreRules,
+    depth: int | None = None,
+    unreadable: Callable[[str, OSError], None] | None = None,
+) -> Iterator[str]:
     """Every file below folder, pruning ignored folders as it goes; with `depth`, only files
     that many levels down or fewer (1: the folder's own files).
 
     Symlinked folders are followed (a site often links a shared folder in), each real
-    folder once, so a link loop ends. An unreadable folder is skipped.
+    folder once, so a link loop ends. A folder that vanished is not there; one that is there
+    but cannot be listed is told to `unreadable` (its files are unknown, not absent) and
+    skipped.
     """
     if is_within(folder, rules.cache_dir):
         return  # what the files below ask of the rules takes this as known
@@ -47,7 +56,11 @@ def walk_files(folder: str, rules: IgnoreRules, depth: int | None = None) -> Ite
                 continue
             seen.add((st.st_dev, st.st_ino))
             entries = list(os.scandir(current))
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone since it was listed, or replaced by a file: there is nothing below
+        except OSError as exc:
+            if unreadable is not None:
+                unreadable(current, exc)
             continue
         prefix = current.rstrip("/") + "/"
         for entry in entries:
@@ -69,12 +82,24 @@ def expand(patterns: Iterable[str], output_dir: str, rules: IgnoreRules) -> Expa
     missing, or is not what it is declared as, is a problem (a FIFO is never a file to read)."""
     found: set[str] = set()
     problems: list[FileProblem] = []
-    walked: dict[tuple[str, int | None], list[str]] = {}  # several globs below one folder walk it once
+    # Several globs below one folder walk it once; with what could not be listed there.
+    walked: dict[tuple[str, int | None], tuple[list[str], list[tuple[str, OSError]]]] = {}
 
-    def files_below(folder: str, depth: int | None = None) -> list[str]:
+    def files_below(folder: str, depth: int | None = None, glob: str | None = None) -> list[str]:
         if (folder, depth) not in walked:
-            walked[folder, depth] = list(walk_files(folder, rules, depth))
-        return walked[folder, depth]
+            unlisted: list[tuple[str, OSError]] = []
+            files = list(walk_files(folder, rules, depth, lambda path, exc: unlisted.append((path, exc))))
+            walked[folder, depth] = files, unlisted
+        files, unlisted = walked[folder, depth]
+        for path, exc in unlisted:
+            # Unreadable is not absent: the files the pattern would find there are unknown.
+            if glob is None or path == folder or glob_may_match_below(glob, path):
+                problem = FileProblem(
+                    label(path, output_dir), Trouble.FOLDER_UNREADABLE, exc.strerror or str(exc)
+                )
+                if problem not in problems:
+                    problems.append(problem)
+        return files
 
     for pattern in patterns:
         kind = classify(pattern)
@@ -86,7 +111,7 @@ def expand(patterns: Iterable[str], output_dir: str, rules: IgnoreRules) -> Expa
             base = glob_base(path)
             if not rules.ignores(base, is_dir=True):
                 matches = compile_glob(path)
-                found.update(p for p in files_below(base, glob_depth(path, base)) if matches(p))
+                found.update(p for p in files_below(base, glob_depth(path, base), path) if matches(p))
         elif os.path.isdir(path):
             # A folder named without its trailing "/" is still read as the folder it is;
             # inside an ignored folder it reads as empty, as the graph and the watcher see it.

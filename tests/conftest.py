@@ -32,13 +32,14 @@ class Project:
         return self.write("stagewatch.toml", text)
 
     def cli(
-        self, *args: str, timeout: float = 30, env: dict[str, str] | None = None
+        self, *args: str, timeout: float = 30, env: dict[str, str] | None = None, wrap: tuple[str, ...] = ()
     ) -> subprocess.CompletedProcess[str]:
-        """Run `python -m stagewatch --config stagewatch.toml --log-format json ARGS` in the project."""
+        """Run `python -m stagewatch --config stagewatch.toml --log-format json ARGS` in the project
+        (behind `wrap`, a command that runs it, when given)."""
         full_env = {**os.environ, **(env or {})}
         full_env.pop("STAGEWATCH_CONFIG", None)
         return subprocess.run(
-            [sys.executable, "-m", "stagewatch", "--config", str(self.root / "stagewatch.toml"),
+            [*wrap, sys.executable, "-m", "stagewatch", "--config", str(self.root / "stagewatch.toml"),
              "--log-format", "json", *args],
             cwd=self.root, capture_output=True, text=True, timeout=timeout, env=full_env,
         )  # fmt: skip

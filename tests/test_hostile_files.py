@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -21,6 +22,7 @@ from stagewatch.cli import _ago
 from stagewatch.stage import StageState
 from stagewatch.state import Attempt, PipelineState, read_state, write_state
 from tests.conftest import Project
+from tests.daemon_support import SYNC_STAGE, RunningDaemon
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -468,6 +470,73 @@ def test_an_input_that_cannot_be_read_is_said_as_such(
     assert why in status["stages"][0]["reasons"]
 
 
+def unprivileged() -> tuple[str, ...]:
+    """A command that runs another without the power to read what its mode forbids: root reads
+    a folder of mode 000 anyway, so root gives up CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH."""
+    if os.geteuid() != 0:
+        return ()
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root, and setpriv (util-linux) is missing to give up reading all")
+    return ("setpriv", "--bounding-set", "-dac_override,-dac_read_search")
+
+
+@pytest.fixture
+def locked_folder(project: Project) -> Iterator[Path]:
+    """content/private/ holds a page, and nobody may list it."""
+    project.write("content/a.md", "A")
+    project.write("content/private/b.md", "B")
+    folder = project.root / "content" / "private"
+    folder.chmod(0)
+    yield folder
+    folder.chmod(0o755)  # so that tmp_path can be removed
+
+
+@pytest.mark.parametrize("pattern", ["content/**/*.md", "content/", "content/*/b.md"])
+def test_an_unreadable_folder_inside_an_input_fails_the_stage_naming_it(
+    project: Project, locked_folder: Path, pattern: str
+) -> None:
+    project.config(
+        f"""
+        [[stage]]
+        name = "site"
+        command = ["sh", "-c", "echo ran >> runs.log; echo made > out.txt"]
+        inputs = ["{pattern}"]
+        outputs = ["out.txt"]
+        """
+    )
+    why = "input folder unreadable (Permission denied): content/private"
+    as_user = unprivileged()
+    dry_run = no_traceback(project.cli("build", "--dry-run", wrap=as_user))
+    assert f"run    site  {why}; no successful run recorded" in dry_run.stdout
+    proc = no_traceback(project.cli("build", wrap=as_user))
+    assert proc.returncode == 1
+    assert [e["error"] for e in log_events(proc.stdout) if e["event"] == "stage.failed"] == [
+        f"exit 0 but {why}"
+    ]
+    assert not project.entry("site").exists()
+    status = json.loads(no_traceback(project.cli("status", "--json", wrap=as_user)).stdout)
+    assert status["stages"][0]["state"] != "fresh"
+    assert why in status["stages"][0]["reasons"]
+
+
+def test_an_unreadable_folder_a_glob_cannot_reach_is_no_problem(
+    project: Project, locked_folder: Path
+) -> None:
+    project.config(
+        """
+        [[stage]]
+        name = "site"
+        command = ["sh", "-c", "echo made > out.txt"]
+        inputs = ["content/*.md"]
+        outputs = ["out.txt"]
+        """
+    )
+    as_user = unprivileged()
+    assert no_traceback(project.cli("build", wrap=as_user)).returncode == 0
+    status = json.loads(no_traceback(project.cli("status", "--json", wrap=as_user)).stdout)
+    assert status["stages"][0]["state"] == "fresh"
+
+
 # --- the cache folder is not a folder ----------------------------------------------------------
 
 
@@ -575,3 +644,44 @@ def test_a_full_disk_names_every_file_it_could_not_write(copy: Project) -> None:
     proc = no_traceback(copy.cli("build"))  # room again: all is well
     assert proc.returncode == 0
     assert ran(copy) == 1
+
+
+def test_a_folder_made_readable_again_is_read_by_the_next_rescan(
+    project: Project, locked_folder: Path
+) -> None:
+    project.config(
+        SYNC_STAGE
+        + """
+        [pipeline]
+        rescan = "1s"  # a chmod is no event the daemon asks for: the reconciliation reads it
+
+        [[stage]]
+        name = "site"
+        command = ["sh", "-c", "cat content/*/*.md > out.txt 2>/dev/null || true"]
+        inputs = ["content/**/*.md"]
+        outputs = ["out.txt"]
+        """
+    )
+    project.write("sync/token", "0")
+    config = str(project.root / "stagewatch.toml")
+    argv = [
+        *unprivileged(),
+        sys.executable,
+        "-m",
+        "stagewatch",
+        "--config",
+        config,
+        "--log-format",
+        "json",
+        "watch",
+    ]
+    with RunningDaemon(project, argv=argv) as daemon:
+        failed = daemon.wait_event("stage.failed", stage="site")
+        assert (
+            "input folder unreadable (Permission denied): content/private" in daemon.events[failed]["error"]
+        )
+        since = daemon.ready()
+        locked_folder.chmod(0o755)
+        daemon.wait_event("stage.succeeded", since, stage="site")
+        assert project.read("out.txt") == "B"
+        assert daemon.stop() == 0
