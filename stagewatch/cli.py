@@ -533,14 +533,18 @@ def cmd_invalidate(
     names = list(pipeline.names) if args.all else _stage_names(pipeline, args.stages)
     owner, running = _running_now(pipeline)
     workspace = Workspace(pipeline.output_dir)
+    daemon = owner is not None and owner[1] == "watch"
     for name in names:
         removed = workspace.remove_entry(name)
-        if name not in running or owner is None:
+        if not removed and daemon:
+            # No entry to remove (it never succeeded, or failed since): a daemon holds a
+            # failed stage until its inputs change, so the deletion must still reach it.
+            workspace.announce_invalidation(name)
+        if owner is None or (name not in running and (removed or not daemon)):
             print(f"{name}: {'invalidated' if removed else 'no entry (already runs next round)'}")
-        elif owner[1] == "watch":
-            if not removed:
-                # Its first run is under way: a deletion is what tells the daemon.
-                workspace.announce_invalidation(name)
+        elif name not in running:
+            print(f"{name}: invalidated (it had no entry); the daemon (pid {owner[0]}) runs it next")
+        elif daemon:
             print(f"{name}: invalidated; it is running now, and runs again once this run ends")
         elif removed:
             print(f"{name}: invalidated; it is running now in a build (pid {owner[0]}): this run is not kept")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Project
-from tests.daemon_support import RunningDaemon
+from tests.daemon_support import SYNC_STAGE, RunningDaemon
 from tests.test_daemon_lifecycle import SLOW, alive, hold_slow_stage, slow, starts, wait_until  # noqa: F401
 from tests.test_systemd import NotifySocket
 
@@ -160,6 +160,37 @@ def test_an_invalidate_during_a_first_run_runs_it_again(slow: Project) -> None: 
         (slow.root / "go").write_text("")
         done = daemon.wait_event("stage.succeeded", stage="slow")
         daemon.wait_event("stage.started", max(done, mark), stage="slow")
+        assert daemon.stop() == 0
+
+
+def test_invalidate_reruns_a_stage_that_never_succeeded(project: Project) -> None:
+    # It fails until a file it does not declare appears: only an invalidate can say so.
+    project.config(
+        SYNC_STAGE
+        + """
+[[stage]]
+name = "site"
+command = ["sh", "-c", "test -f ready || { echo not ready >&2; exit 1; }; cp in.txt out.txt"]
+inputs = ["in.txt"]
+outputs = ["out.txt"]
+"""
+    )
+    project.write("in.txt", "page")
+    project.write("sync/token", "0")
+    with RunningDaemon(project) as daemon:
+        failed = daemon.wait_event("stage.failed", stage="site")
+        since = daemon.ready()
+        assert since > failed and not project.entry("site").exists()
+        project.write("ready", "")
+        proc = project.cli("invalidate", "site")
+        assert proc.returncode == 0
+        assert (
+            f"site: invalidated (it had no entry); the daemon (pid {daemon.proc.pid}) runs it next"
+            in proc.stdout
+        )
+        daemon.wait_event("stage.invalidated", since, stage="site")
+        daemon.wait_event("stage.succeeded", since, stage="site")
+        assert project.read("out.txt") == "page"
         assert daemon.stop() == 0
 
 
