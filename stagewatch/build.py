@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import heapq
 import time
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from stagewatch.pipeline import Pipeline
 from stagewatch.runner import StageRunner
 from stagewatch.stage import RunResult, StageState
 from stagewatch.state import StateRecorder
+from stagewatch.suggest import did_you_mean
 
 log = structlog.get_logger(__name__)
 
@@ -56,9 +56,7 @@ def require_stages(pipeline: Pipeline, names: Iterable[str]) -> None:
     problems = []
     for name in names:
         if not pipeline.has_stage(name):
-            close = difflib.get_close_matches(name, pipeline.names, n=1, cutoff=0.6)
-            hint = f' (did you mean "{close[0]}"?)' if close else ""
-            problems.append(f'no stage named "{name}"{hint}')
+            problems.append(f'no stage named "{name}"{did_you_mean(name, pipeline.names)}')
     if problems:
         raise UsageError("; ".join(problems) + f"; stages: {', '.join(pipeline.names)}")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import posixpath
 import tomllib
@@ -19,6 +18,7 @@ from stagewatch.pipeline import Pipeline
 from stagewatch.regular import FileTooLarge, NotRegularFile, read_regular
 from stagewatch.serve.settings import DEFAULT_BIND, DEFAULT_PORT, SERVE_KEYS, ServeSettings
 from stagewatch.stage import MODULE_NAME, STAGE_NAME, OnBusy, Stage, WatcherKind
+from stagewatch.suggest import did_you_mean
 
 DEFAULT_CONFIG = "stagewatch.toml"
 CONFIG_ENV = "STAGEWATCH_CONFIG"
@@ -74,11 +74,6 @@ def load_pipeline(path: Path) -> Pipeline:
     return parse_pipeline(data, path)
 
 
-def _did_you_mean(key: str, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else ""
-
-
 def _show(value: object) -> str:
     text = repr(value) if not isinstance(value, str) else f'"{value}"'
     return text if len(text) <= 60 else text[:57] + "..."
@@ -103,7 +98,7 @@ class _Reader:
     def unknown_keys(self, known: tuple[str, ...]) -> None:
         for key in self.table:
             if key not in known:
-                self.problem(f'unknown key "{key}"{_did_you_mean(key, known)}')
+                self.problem(f'unknown key "{key}"{did_you_mean(key, known)}')
 
     def string(self, key: str, default: str | None = None) -> str | None:
         value = self.table.get(key, default)
@@ -165,7 +160,7 @@ def parse_pipeline(data: Mapping[str, Any], path: Path) -> Pipeline:
             hint = " (settings go in [pipeline])" if key in PIPELINE_KEYS else ""
             problems.append(f'{file}: unknown key "{key}" outside any table{hint}')
             continue
-        hint = _did_you_mean(key, TOP_KEYS)
+        hint = did_you_mean(key, TOP_KEYS)
         if key == "stages":
             hint = ' (did you mean "[[stage]]"?)'
         problems.append(f'{file}: unknown table "{key}"{hint}')
@@ -309,7 +304,7 @@ def _parse_stage(
     if "module" in table and "command" in table:
         reader.problem('give either "module" or "command", not both')
     elif "module" not in table and "command" not in table:
-        misspelled = any(_did_you_mean(key, ("module", "command")) for key in table if key not in STAGE_KEYS)
+        misspelled = any(did_you_mean(key, ("module", "command")) for key in table if key not in STAGE_KEYS)
         if not misspelled:  # "comand" was already pointed out
             reader.problem('missing "module" or "command": say what the stage runs')
     if module is not None and not MODULE_NAME.fullmatch(module):
@@ -383,7 +378,7 @@ def _check_references(
             if before == stage.name:
                 problems.append(f'{file}: stage "{stage.name}": "after" names the stage itself')
             elif before not in names:
-                hint = _did_you_mean(before, tuple(names))
+                hint = did_you_mean(before, tuple(names))
                 problems.append(f'{file}: stage "{stage.name}": "after": no stage named "{before}"{hint}')
         for output in stage.outputs:
             target = absolute(output, root)

@@ -107,6 +107,21 @@ def test_unknown_pipeline_key_suggests_the_right_one(tmp_path: Path) -> None:
     assert only_problem(path) == f'{path}: [pipeline]: unknown key "debounse" (did you mean "debounce"?)'
 
 
+def test_a_mistyped_serve_key_suggests_port(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        """
+        [serve]
+        prot = 8000
+
+        [[stage]]
+        name = "render"
+        module = "pipeline.render"
+        """,
+    )
+    assert only_problem(path).endswith('unknown key "prot" (did you mean "port"?)')
+
+
 def test_unknown_key_with_nothing_close_has_no_suggestion(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,
