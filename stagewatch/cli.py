@@ -17,10 +17,10 @@ from typing import Any, TextIO
 
 import structlog
 
-from stagewatch import __version__
 from stagewatch.build import BuildRound, plan, require_stages, select_stages
 from stagewatch.cache import Workspace, check_cache_dir
 from stagewatch.codedeps import may_define, resolve_module_source, stdlib_shadowed
+from stagewatch.commandline import parser
 from stagewatch.config import load_pipeline, locate_config
 from stagewatch.daemon.listener import DaemonListener
 from stagewatch.durations import format_duration
@@ -67,116 +67,12 @@ class OutputGone(BaseException):
     """
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        metavar="PATH",
-        default=argparse.SUPPRESS,
-        help="pipeline file (default: $STAGEWATCH_CONFIG, else ./stagewatch.toml)",
-    )
-    common.add_argument(
-        "--log-format",
-        choices=("auto", "console", "json"),
-        default=argparse.SUPPRESS,
-        help="auto: console on a terminal, JSON lines otherwise",
-    )
-    common.add_argument(
-        "-v",
-        "--verbose",
-        action="store_const",
-        const=1,
-        dest="verbosity",
-        default=argparse.SUPPRESS,
-        help="also log fresh stages and details",
-    )
-    common.add_argument(
-        "-q",
-        "--quiet",
-        action="store_const",
-        const=-1,
-        dest="verbosity",
-        default=argparse.SUPPRESS,
-        help="only warnings and errors",
-    )
-    parser = argparse.ArgumentParser(
-        prog="stagewatch", parents=[common],
-        description="Keep a pipeline of stages up to date by content hash.",
-    )  # fmt: skip
-    parser.add_argument("--version", action="version", version=f"stagewatch {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    watch = commands.add_parser("watch", parents=[common], help="keep the pipeline fresh as files change")
-    watch.add_argument("--jobs", "-j", type=_positive_int, metavar="N", help="stages at once")
-    watch.add_argument("--serve", action="store_true", help="and serve the site, live (as `serve`)")
-    _preview_options(watch)
-
-    serve = commands.add_parser("serve", parents=[common], help="watch, and serve the site live to a browser")
-    serve.add_argument("--jobs", "-j", type=_positive_int, metavar="N", help="stages at once")
-    _preview_options(serve)
-
-    build = commands.add_parser("build", parents=[common], help="bring stages up to date once")
-    build.add_argument("stages", nargs="*", metavar="STAGE", help="these stages and what they depend on")
-    build.add_argument("--force", action="store_true", help="run the selected stages even if fresh")
-    build.add_argument("--dry-run", action="store_true", help="print what would run and why")
-    build.add_argument("--jobs", "-j", type=_positive_int, metavar="N", help="stages at once")
-
-    status = commands.add_parser("status", parents=[common], help="one row per stage: fresh, stale, ...")
-    status.add_argument("--json", action="store_true", help="machine-readable")
-
-    explain = commands.add_parser("explain", parents=[common], help="why a stage would run")
-    explain.add_argument("stage", metavar="STAGE")
-
-    invalidate = commands.add_parser("invalidate", parents=[common], help="make stages run next round")
-    invalidate.add_argument("stages", nargs="*", metavar="STAGE")
-    invalidate.add_argument("--all", action="store_true", help="every stage")
-
-    accept = commands.add_parser("accept", parents=[common], help="record current inputs as built")
-    accept.add_argument("stages", nargs="+", metavar="STAGE")
-
-    graph = commands.add_parser("graph", parents=[common], help="print the stage graph")
-    graph.add_argument("--format", choices=("text", "dot", "json"), default="text")
-
-    commands.add_parser("check", parents=[common], help="validate the pipeline file")
-    return parser
-
-
-def _preview_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bind", metavar="ADDR", help="address to listen on (default 127.0.0.1, or [serve] bind)"
-    )
-    parser.add_argument(
-        "--port", type=_port, metavar="N", help="port (default 8000, or [serve] port; 0: any free one)"
-    )
-    parser.add_argument("--open", action="store_true", help="open the site in a browser")
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 65535 (0: any free port), got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, ValueError):
             # A file name that is not UTF-8 is shown escaped, never a UnicodeEncodeError.
             stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     log_stream: TextIO = sys.stdout if args.command in _LOGS_ON_STDOUT else sys.stderr
     fmt = resolve_format(getattr(args, "log_format", "auto"), log_stream)
     output = configure_logging(fmt, _verbosity(args), log_stream)
