@@ -7,9 +7,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import threading
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -78,11 +79,31 @@ def _seconds(value: object) -> str:
     return format_duration(float(value)) if isinstance(value, int | float) else str(value)
 
 
+_EXCEPTION = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning|Failure)\b(: .*)?")
+
+
+def exception_line(tail: Sequence[str]) -> str | None:
+    """The line of a failed run's output that says what went wrong: a Python traceback's last
+    line ("KeyError: 'title'"), else the last line that names an error, else the last line."""
+    lines = [line.rstrip() for line in tail if line.strip()]
+    if not lines:
+        return None
+    traceback = max((i for i, line in enumerate(lines) if line.startswith("Traceback (")), default=-1)
+    after = [line for line in lines[traceback + 1 :] if not line[:1].isspace()] if traceback >= 0 else []
+    if after:
+        return after[-1]
+    named = [line for line in lines if _EXCEPTION.fullmatch(line)]
+    return named[-1] if named else lines[-1]
+
+
 class StoryRenderer:
     """Renders known events as sentences a person reads at a glance; others as `event key=value`."""
 
-    def __init__(self, colors: bool) -> None:
+    def __init__(self, colors: bool, output_shown: bool = True) -> None:
         self.colors = colors
+        # A stage's lines are shown as they come ("stage | ..."), so a failure names its
+        # exception and is not told twice; under -q they are not, so the failure shows its tail.
+        self.output_shown = output_shown
 
     def _c(self, color: str, text: str) -> str:
         return f"{color}{text}{_RESET}" if self.colors else text
@@ -95,6 +116,10 @@ class StoryRenderer:
         level = str(fields.pop("level", "info"))
         stamp = str(fields.pop("timestamp", ""))
         tail = fields.pop("tail", None)
+        if event == "stage.failed":
+            fields["exception"] = exception_line(tail or ())
+            if self.output_shown:
+                tail = None
         text = self._sentence(event, fields, len(tail or ()))
         if text is None:
             rest = " ".join(f"{key}={value}" for key, value in fields.items())
@@ -118,9 +143,11 @@ class StoryRenderer:
         if event == "stage.failed":
             lines = "line" if tail_lines == 1 else f"{tail_lines} lines"
             where = f"; last {lines} of its output:" if tail_lines else ""
+            exception = f.get("exception")
+            said = f": {self._c(_BOLD, exception)}" if exception and exception != f.get("error") else ""
             return (
                 f'{self._c(_RED, "✗")} stage "{stage}" failed ({f.get("error")})'
-                f" after {_seconds(f.get('duration_s'))}{where}"
+                f" after {_seconds(f.get('duration_s'))}{said}{where}"
             )
         if event == "stage.blocked":
             return f"{self._c(_YELLOW, '⊘')} {self._c(_BOLD, stage)} not run: upstream {f.get('by')} failed"
@@ -361,7 +388,7 @@ def configure_logging(fmt: Resolved, verbosity: int, stream: TextIO) -> GuardedS
         processors = [
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
-            StoryRenderer(colors=_supports_color(stream)),
+            StoryRenderer(colors=_supports_color(stream), output_shown=verbosity >= 0),
         ]
     _guarded = GuardedStream(stream)
     structlog.configure(

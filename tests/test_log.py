@@ -1,90 +1,106 @@
-"""The log's stream guard: a stream that goes away is told once and never raises into the program."""
+"""The console story: a failure told once, led by what went wrong."""
 
 from __future__ import annotations
 
-import io
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
 
 import pytest
-import structlog
 
-from stagewatch.log import GuardedStream, configure_logging, line_sink, on_output_gone, output_gone
+from stagewatch.log import exception_line
+from tests.conftest import Project
 
-pytestmark = pytest.mark.timeout(30)
+TRACEBACK = [
+    "rendering 3 pages",
+    "Traceback (most recent call last):",
+    '  File "pipeline/render.py", line 6, in run',
+    "    helper(3)",
+    "jinja2.exceptions.UndefinedError: 'title' is undefined",
+]
+CHAINED = [
+    "Traceback (most recent call last):",
+    "  x",
+    "KeyError: 'a'",
+    "",
+    "During handling of the above exception, another exception occurred:",
+    "",
+    "Traceback (most recent call last):",
+    "  y",
+    "ValueError: b",
+]
+NO_SPACE = "OSError: [Errno 28] No space left on device"
+CP = "cp: cannot stat 'static/x.css': No such file or directory"
+
+
+@pytest.mark.parametrize(
+    ("tail", "line"),
+    [
+        (TRACEBACK, TRACEBACK[-1]),
+        ([*TRACEBACK, "", "  "], TRACEBACK[-1]),
+        (CHAINED, "ValueError: b"),
+        ([NO_SPACE, "cleaning up"], NO_SPACE),
+        (["copying", CP], CP),
+        ([], None),
+        (["", " "], None),
+    ],
+)
+def test_the_line_that_says_what_went_wrong(tail: list[str], line: str | None) -> None:
+    assert exception_line(tail) == line
 
 
 @pytest.fixture
-def closed_pipe() -> Iterator[io.TextIOWrapper]:
-    """A text stream on a pipe whose reader has gone: writes fail with EPIPE."""
-    read_end, write_end = os.pipe()
-    os.close(read_end)
-    stream = os.fdopen(write_end, "w")
-    yield stream
-    stream.close()
+def broken(project: Project) -> Project:
+    project.write("pipeline/__init__.py", "")
+    project.write(
+        "pipeline/render.py",
+        """\
+        def helper(n):
+            return {}["missing-" + str(n)]
+
+        def run(out):
+            print("rendering 3 pages")
+            helper(3)
+        """,
+    )
+    project.write("in.txt", "x")
+    project.config(
+        """
+        [[stage]]
+        name = "render"
+        module = "pipeline.render"
+        inputs = ["in.txt"]
+        outputs = ["out.txt"]
+        """
+    )
+    return project
 
 
-def test_a_write_to_a_closed_pipe_breaks_the_stream_once(closed_pipe: io.TextIOWrapper) -> None:
-    guard = GuardedStream(closed_pipe)
-    told: list[str] = []
-    guard.on_broken(told.append)
-    guard.write("first line\n")
-    guard.flush()  # the pipe's buffer is written here: EPIPE
-    guard.write("second line\n")
-    guard.flush()
-    assert guard.broken == "Broken pipe"
-    assert told == ["Broken pipe"]
+def console_build(project: Project, *options: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "stagewatch", "--config", str(project.root / "stagewatch.toml"),
+         "--log-format", "console", *options, "build"],
+        cwd=project.root, capture_output=True, text=True, timeout=30, env={**os.environ, "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr == ""
+    return proc.stdout
 
 
-def test_the_broken_fd_is_pointed_at_dev_null(closed_pipe: io.TextIOWrapper) -> None:
-    guard = GuardedStream(closed_pipe)
-    print("a line", file=guard, flush=True)
-    assert os.readlink(f"/proc/self/fd/{closed_pipe.fileno()}") == os.devnull
-    closed_pipe.write("what was still buffered\n")
-    closed_pipe.flush()  # and Python's own flush at exit succeeds
+def test_a_failure_on_the_console_is_told_once_and_names_its_exception(broken: Project) -> None:
+    shown = console_build(broken)
+    assert shown.count("Traceback (most recent call last):") == 1
+    assert shown.count("KeyError: 'missing-3'") == 2  # the stage's own line, and the failure's
+    failed = [line for line in shown.splitlines() if "failed (exit 1)" in line]
+    assert len(failed) == 1
+    assert failed[0].endswith("""s: KeyError: 'missing-3'""")
+    assert "render | rendering 3 pages" in shown
 
 
-def test_a_callback_registered_after_the_break_is_told_at_once() -> None:
-    stream = io.StringIO()
-    stream.close()
-    guard = GuardedStream(stream)
-    guard.write("x")
-    told: list[str] = []
-    guard.on_broken(told.append)
-    assert told == ["closed"]
-
-
-def test_a_full_disk_and_a_failing_callback_are_both_survived() -> None:
-    with open("/dev/full", "w") as full:
-        guard = GuardedStream(full)
-        told: list[str] = []
-
-        def fails(_reason: str) -> None:
-            raise RuntimeError("the loop is closed")
-
-        guard.on_broken(fails)
-        guard.on_broken(told.append)
-        print("a line", file=guard, flush=True)
-    assert told == ["No space left on device"]
-
-
-def test_an_undone_callback_is_not_told(closed_pipe: io.TextIOWrapper) -> None:
-    guard = GuardedStream(closed_pipe)
-    told: list[str] = []
-    undo = guard.on_broken(told.append)
-    undo()
-    print("a line", file=guard, flush=True)
-    assert guard.broken == "Broken pipe" and told == []
-
-
-def test_log_calls_and_stage_lines_on_a_lost_stream_never_raise(closed_pipe: io.TextIOWrapper) -> None:
-    told: list[str] = []
-    try:
-        configure_logging("json", 0, closed_pipe)
-        on_output_gone(told.append)
-        structlog.get_logger("test").info("watch.idle", fresh=1)
-        line_sink("json", closed_pipe)("render", "stdout", "a line from a stage")
-        assert output_gone() == "Broken pipe"
-        assert told == ["Broken pipe"]
-    finally:
-        structlog.reset_defaults()
+def test_a_quiet_console_shows_a_failures_last_lines_once(broken: Project) -> None:
+    shown = console_build(broken, "-q")
+    assert shown.count("Traceback (most recent call last):") == 1
+    assert "render |" not in shown
+    first = shown.splitlines()[0]
+    assert "KeyError: 'missing-3'; last 7 lines of its output:" in first
+    assert "  | KeyError: 'missing-3'" in shown
