@@ -19,7 +19,7 @@ import structlog
 
 from stagewatch.build import BuildRound, plan, require_stages, select_stages
 from stagewatch.cache import Workspace, check_cache_dir
-from stagewatch.codedeps import may_define, resolve_module_source, stdlib_shadowed
+from stagewatch.codedeps import function_problem, resolve_module_source, stdlib_shadowed
 from stagewatch.commandline import parser
 from stagewatch.config import load_pipeline, locate_config
 from stagewatch.daemon.listener import DaemonListener
@@ -573,11 +573,9 @@ def _runnable_problems(pipeline: Pipeline) -> tuple[list[str], list[str]]:
                 problems.append(
                     f'{where}: "module": {stage.module} not found on python_path ({", ".join(search)})'
                 )
-            elif not may_define(source, stage.function):
-                problems.append(
-                    f'{where}: "function": {stage.module} defines no function "{stage.function}"'
-                    f" ({label(source, root)})"
-                )
+            elif (wrong := function_problem(source, stage.function)) is not None:
+                key, sentence = wrong
+                problems.append(f'{where}: "{key}": {stage.module} {sentence} ({label(source, root)})')
         for pattern in stage.inputs:
             path = absolute(pattern, root)
             if classify(pattern) is PathKind.GLOB:

@@ -176,20 +176,38 @@ def imported_names(statements: Iterable[ImportStatement], module: ModuleFile) ->
     return names
 
 
-def may_define(path: str, name: str) -> bool:
-    """Whether the module in `path` can have a global `name` once imported, as far as reading
-    it can tell: False only when no statement at its top level (nor inside an `if`, `try`,
-    `with` or loop there) binds the name and nothing could bind it unseen (a star import,
-    a module `__getattr__`, `globals()`, a `global` statement). An unreadable or broken
-    file, or one that is not Python source, may define anything: its run will say."""
-    tree = _parse(path) if path.endswith(".py") else None
-    if not isinstance(tree, ast.Module):
-        return True
+def function_problem(path: str, name: str) -> tuple[str, str] | None:
+    """What reading the module in `path` says is wrong with calling `name(output_dir)` in it,
+    as (the stage's key to blame, "module" or "function"; the sentence), or None when nothing
+    is (or reading cannot tell: a file that is not Python source, or that cannot be read, is
+    for its run to say).
+
+    The name must be bound at the module's top level (or inside an `if`, `try`, `with` or loop
+    there), unless something could bind it unseen: a star import, a module `__getattr__`,
+    `globals()`, a `global` statement. A plain `def` of it must take an argument.
+    """
+    if not path.endswith(".py"):
+        return None
+    try:
+        tree = _parse_strictly(path)
+    except SyntaxError as exc:
+        return "module", f"is not valid Python: {exc.msg} (line {exc.lineno})"
+    except (OSError, ValueError):
+        return None
     for node in ast.walk(tree):
         if isinstance(node, ast.Global) or (isinstance(node, ast.Name) and node.id == "globals"):
-            return True
+            return None
     bound = _top_level_names(tree.body)
-    return name in bound or "*" in bound or "__getattr__" in bound
+    if name not in bound and "*" not in bound and "__getattr__" not in bound:
+        return "function", f'defines no function "{name}"'
+    defs = [node for node in tree.body if getattr(node, "name", None) == name]
+    if len(defs) == 1 and isinstance(defs[0], ast.FunctionDef) and _takes_no_argument(defs[0].args):
+        return "function", f'"{name}" takes no argument, and is called as {name}(output_dir)'
+    return None
+
+
+def _takes_no_argument(args: ast.arguments) -> bool:
+    return not (args.posonlyargs or args.args or args.vararg)
 
 
 def _top_level_names(body: list[ast.stmt]) -> set[str]:
@@ -226,14 +244,18 @@ def _targets(node: ast.AST) -> set[str]:
 
 def _parse(path: str) -> ast.AST | None:
     try:
-        with open_regular(path) as handle, warnings.catch_warnings():
-            # A SyntaxWarning about the user's code ("\d" in a string) is not ours to print,
-            # and under -W error it must not hide the module's imports.
-            warnings.simplefilter("ignore")
-            return ast.parse(handle.read(), filename=path)
+        return _parse_strictly(path)
     except (OSError, SyntaxError, ValueError):
         # An unreadable or broken module adds no dependencies; its run will say what is wrong.
         return None
+
+
+def _parse_strictly(path: str) -> ast.Module:
+    with open_regular(path) as handle, warnings.catch_warnings():
+        # A SyntaxWarning about the user's code ("\d" in a string) is not ours to print,
+        # and under -W error it must not hide the module's imports.
+        warnings.simplefilter("ignore")
+        return ast.parse(handle.read(), filename=path)
 
 
 def find_code_dependencies(

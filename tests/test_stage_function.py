@@ -105,6 +105,27 @@ def test_check_names_a_function_the_module_does_not_define(site: Project) -> Non
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        (
+            "def run_v2(out)\n    pass\n",
+            "\"module\": pipeline.render is not valid Python: expected ':' (line 1)",
+        ),
+        ("def run_v2():\n    pass\n", '"function": pipeline.render "run_v2" takes no argument'),
+        ("def run_v2(*, out):\n    pass\n", '"function": pipeline.render "run_v2" takes no argument'),
+    ],
+    ids=["syntax", "no-argument", "keyword-only"],
+)
+def test_check_names_a_module_its_run_cannot_call(site: Project, source: str, said: str) -> None:
+    site.write("pipeline/render.py", source)
+    site.config(config("run_v2"))
+    proc = site.cli("check")
+    assert proc.returncode == 2
+    assert f'stage "render": {said}' in proc.stderr
+    assert "(pipeline/render.py)" in proc.stderr
+
+
 def test_check_reads_the_module_without_importing_it(site: Project) -> None:
     site.write("pipeline/render.py", 'raise SystemExit("imported")\n' + MODULE)
     site.config(config("run_v2"))
@@ -125,8 +146,22 @@ def test_check_reads_the_module_without_importing_it(site: Project) -> None:
         "def __getattr__(name):\n    return print\n",
         "async def run_v2(out):\n    pass\n",
         "run_v2: object = print\n",
+        "def run_v2(*args):\n    pass\n",
+        "def run_v2(out=None):\n    pass\n",
     ],
-    ids=["imported", "module-alias", "assigned", "class", "try", "star", "getattr", "async", "annotated"],
+    ids=[
+        "imported",
+        "module-alias",
+        "assigned",
+        "class",
+        "try",
+        "star",
+        "getattr",
+        "async",
+        "annotated",
+        "varargs",
+        "default",
+    ],
 )
 def test_check_accepts_every_way_a_module_can_define_the_name(site: Project, source: str) -> None:
     site.write("pipeline/helpers.py", "def run_v2(out):\n    pass\n")
