@@ -19,7 +19,7 @@ import structlog
 
 from stagewatch.build import BuildRound, plan, require_stages, select_stages
 from stagewatch.cache import Workspace, check_cache_dir
-from stagewatch.codedeps import function_problem, resolve_module_source, stdlib_shadowed
+from stagewatch.codedeps import function_problem, nearby_module, resolve_module_source, stdlib_shadowed
 from stagewatch.commandline import parser
 from stagewatch.config import load_pipeline, locate_config
 from stagewatch.daemon.listener import DaemonListener
@@ -40,7 +40,7 @@ from stagewatch.log import (
     say_failure,
     say_on_stderr,
 )
-from stagewatch.paths import PathKind, absolute, classify, is_within, label, posix
+from stagewatch.paths import PathKind, absolute, classify, glob_base, is_within, label, posix
 from stagewatch.pipeline import Pipeline
 from stagewatch.regular import kind_of
 from stagewatch.runner import StageRunner
@@ -570,8 +570,10 @@ def _runnable_problems(pipeline: Pipeline) -> tuple[list[str], list[str]]:
         elif stage.module is not None:
             source = resolve_module_source(stage.module, search)
             if source is None:
+                near = nearby_module(stage.module, search)
+                hint = f' (did you mean "{near}"?)' if near is not None else ""
                 problems.append(
-                    f'{where}: "module": {stage.module} not found on python_path ({", ".join(search)})'
+                    f'{where}: "module": {stage.module} not found on python_path ({", ".join(search)}){hint}'
                 )
             elif (wrong := function_problem(source, stage.function)) is not None:
                 key, sentence = wrong
@@ -579,6 +581,13 @@ def _runnable_problems(pipeline: Pipeline) -> tuple[list[str], list[str]]:
         for pattern in stage.inputs:
             path = absolute(pattern, root)
             if classify(pattern) is PathKind.GLOB:
+                base = glob_base(path)
+                made_there = any(is_within(output, base) or is_within(base, output) for output in made)
+                if not os.path.isdir(base) and not made_there:
+                    warnings.append(
+                        f'{where}: input "{pattern}" matches nothing: {label(base, root)} is no folder'
+                        f" (yet), and no stage makes it (paths are relative to {root})"
+                    )
                 continue
             try:
                 mode = os.stat(path).st_mode

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import os
 import sys
@@ -15,6 +16,7 @@ from importlib.machinery import PathFinder
 
 from stagewatch.hashing import RACY_WINDOW_NS
 from stagewatch.regular import open_regular
+from stagewatch.suggest import closest
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,43 @@ def resolve_module_source(module: str, search_path: Sequence[str]) -> str | None
     """The source file of a dotted module name on search_path, or None when it is not there."""
     found = ModuleResolver(search_path).find(module)
     return found.path if found is not None else None
+
+
+def nearby_module(module: str, search_path: Sequence[str]) -> str | None:
+    """The module a dotted name that cannot be found most likely meant: a near name beside
+    where it was looked for ("pipeline.rendr": "pipeline.render"), or the same name one folder
+    down ("render": "pipeline.render", when python_path misses that folder)."""
+    parent, _, last = module.rpartition(".")
+    near: set[str] = set()
+    for entry in search_path:
+        folder = os.path.join(entry, *parent.split(".")) if parent else entry
+        near.update(name for name, _ in _module_names(folder))
+    found = closest(last, near)
+    if found is not None:
+        return f"{parent}.{found}" if parent else found
+    for entry in search_path:
+        for name, is_package in _module_names(entry):
+            below = os.path.join(entry, name, *module.split("."))
+            if is_package and (os.path.isfile(below + ".py") or os.path.isdir(below)):
+                return f"{name}.{module}"
+    return None
+
+
+def _module_names(folder: str) -> list[tuple[str, bool]]:
+    """The modules a folder holds, (name, is a folder), by their files' names alone."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    names = []
+    for entry in entries:
+        stem, dot, suffix = entry.name.partition(".")
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not dot and entry.name.isidentifier():
+                names.append((entry.name, True))
+            elif suffix == "py" and stem.isidentifier() and entry.is_file():
+                names.append((stem, False))
+    return names
 
 
 # One import statement as (level, module, names): "from ..a import b, c" is (2, "a", ("b", "c")),

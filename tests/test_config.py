@@ -1459,6 +1459,60 @@ def test_cli_check_refuses_a_module_it_cannot_find(project: Project) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("module", "python_path", "meant"),
+    [
+        ("pipeline.rendr", ".", "pipeline.render"),
+        ("render", ".", "pipeline.render"),
+        ("rendr", "pipeline", "render"),
+    ],
+)
+def test_cli_check_suggests_the_module_meant(
+    project: Project, module: str, python_path: str, meant: str
+) -> None:
+    project.write("pipeline/__init__.py", "")
+    project.write("pipeline/render.py", "def run(out):\n    pass\n")
+    project.config(
+        f"""
+        [pipeline]
+        python_path = ["{python_path}"]
+
+        [[stage]]
+        name = "render"
+        module = "{module}"
+        """
+    )
+    result = project.cli("check")
+    assert result.returncode == 2
+    searched = project.root if python_path == "." else project.root / python_path
+    assert result.stderr.rstrip().endswith(f'not found on python_path ({searched}) (did you mean "{meant}"?)')
+
+
+def test_cli_check_warns_of_a_glob_whose_folder_is_not_there(project: Project) -> None:
+    project.config(
+        """
+        [[stage]]
+        name = "pages"
+        command = ["true"]
+        inputs = ["site/content/*.md"]
+        outputs = ["_build/site/"]
+
+        [[stage]]
+        name = "index"
+        command = ["true"]
+        inputs = ["_build/site/**/*.html"]
+        outputs = ["_build/index.html"]
+        """
+    )
+    result = project.cli("check")
+    assert result.returncode == 0
+    path = project.root / "stagewatch.toml"
+    assert result.stderr.splitlines() == [
+        f'warning: {path}: stage "pages": input "site/content/*.md" matches nothing: site/content is no'
+        f" folder (yet), and no stage makes it (paths are relative to {project.root})"
+    ]
+
+
 # --- names that cannot work on disk or in Python -----------------------------------------------
 
 
