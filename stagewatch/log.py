@@ -75,6 +75,10 @@ class JournalPriorityPrefix:
         return f"<{priority}>{self.render(logger, name, event_dict)}"
 
 
+def _count(value: object, noun: str) -> str:
+    return f"{value} {noun}" if value == 1 else f"{value} {noun}s"
+
+
 def _seconds(value: object) -> str:
     return format_duration(float(value)) if isinstance(value, int | float) else str(value)
 
@@ -155,7 +159,8 @@ class StoryRenderer:
             return f"{self._c(_DIM, '·')} {stage} fresh"
         if event == "watch.started":
             return (
-                f"{self._c(_BOLD, 'watching')} {f.get('folders')} folders for {f.get('stages')} stages"
+                f"{self._c(_BOLD, 'watching')} {_count(f.get('folders'), 'folder')}"
+                f" for {_count(f.get('stages'), 'stage')}"
                 f" ({f.get('watcher')}); catching up"
             )
         if event == "watch.changed":
@@ -165,12 +170,20 @@ class StoryRenderer:
                 if f.get("count", 0) > len(f.get("paths", ()))
                 else ""
             )
-            return f"{self._c(_CYAN, '~')} {paths}{more} changed -> {', '.join(f.get('stages', ()))}"
+            return f"{self._c(_CYAN, '~')} {paths}{more} changed: checking {', '.join(f.get('stages', ()))}"
         if event == "watch.idle":
-            failing = f.get("failing") or []
-            if failing:
-                return f"{self._c(_YELLOW, 'idle')}: {f.get('fresh')} fresh, failing: {', '.join(failing)}"
+            troubles = [
+                f"{word}: {', '.join(f[key])}{why}"
+                for key, word, why in (
+                    ("failing", "failing", ""),
+                    ("blocked", "blocked", ""),
+                    ("looping", "held", " (each keeps changing what it reads)"),
+                )
+                if f.get(key)
+            ]
             fresh = f.get("fresh")
+            if troubles:
+                return f"{self._c(_YELLOW, 'idle')}: {fresh} fresh; " + "; ".join(troubles)
             every = "the stage is fresh" if fresh == 1 else f"all {fresh} stages fresh"
             return f"{self._c(_GREEN, 'idle')}: {every}"
         if event == "ttl.due":
@@ -234,8 +247,7 @@ class StoryRenderer:
             stages = ", ".join(f.get("stages", ()))
             return f"{f.get('path')}: served after {_seconds(f.get('waited_s'))} although {stages} still run"
         if event == "build.started":
-            count = f.get("stages")
-            return f"checking {count} stage{'' if count == 1 else 's'} ({f.get('jobs')} at once)"
+            return f"checking {_count(f.get('stages'), 'stage')} ({f.get('jobs')} at once)"
         if event == "build.finished":
             parts = [f"{f.get(k, 0)} {k}" for k in ("ran", "fresh", "failed", "blocked") if f.get(k)]
             summary = ", ".join(parts) or "nothing to do"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from stagewatch.log import exception_line
+from stagewatch.log import StoryRenderer, exception_line
 from tests.conftest import Project
 
 TRACEBACK = [
@@ -104,3 +104,31 @@ def test_a_quiet_console_shows_a_failures_last_lines_once(broken: Project) -> No
     first = shown.splitlines()[0]
     assert "KeyError: 'missing-3'; last 7 lines of its output:" in first
     assert "  | KeyError: 'missing-3'" in shown
+
+
+@pytest.mark.parametrize(
+    ("event", "fields", "said"),
+    [
+        ("watch.idle", {"fresh": 1}, "idle: the stage is fresh"),
+        ("watch.idle", {"fresh": 4}, "idle: all 4 stages fresh"),
+        ("watch.idle", {"fresh": 3, "failing": ["css"]}, "idle: 3 fresh; failing: css"),
+        (
+            "watch.idle",
+            {"fresh": 2, "failing": ["css"], "blocked": ["index"], "looping": ["pages"]},
+            "idle: 2 fresh; failing: css; blocked: index; held: pages (each keeps changing what it reads)",
+        ),
+        (
+            "watch.started",
+            {"folders": 1, "stages": 1, "watcher": "native"},
+            "watching 1 folder for 1 stage (native); catching up",
+        ),
+        ("build.started", {"stages": 1, "jobs": 2}, "checking 1 stage (2 at once)"),
+        (
+            "watch.changed",
+            {"paths": ["static/x.css"], "count": 1, "stages": ["css"]},
+            "~ static/x.css changed: checking css",
+        ),
+    ],
+)
+def test_the_daemons_sentences(event: str, fields: dict[str, object], said: str) -> None:
+    assert StoryRenderer(colors=False)(None, "info", {"event": event, **fields}) == said
