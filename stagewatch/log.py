@@ -100,6 +100,23 @@ def exception_line(tail: Sequence[str]) -> str | None:
     return named[-1] if named else lines[-1]
 
 
+_FRAME = re.compile(r'\s+File "(?P<path>[^"]+)", line (?P<line>\d+)')
+
+
+def exception_place(tail: Sequence[str], cwd: str | None = None) -> str | None:
+    """Where a Python traceback in a failed run's output ended: "path:line" of its last frame
+    (for a template error, the template's line), relative to `cwd` when below it."""
+    place = None
+    for line in tail:
+        frame = _FRAME.match(line)
+        if frame is not None:
+            path = frame["path"]
+            if cwd is not None and path.startswith(cwd.rstrip("/") + "/"):
+                path = path[len(cwd.rstrip("/")) + 1 :]
+            place = f"{path}:{frame['line']}"
+    return place
+
+
 class StoryRenderer:
     """Renders known events as sentences a person reads at a glance; others as `event key=value`."""
 
@@ -108,6 +125,9 @@ class StoryRenderer:
         # A stage's lines are shown as they come ("stage | ..."), so a failure names its
         # exception and is not told twice; under -q they are not, so the failure shows its tail.
         self.output_shown = output_shown
+        self.cwd: str | None = None  # tracebacks' paths are shown from here
+        with contextlib.suppress(OSError):
+            self.cwd = os.getcwd()
 
     def _c(self, color: str, text: str) -> str:
         return f"{color}{text}{_RESET}" if self.colors else text
@@ -122,6 +142,7 @@ class StoryRenderer:
         tail = fields.pop("tail", None)
         if event == "stage.failed":
             fields["exception"] = exception_line(tail or ())
+            fields["place"] = exception_place(tail or (), self.cwd)
             if self.output_shown:
                 tail = None
         text = self._sentence(event, fields, len(tail or ()))
@@ -147,8 +168,10 @@ class StoryRenderer:
         if event == "stage.failed":
             lines = "line" if tail_lines == 1 else f"{tail_lines} lines"
             where = f"; last {lines} of its output:" if tail_lines else ""
-            exception = f.get("exception")
+            exception, place = f.get("exception"), f.get("place")
             said = f": {self._c(_BOLD, exception)}" if exception and exception != f.get("error") else ""
+            if said and place:
+                said += f" (at {place})"
             return (
                 f'{self._c(_RED, "✗")} stage "{stage}" failed ({f.get("error")})'
                 f" after {_seconds(f.get('duration_s'))}{said}{where}"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from stagewatch.log import StoryRenderer, exception_line
+from stagewatch.log import StoryRenderer, exception_line, exception_place
 from tests.conftest import Project
 
 TRACEBACK = [
@@ -47,6 +47,20 @@ CP = "cp: cannot stat 'static/x.css': No such file or directory"
 )
 def test_the_line_that_says_what_went_wrong(tail: list[str], line: str | None) -> None:
     assert exception_line(tail) == line
+
+
+def test_where_a_traceback_ended() -> None:
+    tail = [
+        "Traceback (most recent call last):",
+        '  File "/site/pipeline/render.py", line 6, in run',
+        "    page = template.render()",
+        '  File "templates/page.html", line 3, in top-level template code',
+        "jinja2.exceptions.UndefinedError: 'title' is undefined",
+    ]
+    assert exception_place(tail, "/site") == "templates/page.html:3"
+    assert exception_place(tail[:3], "/site") == "pipeline/render.py:6"
+    assert exception_place(tail[:3], "/elsewhere") == "/site/pipeline/render.py:6"
+    assert exception_place(["no traceback"], "/site") is None
 
 
 @pytest.fixture
@@ -93,7 +107,7 @@ def test_a_failure_on_the_console_is_told_once_and_names_its_exception(broken: P
     assert shown.count("KeyError: 'missing-3'") == 2  # the stage's own line, and the failure's
     failed = [line for line in shown.splitlines() if "failed (exit 1)" in line]
     assert len(failed) == 1
-    assert failed[0].endswith("""s: KeyError: 'missing-3'""")
+    assert failed[0].endswith("""s: KeyError: 'missing-3' (at pipeline/render.py:2)""")
     assert "render | rendering 3 pages" in shown
 
 
@@ -102,7 +116,7 @@ def test_a_quiet_console_shows_a_failures_last_lines_once(broken: Project) -> No
     assert shown.count("Traceback (most recent call last):") == 1
     assert "render |" not in shown
     first = shown.splitlines()[0]
-    assert "KeyError: 'missing-3'; last 7 lines of its output:" in first
+    assert "KeyError: 'missing-3' (at pipeline/render.py:2); last 7 lines of its output:" in first
     assert "  | KeyError: 'missing-3'" in shown
 
 
