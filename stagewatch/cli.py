@@ -29,7 +29,7 @@ from stagewatch.freshness import CorruptEntry, Decision, Entry, shadowing
 from stagewatch.graph import Graph
 from stagewatch.launch import restore_defaults, say_stopped, stop_status, take_stop
 from stagewatch.layout import CacheLayout
-from stagewatch.lock import PipelineLock, lock_owner
+from stagewatch.lock import DAEMON_ROLES, PipelineLock, lock_owner
 from stagewatch.log import (
     Resolved,
     configure_logging,
@@ -177,7 +177,7 @@ def _watch(args: argparse.Namespace, pipeline: Pipeline, fmt: Resolved, stream: 
     attached = has_controlling_terminal()
     check_cache_dir(CacheLayout(pipeline.output_dir))  # said in one line before the lock writes there
     with PipelineLock(pipeline.output_dir) as lock:
-        lock.acquire("watch")
+        lock.acquire("serve" if serve else "watch")
         listener = _preview(args, pipeline) if serve else None
         daemon = Daemon(
             pipeline,
@@ -429,7 +429,7 @@ def cmd_invalidate(
     names = list(pipeline.names) if args.all else _stage_names(pipeline, args.stages)
     owner, running = _running_now(pipeline)
     workspace = Workspace(pipeline.output_dir)
-    daemon = owner is not None and owner[1] == "watch"
+    daemon = owner is not None and owner[1] in DAEMON_ROLES
     for name in names:
         removed = workspace.remove_entry(name)
         if not removed and daemon:

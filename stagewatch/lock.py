@@ -19,6 +19,9 @@ from stagewatch.regular import kind_of, read_regular
 _NO_FOLDER_LOCK = frozenset({errno.EBADF, errno.EINVAL, errno.ENOLCK, errno.EOPNOTSUPP})
 
 
+DAEMON_ROLES = frozenset({"watch", "serve"})
+"""What a daemon's record says it is: the command it runs as, which keeps the lock until stopped."""
+
 def _flock_briefly(fd: int, kind: int, patience_s: float = 0.3) -> None:
     """flock without blocking, retried for a moment: a `status` probing the lock holds it for
     microseconds, and must not make a starting build or daemon give up."""
@@ -127,7 +130,7 @@ class PipelineLock:
         if pid is None:
             pid, role = holder, ""
         who = f"pid {pid}" if pid is not None else "unknown pid"
-        if role == "watch":
+        if role in DAEMON_ROLES:
             advice = 'it keeps the pipeline fresh; use "stagewatch invalidate STAGE" to force a rerun'
         elif role:
             advice = "wait for it to finish"

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import Project
 from tests.daemon_support import SYNC_STAGE, RunningDaemon
+from tests.serve_support import make_site, serve
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -145,6 +146,24 @@ def test_build_refuses_while_a_daemon_watches(slow: Project) -> None:
         status = json.loads(slow.cli("status", "--json").stdout)
         assert status["locked_by"] == {"pid": daemon.proc.pid, "mode": "watch"}
         daemon.stop()
+
+
+def test_a_serve_is_named_serve_by_the_commands_beside_it(project: Project) -> None:
+    make_site(project)
+    served = serve(project)
+    with served.daemon as daemon:
+        pid = daemon.proc.pid
+        proc = project.cli("build")
+        assert proc.returncode == 1
+        assert f"stagewatch serve (pid {pid}) is already running" in proc.stderr
+        assert "stagewatch invalidate STAGE" in proc.stderr
+        assert project.cli("status").stdout.splitlines()[0] == f"stagewatch serve running (pid {pid})"
+        status = json.loads(project.cli("status", "--json").stdout)
+        assert status["locked_by"] == {"pid": pid, "mode": "serve"}
+        since = daemon.mark()
+        assert project.cli("invalidate", "pages").stdout == "pages: invalidated\n"
+        daemon.wait_event("stage.succeeded", since, stage="pages")
+        assert daemon.stop() == 0
 
 
 def test_invalidate_makes_the_daemon_rerun_a_stage(slow: Project) -> None:
