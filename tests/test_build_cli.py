@@ -485,6 +485,19 @@ def test_status_json_follows_the_stages_through_their_states(chain: Project) -> 
     assert states() == {"upper": "failed", "count": "fresh"}
 
 
+def test_status_of_a_failed_stage_leads_with_what_went_wrong(project: Project) -> None:
+    project.write("pipeline/__init__.py", "")
+    project.write("pipeline/fetch.py", "def run(out):\n    raise ConnectionError('the service is down')\n")
+    project.config(
+        '[[stage]]\nname = "fetch"\nmodule = "pipeline.fetch"\noutputs = ["data.json"]\nttl = "1h"\n'
+    )
+    assert project.cli("build").returncode == 1
+    row = json.loads(project.cli("status", "--json").stdout)["stages"][0]
+    assert row["state"] == "failed"
+    assert row["reasons"][0] == "last run failed: exit 1: ConnectionError: the service is down"
+    assert "its last run failed or was interrupted" not in row["reasons"]
+
+
 def test_status_table_is_readable(chain: Project) -> None:
     build(chain)
     proc = chain.cli("status")
