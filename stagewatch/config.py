@@ -120,8 +120,13 @@ class _Reader:
     def duration(self, key: str, default: float | None, positive: bool) -> float | None:
         if key not in self.table:
             return default
+        value = self.table[key]
+        if positive and isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+            # Not "a finite number of seconds >= 0", which would send a 0 back with another error.
+            self.problem(f'"{key}" must be longer than 0, got {_show(value)}')
+            return default
         try:
-            seconds = parse_duration(self.table[key])
+            seconds = parse_duration(value)
         except ValueError as exc:
             self.problem(f'"{key}": {exc}')
             return default

@@ -546,7 +546,7 @@ def test_negative_timeout_is_rejected(tmp_path: Path) -> None:
         """,
     )
     assert only_problem(path) == (
-        f'{path}: stage "render": "timeout": duration must be a finite number of seconds >= 0, got -5'
+        f'{path}: stage "render": "timeout" must be longer than 0, got -5'
     )
 
 
