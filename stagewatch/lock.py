@@ -22,6 +22,7 @@ _NO_FOLDER_LOCK = frozenset({errno.EBADF, errno.EINVAL, errno.ENOLCK, errno.EOPN
 DAEMON_ROLES = frozenset({"watch", "serve"})
 """What a daemon's record says it is: the command it runs as, which keeps the lock until stopped."""
 
+
 def _flock_briefly(fd: int, kind: int, patience_s: float = 0.3) -> None:
     """flock without blocking, retried for a moment: a `status` probing the lock holds it for
     microseconds, and must not make a starting build or daemon give up."""

@@ -87,20 +87,33 @@ _EXCEPTION = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning
 
 
 def exception_line(tail: Sequence[str]) -> str | None:
-    """The line of a failed run's output that says what went wrong: a Python traceback's last
-    line ("KeyError: 'title'"), else the last line that names an error, else the last line."""
+    """The line of a failed run's output that says what went wrong: a Python traceback's
+    exception ("KeyError: 'title'", the first line of a message of several; an exception
+    group's own line), else the last line that names an error, else the last line."""
     lines = [line.rstrip() for line in tail if line.strip()]
     if not lines:
         return None
-    traceback = max((i for i, line in enumerate(lines) if line.startswith("Traceback (")), default=-1)
-    after = [line for line in lines[traceback + 1 :] if not line[:1].isspace()] if traceback >= 0 else []
-    if after:
-        return after[-1]
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith("Traceback ("):
+            # Frames are indented; the exception is the first line after them that is not.
+            after = [line for line in lines[index + 1 :] if not line[:1].isspace()]
+            if after:
+                return after[0]
+            break
+        if _GROUP_HEADER.match(lines[index]):
+            said = [m["text"] for line in lines[index + 1 :] if (m := _GROUP_LINE.match(line))]
+            if said:
+                return said[0]
+            break
     named = [line for line in lines if _EXCEPTION.fullmatch(line)]
     return named[-1] if named else lines[-1]
 
 
-_FRAME = re.compile(r'\s+File "(?P<path>[^"]+)", line (?P<line>\d+)')
+_GROUP_HEADER = re.compile(r"\s*\+ Exception Group Traceback \(")
+_GROUP_LINE = re.compile(r"\s*\| (?P<text>[^\s|].*)")  # frames are "|   File ...": three spaces in
+
+
+_FRAME = re.compile(r'\s+(?:\|\s+)?File "(?P<path>[^"]+)", line (?P<line>\d+)')  # groups' frames: "|"
 
 
 def exception_place(tail: Sequence[str], cwd: str | None = None) -> str | None:

@@ -545,9 +545,7 @@ def test_negative_timeout_is_rejected(tmp_path: Path) -> None:
         timeout = -5
         """,
     )
-    assert only_problem(path) == (
-        f'{path}: stage "render": "timeout" must be longer than 0, got -5'
-    )
+    assert only_problem(path) == (f'{path}: stage "render": "timeout" must be longer than 0, got -5')
 
 
 def test_negative_timeout_string_is_rejected(tmp_path: Path) -> None:

@@ -29,6 +29,21 @@ CHAINED = [
     "  y",
     "ValueError: b",
 ]
+GROUP = [
+    "  + Exception Group Traceback (most recent call last):",
+    '  |   File "p/f.py", line 4, in g',
+    '  |     raise ExceptionGroup("grp", [ValueError("a")])',
+    "  | ExceptionGroup: grp (2 sub-exceptions)",
+    "  +-+---------------- 1 ----------------",
+    "    | ValueError: a",
+    "    +------------------------------------",
+]
+MULTILINE = [
+    "Traceback (most recent call last):",
+    '  File "p/f.py", line 2, in run',
+    "ValueError: kaboom",
+    "second line",
+]
 NO_SPACE = "OSError: [Errno 28] No space left on device"
 CP = "cp: cannot stat 'static/x.css': No such file or directory"
 
@@ -39,6 +54,8 @@ CP = "cp: cannot stat 'static/x.css': No such file or directory"
         (TRACEBACK, TRACEBACK[-1]),
         ([*TRACEBACK, "", "  "], TRACEBACK[-1]),
         (CHAINED, "ValueError: b"),
+        (GROUP, "ExceptionGroup: grp (2 sub-exceptions)"),
+        (MULTILINE, "ValueError: kaboom"),
         ([NO_SPACE, "cleaning up"], NO_SPACE),
         (["copying", CP], CP),
         ([], None),
@@ -61,6 +78,7 @@ def test_where_a_traceback_ended() -> None:
     assert exception_place(tail[:3], "/site") == "pipeline/render.py:6"
     assert exception_place(tail[:3], "/elsewhere") == "/site/pipeline/render.py:6"
     assert exception_place(["no traceback"], "/site") is None
+    assert exception_place(GROUP, "/site") == "p/f.py:4"
 
 
 @pytest.fixture
