@@ -234,7 +234,7 @@ def function_problem(path: str, name: str) -> tuple[str, str] | None:
     except (OSError, ValueError):
         return None
     for node in ast.walk(tree):
-        if isinstance(node, ast.Global) or (isinstance(node, ast.Name) and node.id == "globals"):
+        if isinstance(node, ast.Global) or _binds_unseen(node):
             return None
     bound = _top_level_names(tree.body)
     if name not in bound and "*" not in bound and "__getattr__" not in bound:
@@ -243,6 +243,17 @@ def function_problem(path: str, name: str) -> tuple[str, str] | None:
     if len(defs) == 1 and isinstance(defs[0], ast.FunctionDef) and _takes_no_argument(defs[0].args):
         return "function", f'"{name}" takes no argument, and is called as {name}(output_dir)'
     return None
+
+
+# What can bind a module's globals where reading cannot see: globals()["run"] = ...,
+# exec("def run..."), setattr(sys.modules[__name__], "run", ...), vars()["run"] = ...
+_UNSEEN_BINDERS = frozenset({"globals", "vars", "exec", "eval", "setattr"})
+
+
+def _binds_unseen(node: ast.AST) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id in _UNSEEN_BINDERS
+    return isinstance(node, ast.Attribute) and node.attr in ("modules", "__dict__")
 
 
 def _takes_no_argument(args: ast.arguments) -> bool:

@@ -147,6 +147,9 @@ def test_check_reads_the_module_without_importing_it(site: Project) -> None:
         "async def run_v2(out):\n    pass\n",
         "run_v2: object = print\n",
         "def run_v2(*args):\n    pass\n",
+        "import sys\nsetattr(sys.modules[__name__], 'run_v2', print)\n",
+        "exec('def run_v2(out): pass')\n",
+        "vars()['run_v2'] = print\n",
         "def run_v2(out=None):\n    pass\n",
     ],
     ids=[
@@ -160,6 +163,9 @@ def test_check_reads_the_module_without_importing_it(site: Project) -> None:
         "async",
         "annotated",
         "varargs",
+        "setattr",
+        "exec",
+        "vars",
         "default",
     ],
 )
