@@ -95,6 +95,8 @@ class Stage:
             raise ValueError(f"stage {self.name!r}: give exactly one of module or command")
         if self.module is not None and not MODULE_NAME.fullmatch(self.module):
             raise ValueError(f"stage {self.name!r}: invalid module name {self.module!r}")
+        if not self.function.isidentifier():
+            raise ValueError(f"stage {self.name!r}: function {self.function!r} is not a Python identifier")
         if self.command is not None and not self.command:
             raise ValueError(f"stage {self.name!r}: command must not be empty")
         if self.ttl_s is not None and self.ttl_s <= 0:

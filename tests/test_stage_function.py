@@ -188,3 +188,9 @@ def test_a_reload_with_another_function_reruns_the_stage(site: Project) -> None:
         assert site.read("site.txt") == "from run_v2\n"
         assert daemon.wait_event("watch.idle", done) > done
         assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("function", ["x\nkey=0000", "", "run()", "1run"])
+def test_a_library_stage_refuses_a_function_that_is_no_identifier(function: str) -> None:
+    with pytest.raises(ValueError, match="is not a Python identifier"):
+        Stage(name="s", module="pipeline.m", function=function)
