@@ -144,6 +144,10 @@ def parse_entry(text: str, path: str, mtime: float) -> Entry | CorruptEntry:
                 code = _digest_line(value)
             else:
                 fields[name] = value
+        version = fields.get("version", str(ENTRY_VERSION))
+        if version != str(ENTRY_VERSION):
+            # A newer format may mean more than these lines say: never vouch for it.
+            raise ValueError(f"version={version} is not {ENTRY_VERSION}, the version this stagewatch writes")
         key = fields.get("key", "")
         pending = "pending" in fields
         if not pending and not _HEX64.fullmatch(key):

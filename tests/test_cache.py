@@ -450,3 +450,10 @@ def test_imports_read_after_an_edit_are_not_kept_under_the_digest_before_it(
     deps = [rel for rel, _ in workspace.fingerprint(render_stage()).deps]
     workspace.close()
     assert deps == ["pipeline/__init__.py", "pipeline/helpers.py"]
+
+
+@pytest.mark.parametrize("version", ["99", "1", "two", ""])
+def test_an_entry_of_another_version_is_stale_and_said(tmp_path: Path, version: str) -> None:
+    text = f"version={version}\nkey={'a' * 64}\nfinished=2026-01-01T00:00:00+00:00\n"
+    entry = parse_entry(text, "x.hash", 0.0)
+    assert entry == CorruptEntry("x.hash", f"version={version} is not 2, the version this stagewatch writes")
