@@ -73,13 +73,27 @@ def _utf8(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
 
 
+_ESCAPED = re.compile(r"[%\n\r\udc80-\udcff]")
+_ESCAPE = re.compile(r"%(25|0A|0D|[89A-F][0-9A-F])")
+
+
 def escape_path(path: str) -> str:
-    """A path fit for one line of an entry: "%", newline and carriage return are %-escaped."""
-    return path.replace("%", "%25").replace("\n", "%0A").replace("\r", "%0D")
+    """A path fit for one line of an entry in UTF-8: "%", newline and carriage return are
+    %-escaped, and so is each byte of a file name that is not UTF-8 (%FF)."""
+    return _ESCAPED.sub(lambda match: f"%{_byte_of(match[0]):02X}", path)
+
+
+def _byte_of(char: str) -> int:
+    code = ord(char)
+    return code - 0xDC00 if code >= 0xDC80 else code  # os.fsdecode keeps a byte as U+DC80..U+DCFF
 
 
 def unescape_path(text: str) -> str:
-    return text.replace("%0A", "\n").replace("%0D", "\r").replace("%25", "%")
+    return _ESCAPE.sub(lambda match: _char_of(int(match[1], 16)), text)
+
+
+def _char_of(byte: int) -> str:
+    return chr(0xDC00 + byte) if byte >= 0x80 else chr(byte)
 
 
 def command_code_hex(argv: tuple[str, ...]) -> str:

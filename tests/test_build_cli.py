@@ -761,6 +761,8 @@ def test_odd_file_names_build_and_stay_fresh(project: Project) -> None:
     assert named(second, "stage.started") == []
     assert named(second, "cache.entry_corrupt") == []
     assert chain_status(project)["all"] == "fresh"
+    entry = project.entry("all").read_bytes().decode("utf-8")  # plain UTF-8, whatever the names
+    assert "in=" in entry and "content/bad%FF.md" in entry and "content/per%2525cent.md" in entry
 
 
 def chain_status(project: Project) -> dict[str, str]:

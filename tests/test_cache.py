@@ -457,3 +457,13 @@ def test_an_entry_of_another_version_is_stale_and_said(tmp_path: Path, version: 
     text = f"version={version}\nkey={'a' * 64}\nfinished=2026-01-01T00:00:00+00:00\n"
     entry = parse_entry(text, "x.hash", 0.0)
     assert entry == CorruptEntry("x.hash", f"version={version} is not 2, the version this stagewatch writes")
+
+
+@pytest.mark.parametrize(
+    "path", ["plain/a.md", "per%cent", "new\nline", "cr\rx", "bad\udcffbyte", "%FF literally", "é ü \u2028"]
+)
+def test_a_path_is_one_line_of_utf8_in_an_entry_and_comes_back_whole(path: str) -> None:
+    escaped = stagewatch.cache.escape_path(path)
+    assert "\n" not in escaped and "\r" not in escaped
+    escaped.encode("utf-8")  # no lone surrogate left: it is UTF-8 text
+    assert stagewatch.cache.unescape_path(escaped) == path
