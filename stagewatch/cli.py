@@ -444,7 +444,10 @@ def cmd_invalidate(
         if owner is None or (name not in running and (removed or not daemon)):
             print(f"{name}: {'invalidated' if removed else 'no entry (already runs next round)'}")
         elif name not in running:
-            print(f"{name}: invalidated (it had no entry); the daemon (pid {owner[0]}) runs it next")
+            print(
+                f"{name}: invalidated (it had no entry); the daemon (pid {owner[0]}) runs it next,"
+                " once nothing it depends on is failing"
+            )
         elif daemon:
             print(f"{name}: invalidated; it is running now, and runs again once this run ends")
         elif removed:

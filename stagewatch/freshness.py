@@ -108,7 +108,7 @@ class FileProblem:
     def __str__(self) -> str:
         match self.trouble:
             case Trouble.MISSING:
-                return f"declared file missing: {self.path}"
+                return f"declared {'folder' if self.path.endswith('/') else 'file'} missing: {self.path}"
             case Trouble.BROKEN_LINK:
                 return f"declared file missing: {self.path} (a broken symlink)"
             case Trouble.NOT_REGULAR:

@@ -273,6 +273,7 @@ def test_file_named_as_a_folder_is_not_a_folder(tmp_path: Path, write_file: Writ
     ("problem", "text"),
     [
         (FileProblem("a.md"), "declared file missing: a.md"),
+        (FileProblem("content/"), "declared folder missing: content/"),
         (FileProblem("a.md", Trouble.BROKEN_LINK), "declared file missing: a.md (a broken symlink)"),
         (FileProblem("a", Trouble.NOT_REGULAR, "a FIFO"), "declared file is not a regular file (a FIFO): a"),
         (
