@@ -31,6 +31,8 @@ from stagewatch.runrecord import (
     TOKEN_VAR,
     CorruptRecord,
     RunRecord,
+    command_line,
+    descendants,
     group_members,
     new_token,
     read_record,
@@ -43,6 +45,7 @@ from stagewatch.stage import LineSink, RunResult, Stage
 BOOTSTRAP = (Path(__file__).with_name("_bootstrap.py")).read_text(encoding="utf-8")
 GRACE_S = 5.0
 ORPHAN_WAIT_S = 5.0
+KILL_WAIT_S = 2.0  # for a SIGKILLed tree to be reaped by its keeper (a process in D state takes its time)
 TAIL_LINES = 20
 LINE_LIMIT = 64 * 1024
 
@@ -116,6 +119,11 @@ def open_log(path: Path, output_dir: Path) -> IO[str]:
         raise
 
 
+def _describe(pid: int) -> str:
+    command = command_line(pid)
+    return f"pid {pid}" if command is None else f"pid {pid} ({command})"
+
+
 def _signal_group(pgid: int, sig: signal.Signals | int) -> bool:
     try:
         os.killpg(pgid, sig)
@@ -130,6 +138,14 @@ class _Status:
 
     code: int
     clean: bool  # nothing of the run was left alive
+
+
+@dataclass(frozen=True, slots=True)
+class _Ending:
+    """How a run's tree ended."""
+
+    clean: bool  # the keeper saw all of it end: nothing of the run can be left
+    stopped: tuple[str, ...] = ()  # still running a grace period after the main process ended
 
 
 def _read_status(sock: socket.socket, timeout_s: float | None) -> _Status | None:
@@ -335,8 +351,8 @@ class StageRunner:
             self._stop_group(process)
             with contextlib.suppress(TimeoutError):  # the keeper is gone: what it said, or EOF, is there
                 status = _read_status(keeper, 1.0)
-        self._end_group(process, status)
-        self._end_record(stage, record, clean=status is not None and status.clean)
+        ending = self._end_group(process, status, linger=not timed_out)
+        self._end_record(stage, record, clean=ending.clean)
         for thread in pumps:
             # A process that left the group (setsid) may still hold the pipes: not waited for.
             thread.join(1.0)
@@ -353,6 +369,16 @@ class StageRunner:
             assert stage.timeout_s is not None
             error = f"timed out after {format_duration(stage.timeout_s)}"
             return RunResult(False, code, duration_s, error, tail, timed_out=True)
+        if ending.stopped:
+            # Its outputs may be half-written by what was stopped: never a success.
+            stopped = ending.stopped
+            shown = ", ".join(stopped[:3]) + (f" and {len(stopped) - 3} more" if len(stopped) > 3 else "")
+            what = "a process it started was" if len(stopped) == 1 else "processes it started were"
+            error = (
+                f"{describe_exit(code)}, but {what} still running {format_duration(self.grace_s)}"
+                f" after it ended and had to be killed: {shown}"
+            )
+            return RunResult(False, code, duration_s, error, tail)
         if code != 0:
             return RunResult(False, code, duration_s, describe_exit(code), tail)
         missing = missing_outputs(stage.outputs, posix(self.output_dir))
@@ -361,15 +387,28 @@ class StageRunner:
             return RunResult(False, code, duration_s, error, tail)
         return RunResult(True, code, duration_s, None, tail)
 
-    def _end_group(self, process: subprocess.Popen[bytes], status: _Status | None) -> None:
+    def _end_group(self, process: subprocess.Popen[bytes], status: _Status | None, linger: bool) -> _Ending:
         """Whatever the stage left running is the stage's: it must not outlive it.
 
         The keeper leaves once no descendant is left, so its exit is the run's end; a keeper
-        that died first (killed from outside) leaves the group to be watched directly.
+        that died first (killed from outside) leaves the group to be watched directly. With
+        `linger`, what the stage's main process left behind gets the grace period to end by
+        itself; those still running after it had to be stopped, and the ending names them.
         """
         if status is not None and status.clean:
             process.wait()  # nothing left to wait for: the keeper is on its way out
-            return
+            return _Ending(clean=True)
+        stopped: tuple[str, ...] = ()
+        if status is not None and linger:
+            # Its main process has ended, but something it started goes on (a helper still
+            # writing an output): it may finish by itself, and the run with it.
+            try:
+                process.wait(timeout=self.grace_s)
+            except subprocess.TimeoutExpired:
+                stopped = tuple(_describe(pid) for pid in descendants(process.pid))
+            else:
+                # Ended by itself, or by a cancel meanwhile: the sweep by token costs little here.
+                return _Ending(clean=False)
         _signal_group(process.pid, signal.SIGTERM)  # the keeper passes it to those who left the group
         deadline = time.monotonic() + self.grace_s
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -377,6 +416,26 @@ class StageRunner:
         # Zombies do not count: with their keeper gone, they wait for init to reap them.
         while group_members(process.pid) and time.monotonic() < deadline:
             time.sleep(0.02)
+        self._kill_tree(process)
+        return _Ending(clean=False, stopped=stopped)
+
+    def _kill_tree(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the run's whole tree; returns once its keeper is gone.
+
+        Its descendants first, while the keeper lives to find them below it (those who left
+        the group too) and to reap them: dead means reaped, not dying. The keeper then leaves
+        by itself; the group's SIGKILL is for a keeper that does not.
+        """
+        deadline = time.monotonic() + KILL_WAIT_S
+        while process.poll() is None and time.monotonic() < deadline:
+            tree = descendants(process.pid)
+            if not tree:
+                break
+            for pid in tree:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=0.02)
         _signal_group(process.pid, signal.SIGKILL)
         process.wait()
 
@@ -399,8 +458,7 @@ class StageRunner:
         try:
             process.wait(timeout=self.grace_s)
         except subprocess.TimeoutExpired:
-            _signal_group(process.pid, signal.SIGKILL)
-            process.wait()
+            self._kill_tree(process)
 
     def cancel(self, name: str) -> bool:
         """Stop one stage's run (its result says cancelled); returns once it is gone."""

@@ -1,0 +1,151 @@
+"""What a stage leaves running when its main process ends: given the grace period to finish, then
+stopped, and then the run is a failure that names what had to be killed (never a success)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from stagewatch.runner import StageRunner
+from stagewatch.stage import Stage
+from tests.conftest import Project
+from tests.daemon_support import RunningDaemon
+from tests.test_runner import pid_alive, write_module
+from tests.test_runner_tree import end_sleepers
+
+pytestmark = pytest.mark.timeout(60)
+
+# A helper that leaves the stage's process group (setsid) and writes the stage's output line by
+# line: its pid first, then `lines` lines (0: until it is stopped), then "done". A "stubborn"
+# one ignores SIGTERM. The stage's main process ends as soon as the pid is there.
+HELPER = """\
+import os, signal, sys, time
+os.setsid()
+path, mode, lines = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if mode == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+with open(path + ".part", "w") as out:
+    out.write(f"{os.getpid()}\\n")
+    out.flush()
+    os.rename(path + ".part", path)
+    i = 0
+    while lines == 0 or i < lines:
+        out.write(f"line {i}\\n")
+        out.flush()
+        time.sleep(0.05)
+        i += 1
+    out.write("done\\n")
+"""
+# time.sleep(120) in its command line lets end_sleepers() recognize a helper a failed test left.
+LAUNCH = '"$0" helper.py out.txt "$1" "$2" time.sleep\\(120\\) & until [ -s out.txt ]; do sleep 0.01; done'
+
+
+def command_stage(mode: str, lines: int) -> Stage:
+    argv = ("sh", "-c", LAUNCH, sys.executable, mode, str(lines))
+    return Stage(name="gen", command=argv, outputs=("out.txt",))
+
+
+def module_stage(root: Path, mode: str, lines: int) -> Stage:
+    write_module(
+        root,
+        "gen",
+        "import subprocess, sys, time\n"
+        "def run(out):\n"
+        f"    argv = ['helper.py', 'out.txt', {mode!r}, {str(lines)!r}, 'time.sleep(120)']\n"
+        "    subprocess.Popen([sys.executable, *argv])\n"
+        "    while not (out / 'out.txt').exists() or not (out / 'out.txt').read_text():\n"
+        "        time.sleep(0.01)\n",
+    )
+    return Stage(name="gen", module="stages.gen", outputs=("out.txt",))
+
+
+def write_helper(root: Path) -> None:
+    (root / "helper.py").write_text(HELPER)
+
+
+def helper_pid(root: Path) -> int:
+    return int((root / "out.txt").read_text().splitlines()[0])
+
+
+@pytest.mark.parametrize("kind", ["command", "module"])
+@pytest.mark.parametrize("mode", ["polite", "stubborn"])
+def test_a_helper_still_writing_after_the_stage_ended_is_killed_and_the_run_fails(
+    tmp_path: Path, kind: str, mode: str
+) -> None:
+    write_helper(tmp_path)
+    stage = command_stage(mode, 0) if kind == "command" else module_stage(tmp_path, mode, 0)
+    result = StageRunner(tmp_path, grace_s=0.5).run(stage)
+    pid = helper_pid(tmp_path)
+    try:
+        assert not result.ok, result
+        assert result.exit_code == 0
+        assert result.error is not None
+        assert result.error.startswith("exit 0, but "), result.error
+        assert "had to be killed" in result.error
+        assert f"pid {pid} (" in result.error and "helper.py out.txt" in result.error
+        # No wait here: the run ends once what it left running is gone.
+        assert not pid_alive(pid)
+        assert (tmp_path / "out.txt").read_text().splitlines()[-1] != "done"
+    finally:
+        end_sleepers([pid])
+
+
+@pytest.mark.parametrize("kind", ["command", "module"])
+def test_a_helper_that_finishes_within_the_grace_period_keeps_the_success(tmp_path: Path, kind: str) -> None:
+    write_helper(tmp_path)
+    stage = command_stage("polite", 10) if kind == "command" else module_stage(tmp_path, "polite", 10)
+    result = StageRunner(tmp_path, grace_s=5.0).run(stage)
+    assert result.ok, result
+    lines = (tmp_path / "out.txt").read_text().splitlines()
+    assert lines[1:] == [f"line {i}" for i in range(10)] + ["done"]
+    assert not pid_alive(int(lines[0]))
+
+
+LEFTOVER_CONFIG = f"""
+[[stage]]
+name = "gen"
+command = ["sh", "-c", '{LAUNCH}', {sys.executable!r}, "polite", "0"]
+outputs = ["out.txt"]
+"""
+
+
+def test_build_fails_a_stage_whose_helper_had_to_be_killed_and_records_no_entry(project: Project) -> None:
+    write_helper(project.root)
+    project.config(LEFTOVER_CONFIG)
+    proc = project.cli("build", timeout=40)
+    pid = helper_pid(project.root)
+    try:
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        failed = [e for e in events if e.get("event") == "stage.failed"]
+        assert len(failed) == 1, events
+        assert failed[0]["exit_code"] == 0
+        assert "had to be killed" in failed[0]["error"] and f"pid {pid} (" in failed[0]["error"]
+        assert not project.entry("gen").exists()
+        assert not pid_alive(pid)
+    finally:
+        end_sleepers([pid])
+
+
+def test_the_daemon_fails_a_stage_whose_helper_had_to_be_killed_and_writes_no_entry(project: Project) -> None:
+    write_helper(project.root)
+    project.config(LEFTOVER_CONFIG)
+    pid = None
+    with RunningDaemon(project) as daemon:
+        try:
+            index = daemon.wait_for(
+                lambda e: e.get("event") in ("stage.failed", "stage.succeeded") and e.get("stage") == "gen"
+            )
+            pid = helper_pid(project.root)
+            assert daemon.events[index]["event"] == "stage.failed", daemon.events[index]
+            error = daemon.events[index]["error"]
+            assert daemon.events[index]["exit_code"] == 0
+            assert "had to be killed" in error and f"pid {pid} (" in error
+            assert not project.entry("gen").exists()
+            assert not pid_alive(pid)
+            assert daemon.stop() == 0
+        finally:
+            end_sleepers([pid])
