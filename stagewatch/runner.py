@@ -3,30 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import structlog
 
+from stagewatch.capture import OutputCapture, StageLog, open_log
 from stagewatch.codedeps import resolve_module_source, stdlib_shadowed
 from stagewatch.durations import format_duration
 from stagewatch.freshness import shadowing
 from stagewatch.inputs import missing_outputs
 from stagewatch.layout import CacheLayout
 from stagewatch.paths import posix
-from stagewatch.regular import kind_of
 from stagewatch.runrecord import (
     TOKEN_VAR,
     CorruptRecord,
@@ -46,8 +42,6 @@ BOOTSTRAP = (Path(__file__).with_name("_bootstrap.py")).read_text(encoding="utf-
 GRACE_S = 5.0
 ORPHAN_WAIT_S = 5.0
 KILL_WAIT_S = 2.0  # for a SIGKILLed tree to be reaped by its keeper (a process in D state takes its time)
-TAIL_LINES = 20
-LINE_LIMIT = 64 * 1024
 
 log = structlog.get_logger(__name__)
 
@@ -94,29 +88,6 @@ class RunTicket:
 
     cancelled: bool = False
     process: subprocess.Popen[bytes] | None = None
-
-
-def open_log(path: Path, output_dir: Path) -> IO[str]:
-    """The stage's log, truncated: made only below an output folder that is still there, and
-    never a FIFO or a device (opening one would wait for a reader, or write into it)."""
-    if not output_dir.is_dir():
-        raise FileNotFoundError(errno.ENOENT, "the output folder is gone", str(output_dir))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        mode = os.lstat(path).st_mode
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, f"not a regular file ({kind_of(mode)})", str(path))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, f"not a regular file ({kind_of(mode)})", str(path))
-        os.ftruncate(fd, 0)
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "w", encoding="utf-8", errors="replace")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def _describe(pid: int) -> str:
@@ -200,14 +171,14 @@ class StageRunner:
         env[TOKEN_VAR] = token  # every process of the run carries it: how a survivor is found later
         log_path = self.log_path(stage)
         try:
-            log_file = open_log(log_path, self.output_dir)
+            run_log = StageLog(stage.name, log_path, open_log(log_path, self.output_dir))
         except OSError as exc:
             message = f"could not write its log {log_path}: {exc.strerror or exc}"
             return RunResult.not_started(message, time.monotonic() - started)
-        with log_file:
+        with run_log:
             problem = self._unstartable(stage, env) or self._stop_earlier_run(stage)
             if problem is not None:
-                log_file.write(problem + "\n")
+                run_log.write(problem)
                 return RunResult.not_started(problem, time.monotonic() - started)
             ours, keepers = socket.socketpair()
             with ours:
@@ -228,13 +199,13 @@ class StageRunner:
                         )
                     except OSError as exc:
                         message = f"could not start {sys.executable!r}: {exc.strerror or exc}"
-                        log_file.write(message + "\n")
+                        run_log.write(message)
                         return RunResult.not_started(message, time.monotonic() - started)
                     self._running[process.pid] = process
                     self._by_stage[stage.name] = process.pid
                     ticket.process = process
                 try:
-                    return self._supervise(stage, process, ours, token, log_file, started)
+                    return self._supervise(stage, process, ours, token, run_log, started)
                 finally:
                     with self._lock:
                         self._running.pop(process.pid, None)
@@ -289,42 +260,12 @@ class StageRunner:
         process: subprocess.Popen[bytes],
         keeper: socket.socket,
         token: str,
-        log_file: IO[str],
+        run_log: StageLog,
         started: float,
     ) -> RunResult:
-        write_lock = threading.Lock()
-        detached = threading.Event()
-        errors: deque[str] = deque(maxlen=TAIL_LINES)
-        everything: deque[str] = deque(maxlen=TAIL_LINES)
-        sink = self.on_line
-
-        def pump(pipe: IO[bytes], stream: str) -> None:
-            nonlocal sink
-            # Bounded reads: a stage printing 300 MB without a newline must not hold it in memory.
-            for raw in iter(lambda: pipe.readline(LINE_LIMIT), b""):
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                with write_lock:
-                    if detached.is_set():
-                        break  # the run is over; what a stray process still writes is not ours
-                    log_file.write(line + "\n")
-                    everything.append(line)
-                    if stream == "stderr":
-                        errors.append(line)
-                if sink is not None:
-                    try:
-                        sink(stage.name, stream, line)
-                    except Exception:
-                        sink = None  # keep draining the pipe: a full pipe would hang the stage
-            with contextlib.suppress(OSError):
-                pipe.close()
-
+        capture = OutputCapture(stage.name, run_log, self.on_line)
         assert process.stdout is not None and process.stderr is not None
-        pumps = [
-            threading.Thread(target=pump, args=(process.stdout, "stdout"), daemon=True),
-            threading.Thread(target=pump, args=(process.stderr, "stderr"), daemon=True),
-        ]
-        for thread in pumps:
-            thread.start()
+        capture.start(process.stdout, process.stderr)
         # The record is on disk before the keeper's go: no stage code ever runs without one.
         record = RunRecord.new(token, process.pid)
         try:
@@ -333,9 +274,8 @@ class StageRunner:
             problem = f"could not write its run record {exc.filename}: {exc.strerror or exc}"
             keeper.close()  # the keeper reads no go and leaves
             process.wait()
-            for thread in pumps:
-                thread.join(1.0)
-            log_file.write(problem + "\n")
+            capture.finish(1.0)
+            run_log.write(problem)
             return RunResult.not_started(problem, time.monotonic() - started)
         with self._lock, contextlib.suppress(OSError):
             if process.pid not in self._cancelled:
@@ -353,14 +293,9 @@ class StageRunner:
                 status = _read_status(keeper, 1.0)
         ending = self._end_group(process, status, linger=not timed_out)
         self._end_record(stage, record, clean=ending.clean)
-        for thread in pumps:
-            # A process that left the group (setsid) may still hold the pipes: not waited for.
-            thread.join(1.0)
-        with write_lock:
-            detached.set()
+        tail = capture.finish(1.0)
         duration_s = time.monotonic() - started
         code = status.code if status is not None else process.returncode
-        tail = tuple(errors) or tuple(everything)
         with self._lock:
             cancelled = process.pid in self._cancelled
         if cancelled:

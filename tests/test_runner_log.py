@@ -1,0 +1,127 @@
+"""A stage's log file that cannot be written (a full disk, a file size limit) costs one warning,
+never the run: its output is still drained, shown and kept for the failure report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from stagewatch.capture import StageLog
+from tests.conftest import Project
+
+pytestmark = pytest.mark.timeout(60)
+
+# 20,000 lines (about 1 MB) on stdout, more than the pipe holds, then a last line on stderr.
+CHATTY = """
+[[stage]]
+name = "chatty"
+command = ["{python}", "-c", '''
+import sys
+for i in range(20000):
+    print("line", i, "x" * 40)
+print("the end", file=sys.stderr)
+open("out.txt", "w").write("done")
+sys.exit({code})''']
+outputs = ["out.txt"]
+"""
+FILE_SIZE_LIMIT = 64 * 1024
+# stagewatch under a file size limit: a write past it fails with EFBIG (Python ignores SIGXFSZ).
+LIMITED = (
+    "import os, resource, sys\n"
+    f"resource.setrlimit(resource.RLIMIT_FSIZE, ({FILE_SIZE_LIMIT}, {FILE_SIZE_LIMIT}))\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'stagewatch', *sys.argv[1:]])\n"
+)
+
+
+def events(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def build(project: Project, *prefix: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "STAGEWATCH_CONFIG"}
+    return subprocess.run(
+        [*prefix, "--config", str(project.root / "stagewatch.toml"), "--log-format", "json", "build"],
+        cwd=project.root, capture_output=True, text=True, timeout=30, env=env,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_a_log_past_the_file_size_limit_is_warned_about_once_and_the_run_goes_on(
+    project: Project, code: int
+) -> None:
+    project.config(CHATTY.format(python=sys.executable, code=code))
+    proc = build(project, sys.executable, "-c", LIMITED)
+    log_path = project.root / "_build/.cache/chatty.log"
+    said = events(proc)
+    warnings = [e for e in said if e.get("event") == "stage.log_unwritable"]
+    assert len(warnings) == 1, said
+    assert warnings[0]["stage"] == "chatty" and warnings[0]["path"] == str(log_path)
+    assert warnings[0]["error"] == "File too large"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert log_path.stat().st_size <= FILE_SIZE_LIMIT
+    if code == 0:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+        assert project.entry("chatty").exists()
+    else:
+        assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr
+        [failed] = [e for e in said if e.get("event") == "stage.failed"]
+        assert failed["error"] == "exit 3"
+        assert failed["tail"] == ["the end"]
+
+
+@pytest.fixture
+def full_cache(project: Project) -> Any:
+    """_build/.cache on a real filesystem of 256 KiB (a tmpfs): the stage's log fills it."""
+    cache = project.root / "_build/.cache"
+    cache.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(cache)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield cache
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=True)
+
+
+def test_a_full_disk_under_the_log_is_warned_about_once_and_the_build_ends(
+    project: Project, full_cache: Path
+) -> None:
+    project.config(CHATTY.format(python=sys.executable, code=3))
+    proc = build(project, sys.executable, "-m", "stagewatch")
+    said = events(proc)
+    warnings = [e for e in said if e.get("event") == "stage.log_unwritable"]
+    assert len(warnings) == 1, said
+    assert warnings[0]["path"] == str(full_cache / "chatty.log")
+    assert warnings[0]["error"] == "No space left on device"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr
+    [failed] = [e for e in said if e.get("event") == "stage.failed"]
+    assert failed["error"] == "exit 3" and failed["tail"] == ["the end"]
+
+
+def test_a_log_whose_last_lines_fail_at_close_is_warned_about_once() -> None:
+    # /dev/full takes the buffered lines and refuses them when they are flushed: at close.
+    with capture_logs() as logs:
+        stage_log = StageLog("small", Path("/dev/full"), open("/dev/full", "w"))  # noqa: SIM115
+        stage_log.write("a short line")
+        stage_log.close()
+        stage_log.write("after the end")
+        stage_log.close()
+    assert logs == [
+        {
+            "event": "stage.log_unwritable",
+            "log_level": "warning",
+            "stage": "small",
+            "path": "/dev/full",
+            "error": "No space left on device",
+        }
+    ]
