@@ -22,6 +22,7 @@ from stagewatch.durations import format_duration
 from stagewatch.freshness import shadowing
 from stagewatch.inputs import missing_outputs
 from stagewatch.layout import CacheLayout
+from stagewatch.output_folders import OutputFolders, make_output_folders, remove_left_empty
 from stagewatch.paths import posix
 from stagewatch.runrecord import (
     TOKEN_VAR,
@@ -177,40 +178,60 @@ class StageRunner:
             return RunResult.not_started(message, time.monotonic() - started)
         with run_log:
             problem = self._unstartable(stage, env) or self._stop_earlier_run(stage)
+            folders = OutputFolders()
+            if problem is None:
+                folders = make_output_folders(stage.outputs, posix(self.layout.output_dir))
+                problem = folders.problem
             if problem is not None:
                 run_log.write(problem)
                 return RunResult.not_started(problem, time.monotonic() - started)
-            ours, keepers = socket.socketpair()
-            with ours:
-                with keepers, self._lock:
-                    # Started and registered under the lock, so no cancel can ever miss a run.
-                    if self._closing or ticket.cancelled:
-                        return RunResult(False, None, 0.0, "stopped by stagewatch", cancelled=True)
-                    try:
-                        process = subprocess.Popen(
-                            stage_argv(stage, keepers.fileno()),
-                            cwd=self.output_dir,
-                            env=env,
-                            stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE,
-                            start_new_session=True,  # its own process group: a timeout kills all of it
-                            pass_fds=(keepers.fileno(),),
-                        )
-                    except OSError as exc:
-                        message = f"could not start {sys.executable!r}: {exc.strerror or exc}"
-                        run_log.write(message)
-                        return RunResult.not_started(message, time.monotonic() - started)
-                    self._running[process.pid] = process
-                    self._by_stage[stage.name] = process.pid
-                    ticket.process = process
+            try:
+                return self._start(stage, ticket, env, token, run_log, folders.made, started)
+            finally:
+                remove_left_empty(folders.made)  # done before the success rule too; again does nothing
+
+    def _start(
+        self,
+        stage: Stage,
+        ticket: RunTicket,
+        env: dict[str, str],
+        token: str,
+        run_log: StageLog,
+        made: tuple[str, ...],
+        started: float,
+    ) -> RunResult:
+        """Start the keeper (unless the run is cancelled already) and supervise it to its end."""
+        ours, keepers = socket.socketpair()
+        with ours:
+            with keepers, self._lock:
+                # Started and registered under the lock, so no cancel can ever miss a run.
+                if self._closing or ticket.cancelled:
+                    return RunResult(False, None, 0.0, "stopped by stagewatch", cancelled=True)
                 try:
-                    return self._supervise(stage, process, ours, token, run_log, started)
-                finally:
-                    with self._lock:
-                        self._running.pop(process.pid, None)
-                        self._by_stage.pop(stage.name, None)
-                        self._cancelled.discard(process.pid)
+                    process = subprocess.Popen(
+                        stage_argv(stage, keepers.fileno()),
+                        cwd=self.output_dir,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        start_new_session=True,  # its own process group: a timeout kills all of it
+                        pass_fds=(keepers.fileno(),),
+                    )
+                except OSError as exc:
+                    message = f"could not start {sys.executable!r}: {exc.strerror or exc}"
+                    run_log.write(message)
+                    return RunResult.not_started(message, time.monotonic() - started)
+                self._running[process.pid] = process
+                self._by_stage[stage.name] = process.pid
+                ticket.process = process
+            try:
+                return self._supervise(stage, process, ours, token, run_log, made, started)
+            finally:
+                with self._lock:
+                    self._running.pop(process.pid, None)
+                    self._by_stage.pop(stage.name, None)
+                    self._cancelled.discard(process.pid)
 
     def _unstartable(self, stage: Stage, env: dict[str, str]) -> str | None:
         """Why a stage cannot be started, said in one line before trying (not in a traceback)."""
@@ -261,6 +282,7 @@ class StageRunner:
         keeper: socket.socket,
         token: str,
         run_log: StageLog,
+        made: tuple[str, ...],
         started: float,
     ) -> RunResult:
         capture = OutputCapture(stage.name, run_log, self.on_line)
@@ -316,6 +338,7 @@ class StageRunner:
             return RunResult(False, code, duration_s, error, tail)
         if code != 0:
             return RunResult(False, code, duration_s, describe_exit(code), tail)
+        remove_left_empty(made)  # an output folder made for the run must have been filled by it
         missing = missing_outputs(stage.outputs, posix(self.output_dir))
         if missing:
             error = "exit 0 but declared output missing: " + ", ".join(missing)
