@@ -8,6 +8,7 @@ run's output still reaches the tail (for the failure report) and the console.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import os
@@ -23,6 +24,10 @@ from stagewatch.regular import kind_of
 from stagewatch.stage import LineSink
 
 TAIL_LINES = 20
+# A tail line keeps this many characters at each end: the tail goes into every failure's event,
+# state.json and the preview's overlay, and a stage printing megabytes without a newline must
+# not put them there.
+TAIL_EDGE = 500
 LINE_LIMIT = 64 * 1024
 
 log = structlog.get_logger(__name__)
@@ -61,12 +66,12 @@ class StageLog:
         self._file: IO[str] | None = file
         self._lock = threading.Lock()
 
-    def write(self, line: str) -> None:
+    def write(self, text: str, end: str = "\n") -> None:
         with self._lock:
             if self._file is None:
                 return
             try:
-                self._file.write(line + "\n")
+                self._file.write(text + end)
             except (OSError, ValueError) as exc:
                 self._give_up(exc)
 
@@ -126,23 +131,70 @@ class OutputCapture:
             return tuple(self._errors) or tuple(self._everything)
 
     def _pump(self, pipe: IO[bytes], stream: str) -> None:
+        # Characters cut by a bounded read are joined again, not replaced with U+FFFD.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        line = _TailLine()
+        partial = False  # what reached the log last ended mid-line
         try:
             # Bounded reads: a stage printing 300 MB without a newline must not hold it in memory.
             for raw in iter(lambda: pipe.readline(LINE_LIMIT), b""):
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                complete = raw.endswith(b"\n")
+                text = decoder.decode(raw)
+                piece = text.rstrip("\r\n") if complete else text
                 with self._lock:
                     if self._detached:
                         break  # the run is over; what a stray process still writes is not ours
-                    self._everything.append(line)
-                    if stream == "stderr":
-                        self._errors.append(line)
-                    self.log.write(line)  # under the lock: the log's lines in the tail's order
+                    # Under the lock: the log's lines and the tail's in the same order. The log
+                    # has the line as printed, however long; the tail a short copy of it.
+                    self.log.write(piece, end="\n" if complete else "")
+                    line.add(piece)
+                    if complete:
+                        self._keep(line.text(), stream)
+                        line = _TailLine()
+                partial = not complete
                 sink = self._sink
                 if sink is not None:
                     try:
-                        sink(self.stage, stream, line)
+                        sink(self.stage, stream, piece)
                     except Exception:
                         self._sink = None  # keep draining the pipe: a full pipe would hang the stage
+            else:
+                rest = decoder.decode(b"", final=True)  # a character cut short by the end
+                with self._lock:
+                    if (partial or rest) and not self._detached:
+                        self.log.write(rest)  # the log's last line is ended, as a terminal would show it
+                        line.add(rest)
+                        self._keep(line.text(), stream)
         finally:
             with contextlib.suppress(OSError):
                 pipe.close()
+
+    def _keep(self, text: str, stream: str) -> None:
+        self._everything.append(text)
+        if stream == "stderr":
+            self._errors.append(text)
+
+
+class _TailLine:
+    """A line as the tail keeps it, from however many pieces it comes in: its first and last
+    TAIL_EDGE characters, and how many were left out between them."""
+
+    def __init__(self) -> None:
+        self.head = ""
+        self.end = ""
+        self.cut = 0
+
+    def add(self, text: str) -> None:
+        if len(self.head) < TAIL_EDGE:
+            room = TAIL_EDGE - len(self.head)
+            self.head, text = self.head + text[:room], text[room:]
+        end = self.end + text
+        if len(end) > TAIL_EDGE:
+            self.cut += len(end) - TAIL_EDGE
+            end = end[-TAIL_EDGE:]
+        self.end = end
+
+    def text(self) -> str:
+        if not self.cut:
+            return self.head + self.end
+        return f"{self.head} [{self.cut} characters left out] {self.end}"

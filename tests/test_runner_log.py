@@ -14,6 +14,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from stagewatch.capture import StageLog
+from stagewatch.runner import StageRunner
+from stagewatch.stage import Stage
 from tests.conftest import Project
 
 pytestmark = pytest.mark.timeout(60)
@@ -125,3 +127,33 @@ def test_a_log_whose_last_lines_fail_at_close_is_warned_about_once() -> None:
             "error": "No space left on device",
         }
     ]
+
+
+# 1,000,000 three-byte characters, no newline: 3 MB that a 64 KiB read cuts mid-character.
+WIDE = "import sys; sys.stdout.write('€' * 1_000_000); sys.stdout.flush(); sys.exit(2)"
+
+
+def test_a_huge_line_without_a_newline_is_kept_whole_in_the_log(tmp_path: Path) -> None:
+    result = StageRunner(tmp_path).run(Stage(name="wide", command=(sys.executable, "-c", WIDE)))
+    assert result.error == "exit 2"
+    assert (tmp_path / "_build/.cache/wide.log").read_text(encoding="utf-8") == "€" * 1_000_000 + "\n"
+
+
+def test_a_huge_line_without_a_newline_leaves_a_short_tail_with_both_its_ends(tmp_path: Path) -> None:
+    result = StageRunner(tmp_path).run(Stage(name="wide", command=(sys.executable, "-c", WIDE)))
+    [line] = result.output_tail
+    assert len(line) < 1100
+    assert line.startswith("€" * 500 + " ") and line.endswith(" " + "€" * 500)
+    assert "[999000 characters left out]" in line
+
+
+def test_a_build_of_stages_printing_huge_lines_keeps_state_json_small(project: Project) -> None:
+    stages = "".join(
+        f'[[stage]]\nname = "wide{n}"\ncommand = [{sys.executable!r}, "-c", "{WIDE}"]\n\n' for n in range(3)
+    )
+    project.config(stages)
+    proc = project.cli("build")
+    assert proc.returncode == 1
+    assert (project.root / "_build/.cache/state.json").stat().st_size < 100_000
+    failures = [e for e in events(proc) if e.get("event") == "stage.failed"]
+    assert len(failures) == 3 and all(len(json.dumps(e)) < 10_000 for e in failures)
