@@ -4,6 +4,8 @@ stopped, and then the run is a failure that names what had to be killed (never a
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,8 +15,8 @@ from stagewatch.runner import StageRunner
 from stagewatch.stage import Stage
 from tests.conftest import Project
 from tests.daemon_support import RunningDaemon
-from tests.test_runner import pid_alive, write_module
-from tests.test_runner_tree import end_sleepers
+from tests.test_runner import pid_alive, wait_until, write_module
+from tests.test_runner_tree import end_sleepers, read_pid
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -149,3 +151,57 @@ def test_the_daemon_fails_a_stage_whose_helper_had_to_be_killed_and_writes_no_en
             assert daemon.stop() == 0
         finally:
             end_sleepers([pid])
+
+
+def test_a_helper_that_dropped_the_runs_environment_is_still_found_and_killed(tmp_path: Path) -> None:
+    # env -i: no token to find it by; it is found below the keeper, which reaps its tree.
+    write_helper(tmp_path)
+    argv = ("sh", "-c", "env -i " + LAUNCH, sys.executable, "stubborn", "0")
+    stage = Stage(name="gen", command=argv, outputs=("out.txt",))
+    result = StageRunner(tmp_path, grace_s=0.5).run(stage)
+    pid = helper_pid(tmp_path)
+    try:
+        assert result.error is not None and f"pid {pid} (" in result.error, result
+        assert not pid_alive(pid)
+    finally:
+        end_sleepers([pid])
+
+
+@pytest.mark.parametrize("environment", ["kept", "dropped"])
+def test_sigkill_of_stagewatch_while_a_helper_outlives_the_stage_takes_the_helper_with_it(
+    project: Project, environment: str
+) -> None:
+    write_helper(project.root)
+    launch = "echo $$ > main.pid; " + ("env -i " if environment == "dropped" else "") + LAUNCH
+    project.config(
+        f"""
+        [[stage]]
+        name = "gen"
+        command = ["sh", "-c", '{launch}', {sys.executable!r}, "stubborn", "0"]
+        outputs = ["out.txt"]
+        """
+    )
+    env = {key: value for key, value in os.environ.items() if key != "STAGEWATCH_CONFIG"}
+    build = subprocess.Popen(
+        [sys.executable, "-m", "stagewatch", "--config", str(project.root / "stagewatch.toml"), "build"],
+        cwd=project.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    pid = None
+    try:
+        assert wait_until(lambda: (project.root / "out.txt").exists() and read_pid(project.root / "main.pid"))
+        pid = helper_pid(project.root)
+        main = read_pid(project.root / "main.pid") or 0
+        # The stage's main process has ended: stagewatch is giving the helper its grace period.
+        assert wait_until(lambda: not pid_alive(main))
+        assert build.poll() is None and pid_alive(pid)
+        build.kill()
+        build.wait(timeout=10)
+        assert wait_until(lambda: not pid_alive(pid), 10), "the helper outlived its stagewatch"
+        # And the next build is not held up by anything of that run.
+        proc = project.cli("build", timeout=40)
+        assert "earlier run" not in proc.stdout + proc.stderr
+        end_sleepers([helper_pid(project.root)])
+    finally:
+        build.kill()
+        build.wait()
+        end_sleepers([pid])
