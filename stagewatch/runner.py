@@ -299,6 +299,7 @@ class StageRunner:
             capture.finish(1.0)
             run_log.write(problem)
             return RunResult.not_started(problem, time.monotonic() - started)
+        went = time.monotonic()  # what the timeout counts from
         with self._lock, contextlib.suppress(OSError):
             if process.pid not in self._cancelled:
                 keeper.sendall(b"g")
@@ -313,7 +314,11 @@ class StageRunner:
             self._stop_group(process)
             with contextlib.suppress(TimeoutError):  # the keeper is gone: what it said, or EOF, is there
                 status = _read_status(keeper, 1.0)
-        ending = self._end_group(process, status, linger=not timed_out)
+        # What the main process leaves running gets the grace period, within the stage's timeout.
+        linger_s = None if timed_out else self.grace_s
+        if linger_s is not None and stage.timeout_s is not None:
+            linger_s = max(0.0, min(linger_s, went + stage.timeout_s - time.monotonic()))
+        ending = self._end_group(process, status, linger_s)
         self._end_record(stage, record, clean=ending.clean)
         tail = capture.finish(1.0)
         duration_s = time.monotonic() - started
@@ -331,11 +336,13 @@ class StageRunner:
             stopped = ending.stopped
             shown = ", ".join(stopped[:3]) + (f" and {len(stopped) - 3} more" if len(stopped) > 3 else "")
             what = "a process it started was" if len(stopped) == 1 else "processes it started were"
-            error = (
-                f"{describe_exit(code)}, but {what} still running {format_duration(self.grace_s)}"
-                f" after it ended and had to be killed: {shown}"
-            )
-            return RunResult(False, code, duration_s, error, tail)
+            cut = linger_s is not None and linger_s < self.grace_s  # by the timeout
+            when = "when its time was up" if cut else f"{format_duration(self.grace_s)} after it ended"
+            error = f"{describe_exit(code)}, but {what} still running {when} and had to be killed: {shown}"
+            if cut:
+                assert stage.timeout_s is not None
+                error = f"timed out after {format_duration(stage.timeout_s)}: {error}"
+            return RunResult(False, code, duration_s, error, tail, timed_out=cut)
         if code != 0:
             return RunResult(False, code, duration_s, describe_exit(code), tail)
         remove_left_empty(made)  # an output folder made for the run must have been filled by it
@@ -345,23 +352,25 @@ class StageRunner:
             return RunResult(False, code, duration_s, error, tail)
         return RunResult(True, code, duration_s, None, tail)
 
-    def _end_group(self, process: subprocess.Popen[bytes], status: _Status | None, linger: bool) -> _Ending:
+    def _end_group(
+        self, process: subprocess.Popen[bytes], status: _Status | None, linger_s: float | None
+    ) -> _Ending:
         """Whatever the stage left running is the stage's: it must not outlive it.
 
         The keeper leaves once no descendant is left, so its exit is the run's end; a keeper
         that died first (killed from outside) leaves the group to be watched directly. With
-        `linger`, what the stage's main process left behind gets the grace period to end by
-        itself; those still running after it had to be stopped, and the ending names them.
+        `linger_s`, what the stage's main process left behind gets that long to end by itself;
+        those still running then had to be stopped, and the ending names them.
         """
         if status is not None and status.clean:
             process.wait()  # nothing left to wait for: the keeper is on its way out
             return _Ending(clean=True)
         stopped: tuple[str, ...] = ()
-        if status is not None and linger:
+        if status is not None and linger_s is not None:
             # Its main process has ended, but something it started goes on (a helper still
             # writing an output): it may finish by itself, and the run with it.
             try:
-                process.wait(timeout=self.grace_s)
+                process.wait(timeout=linger_s)
             except subprocess.TimeoutExpired:
                 stopped = tuple(_describe(pid) for pid in descendants(process.pid))
             else:

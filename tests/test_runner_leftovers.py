@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -204,4 +205,22 @@ def test_sigkill_of_stagewatch_while_a_helper_outlives_the_stage_takes_the_helpe
     finally:
         build.kill()
         build.wait()
+        end_sleepers([pid])
+
+
+def test_the_timeout_bounds_the_grace_period_of_what_the_stage_left_running(tmp_path: Path) -> None:
+    write_helper(tmp_path)
+    argv = ("sh", "-c", LAUNCH, sys.executable, "polite", "0")
+    stage = Stage(name="gen", command=argv, outputs=("out.txt",), timeout_s=1.0)
+    started = time.monotonic()
+    result = StageRunner(tmp_path, grace_s=5.0).run(stage)
+    pid = helper_pid(tmp_path)
+    try:
+        assert time.monotonic() - started < 4.0
+        assert result.timed_out and not result.ok and result.exit_code == 0
+        assert result.error is not None, result
+        assert result.error.startswith("timed out after 1.0s: exit 0, but ")
+        assert f"pid {pid} (" in result.error
+        assert not pid_alive(pid)
+    finally:
         end_sleepers([pid])
