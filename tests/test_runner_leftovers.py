@@ -224,3 +224,33 @@ def test_the_timeout_bounds_the_grace_period_of_what_the_stage_left_running(tmp_
         assert not pid_alive(pid)
     finally:
         end_sleepers([pid])
+
+
+def test_a_daemon_stopped_while_a_stubborn_helper_outlives_its_stage_stops_and_takes_it(
+    project: Project,
+) -> None:
+    write_helper(project.root)
+    project.config(
+        f"""
+        [[stage]]
+        name = "gen"
+        command = ["sh", "-c", 'echo $$ > main.pid; {LAUNCH}', {sys.executable!r}, "stubborn", "0"]
+        outputs = ["out.txt"]
+        """
+    )
+    pid = None
+    with RunningDaemon(project) as daemon:
+        try:
+            assert wait_until(
+                lambda: (project.root / "out.txt").exists() and read_pid(project.root / "main.pid")
+            )
+            pid = helper_pid(project.root)
+            assert wait_until(lambda: not pid_alive(read_pid(project.root / "main.pid") or 0))
+            started = time.monotonic()
+            assert daemon.stop() == 0
+            assert time.monotonic() - started < 10.0
+            assert not pid_alive(pid)
+            assert [e["stage"] for e in daemon.named("stage.cancelled")] == ["gen"]
+            assert not project.entry("gen").exists()
+        finally:
+            end_sleepers([pid])

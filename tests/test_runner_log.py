@@ -157,3 +157,11 @@ def test_a_build_of_stages_printing_huge_lines_keeps_state_json_small(project: P
     assert (project.root / "_build/.cache/state.json").stat().st_size < 100_000
     failures = [e for e in events(proc) if e.get("event") == "stage.failed"]
     assert len(failures) == 3 and all(len(json.dumps(e)) < 10_000 for e in failures)
+
+
+def test_a_stage_log_that_is_a_folder_is_refused_and_said(tmp_path: Path) -> None:
+    log_path = tmp_path / "_build/.cache/copy.log"
+    log_path.mkdir(parents=True)
+    result = StageRunner(tmp_path).run(Stage(name="copy", command=("touch", "ran")))
+    assert result.error == f"could not write its log {log_path}: not a regular file (a folder)"
+    assert not (tmp_path / "ran").exists() and log_path.is_dir()
