@@ -338,7 +338,10 @@ class StageRunner:
             what = "a process it started was" if len(stopped) == 1 else "processes it started were"
             cut = linger_s is not None and linger_s < self.grace_s  # by the timeout
             when = "when its time was up" if cut else f"{format_duration(self.grace_s)} after it ended"
-            error = f"{describe_exit(code)}, but {what} still running {when} and had to be killed: {shown}"
+            error = (
+                f"{describe_exit(code)}, but {what} still running {when} and had to be killed: {shown}"
+                "; a stage must wait for what it starts"
+            )
             if cut:
                 assert stage.timeout_s is not None
                 error = f"timed out after {format_duration(stage.timeout_s)}: {error}"

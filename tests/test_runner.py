@@ -168,7 +168,7 @@ def test_leftover_background_processes_do_not_outlive_the_stage(tmp_path: Path) 
     assert not result.ok
     assert result.error == (
         f"exit 0, but a process it started was still running 1.0s after it ended and had to be killed:"
-        f" pid {child} (sleep 60)"
+        f" pid {child} (sleep 60); a stage must wait for what it starts"
     )
 
 
