@@ -91,6 +91,17 @@ class RunTicket:
     process: subprocess.Popen[bytes] | None = None
 
 
+def leftovers_error(code: int, stopped: tuple[str, ...], grace_s: float, timed_out_s: float | None) -> str:
+    """Why a run whose main process ended, leaving `stopped` running, is a failure; `timed_out_s`
+    when its timeout, not the grace period, was up first."""
+    shown = ", ".join(stopped[:3]) + (f" and {len(stopped) - 3} more" if len(stopped) > 3 else "")
+    what = "a process it started was" if len(stopped) == 1 else "processes it started were"
+    when = "when its time was up" if timed_out_s is not None else f"{format_duration(grace_s)} after it ended"
+    error = f"{describe_exit(code)}, but {what} still running {when} and had to be killed: {shown}"
+    error += "; a stage must wait for what it starts"
+    return error if timed_out_s is None else f"timed out after {format_duration(timed_out_s)}: {error}"
+
+
 def _describe(pid: int) -> str:
     command = command_line(pid)
     return f"pid {pid}" if command is None else f"pid {pid} ({command})"
@@ -333,18 +344,8 @@ class StageRunner:
             return RunResult(False, code, duration_s, error, tail, timed_out=True)
         if ending.stopped:
             # Its outputs may be half-written by what was stopped: never a success.
-            stopped = ending.stopped
-            shown = ", ".join(stopped[:3]) + (f" and {len(stopped) - 3} more" if len(stopped) > 3 else "")
-            what = "a process it started was" if len(stopped) == 1 else "processes it started were"
             cut = linger_s is not None and linger_s < self.grace_s  # by the timeout
-            when = "when its time was up" if cut else f"{format_duration(self.grace_s)} after it ended"
-            error = (
-                f"{describe_exit(code)}, but {what} still running {when} and had to be killed: {shown}"
-                "; a stage must wait for what it starts"
-            )
-            if cut:
-                assert stage.timeout_s is not None
-                error = f"timed out after {format_duration(stage.timeout_s)}: {error}"
+            error = leftovers_error(code, ending.stopped, self.grace_s, stage.timeout_s if cut else None)
             return RunResult(False, code, duration_s, error, tail, timed_out=cut)
         if code != 0:
             return RunResult(False, code, duration_s, describe_exit(code), tail)
