@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stagewatch.runner import StageRunner
+from stagewatch.runner import StageRunner, leftovers_error
 from stagewatch.stage import Stage
 from tests.conftest import Project
 from tests.daemon_support import RunningDaemon
@@ -254,3 +254,22 @@ def test_a_daemon_stopped_while_a_stubborn_helper_outlives_its_stage_stops_and_t
             assert not project.entry("gen").exists()
         finally:
             end_sleepers([pid])
+
+
+@pytest.mark.parametrize(
+    ("code", "stopped", "timed_out_s", "error"),
+    [
+        (0, ("pid 7 (sleep 60)",), None, "exit 0, but a process it started was still running 5.0s after it"
+         " ended and had to be killed: pid 7 (sleep 60); a stage must wait for what it starts"),
+        (3, tuple(f"pid {n}" for n in range(5)), None, "exit 3, but processes it started were still running"
+         " 5.0s after it ended and had to be killed: pid 0, pid 1, pid 2 and 2 more; a stage must wait for"
+         " what it starts"),
+        (0, ("pid 7",), 2.0, "timed out after 2.0s: exit 0, but a process it started was still running when"
+         " its time was up and had to be killed: pid 7; a stage must wait for what it starts"),
+    ],
+    ids=["one", "many", "timed-out"],
+)  # fmt: skip
+def test_a_run_that_left_processes_running_says_which_and_how_it_ended(
+    code: int, stopped: tuple[str, ...], timed_out_s: float | None, error: str
+) -> None:
+    assert leftovers_error(code, stopped, 5.0, timed_out_s) == error
