@@ -35,7 +35,7 @@ log = structlog.get_logger(__name__)
 
 def open_log(path: Path, output_dir: Path) -> IO[str]:
     """The stage's log, truncated: made only below an output folder that is still there, and
-    never a FIFO or a device (opening one would wait for a reader, or write into it)."""
+    never a FIFO, a device (opening one would wait for a reader, or write into it) or a symlink."""
     if not output_dir.is_dir():
         raise FileNotFoundError(errno.ENOENT, "the output folder is gone", str(output_dir))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +43,9 @@ def open_log(path: Path, output_dir: Path) -> IO[str]:
         mode = os.lstat(path).st_mode
         if not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, f"not a regular file ({kind_of(mode)})", str(path))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    # O_NOFOLLOW: a link put in its place after the check is refused too, never followed (and
+    # its target truncated).
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

@@ -3,17 +3,20 @@ never the run: its output is still drained, shown and kept for the failure repor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from stagewatch.capture import StageLog
+from stagewatch.capture import StageLog, open_log
 from stagewatch.runner import StageRunner
 from stagewatch.stage import Stage
 from tests.conftest import Project
@@ -165,3 +168,45 @@ def test_a_stage_log_that_is_a_folder_is_refused_and_said(tmp_path: Path) -> Non
     result = StageRunner(tmp_path).run(Stage(name="copy", command=("touch", "ran")))
     assert result.error == f"could not write its log {log_path}: not a regular file (a folder)"
     assert not (tmp_path / "ran").exists() and log_path.is_dir()
+
+
+def test_a_stage_log_that_is_a_symlink_is_refused_and_its_target_left_alone(tmp_path: Path) -> None:
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    log_path = tmp_path / "_build/.cache/copy.log"
+    log_path.parent.mkdir(parents=True)
+    log_path.symlink_to(target)
+    result = StageRunner(tmp_path).run(Stage(name="copy", command=("echo", "hi")))
+    assert result.error == f"could not write its log {log_path}: not a regular file (a symlink)"
+    assert target.read_text() == "keep me"
+
+
+def test_a_symlink_swapped_in_for_the_log_as_it_is_opened_is_never_followed(tmp_path: Path) -> None:
+    # Whoever can write into the cache folder may swap the log for a link between its check and
+    # its open: the open itself must refuse the link (truncating its target would be the cost).
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    cache = tmp_path / "_build/.cache"
+    cache.mkdir(parents=True)
+    log_path = cache / "s.log"
+    done = threading.Event()
+
+    def swap() -> None:
+        spare = cache / "spare"
+        while not done.is_set():
+            spare.write_text("")
+            os.replace(spare, log_path)
+            spare.symlink_to(target)
+            os.replace(spare, log_path)
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    try:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and target.read_text() == "keep me":
+            with contextlib.suppress(OSError):
+                open_log(log_path, tmp_path).close()
+    finally:
+        done.set()
+        swapper.join()
+    assert target.read_text() == "keep me"
