@@ -9,7 +9,6 @@ A declared output folder made for the run is taken away again if the run leaves 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -102,9 +101,24 @@ def _kind(name: str, dir_fd: int) -> str:
         return "gone"
 
 
-def remove_left_empty(made: Iterable[str]) -> None:
+def remove_left_empty(made: Iterable[str], output_dir: str) -> None:
     """Take away the declared output folders made for a run that it left empty: a folder
-    stagewatch made must never pass for the stage's output (nor let `accept` vouch for it)."""
+    stagewatch made must never pass for the stage's output (nor let `accept` vouch for it).
+    The way down is walked as it was made, never through a symlink (the stage may have put one
+    there): an empty folder elsewhere is not ours to take away."""
     for folder in made:
-        with contextlib.suppress(OSError):  # not empty (the stage's output), or not a folder now
-            os.rmdir(folder)
+        parts = folder[len(output_dir.rstrip("/")) + 1 :].split("/")
+        try:
+            fd = os.open(output_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            for name in parts[:-1]:
+                inner = os.open(name, _OPEN_FOLDER, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            os.rmdir(parts[-1], dir_fd=fd)
+        except OSError:
+            pass  # not empty (the stage's output), not a folder now, or a link on the way
+        finally:
+            os.close(fd)

@@ -199,7 +199,8 @@ class StageRunner:
             try:
                 return self._start(stage, ticket, env, token, run_log, folders.made, started)
             finally:
-                remove_left_empty(folders.made)  # done before the success rule too; again does nothing
+                # Done before the success rule too; done again, it does nothing.
+                remove_left_empty(folders.made, posix(self.layout.output_dir))
 
     def _start(
         self,
@@ -349,7 +350,8 @@ class StageRunner:
             return RunResult(False, code, duration_s, error, tail, timed_out=cut)
         if code != 0:
             return RunResult(False, code, duration_s, describe_exit(code), tail)
-        remove_left_empty(made)  # an output folder made for the run must have been filled by it
+        # An output folder made for the run must have been filled by it.
+        remove_left_empty(made, posix(self.layout.output_dir))
         missing = missing_outputs(stage.outputs, posix(self.output_dir))
         if missing:
             error = "exit 0 but declared output missing: " + ", ".join(missing)

@@ -146,3 +146,17 @@ def test_the_daemon_makes_the_output_folders(project: Project, static: Path) -> 
         assert sorted(e["stage"] for e in daemon.named("stage.succeeded")) == ["css", "js"]
         assert daemon.stop() == 0
     assert project.read("_build/site/x.css") == "body {}"
+
+
+def test_an_empty_folder_is_never_taken_away_through_a_symlink_the_stage_put_on_its_way(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    (tmp_path / "outside/empty").mkdir(parents=True)
+    # The stage makes the folder above its declared output folder a link to elsewhere.
+    swap = "mv out out.old && ln -s ../outside out"
+    result = StageRunner(root).run(Stage(name="swap", command=("sh", "-c", swap), outputs=("out/empty/",)))
+    assert result.ok  # out/empty/ is there, through the link: the stage's own doing
+    assert (tmp_path / "outside/empty").is_dir()
+    assert (root / "out.old/empty").is_dir()  # and what was made for the run is not taken away either
