@@ -3,34 +3,33 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import structlog
 
+from stagewatch.capture import OutputCapture, StageLog, open_log
 from stagewatch.codedeps import resolve_module_source, stdlib_shadowed
 from stagewatch.durations import format_duration
 from stagewatch.freshness import shadowing
 from stagewatch.inputs import missing_outputs
 from stagewatch.layout import CacheLayout
+from stagewatch.output_folders import OutputFolders, make_output_folders, remove_left_empty
 from stagewatch.paths import posix
-from stagewatch.regular import kind_of
 from stagewatch.runrecord import (
     TOKEN_VAR,
     CorruptRecord,
     RunRecord,
+    command_line,
+    descendants,
     group_members,
     new_token,
     read_record,
@@ -43,8 +42,7 @@ from stagewatch.stage import LineSink, RunResult, Stage
 BOOTSTRAP = (Path(__file__).with_name("_bootstrap.py")).read_text(encoding="utf-8")
 GRACE_S = 5.0
 ORPHAN_WAIT_S = 5.0
-TAIL_LINES = 20
-LINE_LIMIT = 64 * 1024
+KILL_WAIT_S = 2.0  # for a SIGKILLed tree to be reaped by its keeper (a process in D state takes its time)
 
 log = structlog.get_logger(__name__)
 
@@ -93,27 +91,20 @@ class RunTicket:
     process: subprocess.Popen[bytes] | None = None
 
 
-def open_log(path: Path, output_dir: Path) -> IO[str]:
-    """The stage's log, truncated: made only below an output folder that is still there, and
-    never a FIFO or a device (opening one would wait for a reader, or write into it)."""
-    if not output_dir.is_dir():
-        raise FileNotFoundError(errno.ENOENT, "the output folder is gone", str(output_dir))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        mode = os.lstat(path).st_mode
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, f"not a regular file ({kind_of(mode)})", str(path))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, f"not a regular file ({kind_of(mode)})", str(path))
-        os.ftruncate(fd, 0)
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "w", encoding="utf-8", errors="replace")
-    except BaseException:
-        os.close(fd)
-        raise
+def leftovers_error(code: int, stopped: tuple[str, ...], grace_s: float, timed_out_s: float | None) -> str:
+    """Why a run whose main process ended, leaving `stopped` running, is a failure; `timed_out_s`
+    when its timeout, not the grace period, was up first."""
+    shown = ", ".join(stopped[:3]) + (f" and {len(stopped) - 3} more" if len(stopped) > 3 else "")
+    what = "a process it started was" if len(stopped) == 1 else "processes it started were"
+    when = "when its time was up" if timed_out_s is not None else f"{format_duration(grace_s)} after it ended"
+    error = f"{describe_exit(code)}, but {what} still running {when} and had to be killed: {shown}"
+    error += "; a stage must wait for what it starts"
+    return error if timed_out_s is None else f"timed out after {format_duration(timed_out_s)}: {error}"
+
+
+def _describe(pid: int) -> str:
+    command = command_line(pid)
+    return f"pid {pid}" if command is None else f"pid {pid} ({command})"
 
 
 def _signal_group(pgid: int, sig: signal.Signals | int) -> bool:
@@ -130,6 +121,14 @@ class _Status:
 
     code: int
     clean: bool  # nothing of the run was left alive
+
+
+@dataclass(frozen=True, slots=True)
+class _Ending:
+    """How a run's tree ended."""
+
+    clean: bool  # the keeper saw all of it end: nothing of the run can be left
+    stopped: tuple[str, ...] = ()  # still running a grace period after the main process ended
 
 
 def _read_status(sock: socket.socket, timeout_s: float | None) -> _Status | None:
@@ -184,46 +183,67 @@ class StageRunner:
         env[TOKEN_VAR] = token  # every process of the run carries it: how a survivor is found later
         log_path = self.log_path(stage)
         try:
-            log_file = open_log(log_path, self.output_dir)
+            run_log = StageLog(stage.name, log_path, open_log(log_path, self.output_dir))
         except OSError as exc:
             message = f"could not write its log {log_path}: {exc.strerror or exc}"
             return RunResult.not_started(message, time.monotonic() - started)
-        with log_file:
+        with run_log:
             problem = self._unstartable(stage, env) or self._stop_earlier_run(stage)
+            folders = OutputFolders()
+            if problem is None:
+                folders = make_output_folders(stage.outputs, posix(self.layout.output_dir))
+                problem = folders.problem
             if problem is not None:
-                log_file.write(problem + "\n")
+                run_log.write(problem)
                 return RunResult.not_started(problem, time.monotonic() - started)
-            ours, keepers = socket.socketpair()
-            with ours:
-                with keepers, self._lock:
-                    # Started and registered under the lock, so no cancel can ever miss a run.
-                    if self._closing or ticket.cancelled:
-                        return RunResult(False, None, 0.0, "stopped by stagewatch", cancelled=True)
-                    try:
-                        process = subprocess.Popen(
-                            stage_argv(stage, keepers.fileno()),
-                            cwd=self.output_dir,
-                            env=env,
-                            stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE,
-                            start_new_session=True,  # its own process group: a timeout kills all of it
-                            pass_fds=(keepers.fileno(),),
-                        )
-                    except OSError as exc:
-                        message = f"could not start {sys.executable!r}: {exc.strerror or exc}"
-                        log_file.write(message + "\n")
-                        return RunResult.not_started(message, time.monotonic() - started)
-                    self._running[process.pid] = process
-                    self._by_stage[stage.name] = process.pid
-                    ticket.process = process
+            try:
+                return self._start(stage, ticket, env, token, run_log, folders.made, started)
+            finally:
+                # Done before the success rule too; done again, it does nothing.
+                remove_left_empty(folders.made, posix(self.layout.output_dir))
+
+    def _start(
+        self,
+        stage: Stage,
+        ticket: RunTicket,
+        env: dict[str, str],
+        token: str,
+        run_log: StageLog,
+        made: tuple[str, ...],
+        started: float,
+    ) -> RunResult:
+        """Start the keeper (unless the run is cancelled already) and supervise it to its end."""
+        ours, keepers = socket.socketpair()
+        with ours:
+            with keepers, self._lock:
+                # Started and registered under the lock, so no cancel can ever miss a run.
+                if self._closing or ticket.cancelled:
+                    return RunResult(False, None, 0.0, "stopped by stagewatch", cancelled=True)
                 try:
-                    return self._supervise(stage, process, ours, token, log_file, started)
-                finally:
-                    with self._lock:
-                        self._running.pop(process.pid, None)
-                        self._by_stage.pop(stage.name, None)
-                        self._cancelled.discard(process.pid)
+                    process = subprocess.Popen(
+                        stage_argv(stage, keepers.fileno()),
+                        cwd=self.output_dir,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        start_new_session=True,  # its own process group: a timeout kills all of it
+                        pass_fds=(keepers.fileno(),),
+                    )
+                except OSError as exc:
+                    message = f"could not start {sys.executable!r}: {exc.strerror or exc}"
+                    run_log.write(message)
+                    return RunResult.not_started(message, time.monotonic() - started)
+                self._running[process.pid] = process
+                self._by_stage[stage.name] = process.pid
+                ticket.process = process
+            try:
+                return self._supervise(stage, process, ours, token, run_log, made, started)
+            finally:
+                with self._lock:
+                    self._running.pop(process.pid, None)
+                    self._by_stage.pop(stage.name, None)
+                    self._cancelled.discard(process.pid)
 
     def _unstartable(self, stage: Stage, env: dict[str, str]) -> str | None:
         """Why a stage cannot be started, said in one line before trying (not in a traceback)."""
@@ -273,42 +293,13 @@ class StageRunner:
         process: subprocess.Popen[bytes],
         keeper: socket.socket,
         token: str,
-        log_file: IO[str],
+        run_log: StageLog,
+        made: tuple[str, ...],
         started: float,
     ) -> RunResult:
-        write_lock = threading.Lock()
-        detached = threading.Event()
-        errors: deque[str] = deque(maxlen=TAIL_LINES)
-        everything: deque[str] = deque(maxlen=TAIL_LINES)
-        sink = self.on_line
-
-        def pump(pipe: IO[bytes], stream: str) -> None:
-            nonlocal sink
-            # Bounded reads: a stage printing 300 MB without a newline must not hold it in memory.
-            for raw in iter(lambda: pipe.readline(LINE_LIMIT), b""):
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                with write_lock:
-                    if detached.is_set():
-                        break  # the run is over; what a stray process still writes is not ours
-                    log_file.write(line + "\n")
-                    everything.append(line)
-                    if stream == "stderr":
-                        errors.append(line)
-                if sink is not None:
-                    try:
-                        sink(stage.name, stream, line)
-                    except Exception:
-                        sink = None  # keep draining the pipe: a full pipe would hang the stage
-            with contextlib.suppress(OSError):
-                pipe.close()
-
+        capture = OutputCapture(stage.name, run_log, self.on_line)
         assert process.stdout is not None and process.stderr is not None
-        pumps = [
-            threading.Thread(target=pump, args=(process.stdout, "stdout"), daemon=True),
-            threading.Thread(target=pump, args=(process.stderr, "stderr"), daemon=True),
-        ]
-        for thread in pumps:
-            thread.start()
+        capture.start(process.stdout, process.stderr)
         # The record is on disk before the keeper's go: no stage code ever runs without one.
         record = RunRecord.new(token, process.pid)
         try:
@@ -317,10 +308,10 @@ class StageRunner:
             problem = f"could not write its run record {exc.filename}: {exc.strerror or exc}"
             keeper.close()  # the keeper reads no go and leaves
             process.wait()
-            for thread in pumps:
-                thread.join(1.0)
-            log_file.write(problem + "\n")
+            capture.finish(1.0)
+            run_log.write(problem)
             return RunResult.not_started(problem, time.monotonic() - started)
+        went = time.monotonic()  # what the timeout counts from
         with self._lock, contextlib.suppress(OSError):
             if process.pid not in self._cancelled:
                 keeper.sendall(b"g")
@@ -335,16 +326,15 @@ class StageRunner:
             self._stop_group(process)
             with contextlib.suppress(TimeoutError):  # the keeper is gone: what it said, or EOF, is there
                 status = _read_status(keeper, 1.0)
-        self._end_group(process, status)
-        self._end_record(stage, record, clean=status is not None and status.clean)
-        for thread in pumps:
-            # A process that left the group (setsid) may still hold the pipes: not waited for.
-            thread.join(1.0)
-        with write_lock:
-            detached.set()
+        # What the main process leaves running gets the grace period, within the stage's timeout.
+        linger_s = None if timed_out else self.grace_s
+        if linger_s is not None and stage.timeout_s is not None:
+            linger_s = max(0.0, min(linger_s, went + stage.timeout_s - time.monotonic()))
+        ending = self._end_group(process, status, linger_s)
+        self._end_record(stage, record, clean=ending.clean)
+        tail = capture.finish(1.0)
         duration_s = time.monotonic() - started
         code = status.code if status is not None else process.returncode
-        tail = tuple(errors) or tuple(everything)
         with self._lock:
             cancelled = process.pid in self._cancelled
         if cancelled:
@@ -353,23 +343,45 @@ class StageRunner:
             assert stage.timeout_s is not None
             error = f"timed out after {format_duration(stage.timeout_s)}"
             return RunResult(False, code, duration_s, error, tail, timed_out=True)
+        if ending.stopped:
+            # Its outputs may be half-written by what was stopped: never a success.
+            cut = linger_s is not None and linger_s < self.grace_s  # by the timeout
+            error = leftovers_error(code, ending.stopped, self.grace_s, stage.timeout_s if cut else None)
+            return RunResult(False, code, duration_s, error, tail, timed_out=cut)
         if code != 0:
             return RunResult(False, code, duration_s, describe_exit(code), tail)
+        # An output folder made for the run must have been filled by it.
+        remove_left_empty(made, posix(self.layout.output_dir))
         missing = missing_outputs(stage.outputs, posix(self.output_dir))
         if missing:
             error = "exit 0 but declared output missing: " + ", ".join(missing)
             return RunResult(False, code, duration_s, error, tail)
         return RunResult(True, code, duration_s, None, tail)
 
-    def _end_group(self, process: subprocess.Popen[bytes], status: _Status | None) -> None:
+    def _end_group(
+        self, process: subprocess.Popen[bytes], status: _Status | None, linger_s: float | None
+    ) -> _Ending:
         """Whatever the stage left running is the stage's: it must not outlive it.
 
         The keeper leaves once no descendant is left, so its exit is the run's end; a keeper
-        that died first (killed from outside) leaves the group to be watched directly.
+        that died first (killed from outside) leaves the group to be watched directly. With
+        `linger_s`, what the stage's main process left behind gets that long to end by itself;
+        those still running then had to be stopped, and the ending names them.
         """
         if status is not None and status.clean:
             process.wait()  # nothing left to wait for: the keeper is on its way out
-            return
+            return _Ending(clean=True)
+        stopped: tuple[str, ...] = ()
+        if status is not None and linger_s is not None:
+            # Its main process has ended, but something it started goes on (a helper still
+            # writing an output): it may finish by itself, and the run with it.
+            try:
+                process.wait(timeout=linger_s)
+            except subprocess.TimeoutExpired:
+                stopped = tuple(_describe(pid) for pid in descendants(process.pid))
+            else:
+                # Ended by itself, or by a cancel meanwhile: the sweep by token costs little here.
+                return _Ending(clean=False)
         _signal_group(process.pid, signal.SIGTERM)  # the keeper passes it to those who left the group
         deadline = time.monotonic() + self.grace_s
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -377,6 +389,26 @@ class StageRunner:
         # Zombies do not count: with their keeper gone, they wait for init to reap them.
         while group_members(process.pid) and time.monotonic() < deadline:
             time.sleep(0.02)
+        self._kill_tree(process)
+        return _Ending(clean=False, stopped=stopped)
+
+    def _kill_tree(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the run's whole tree; returns once its keeper is gone.
+
+        Its descendants first, while the keeper lives to find them below it (those who left
+        the group too) and to reap them: dead means reaped, not dying. The keeper then leaves
+        by itself; the group's SIGKILL is for a keeper that does not.
+        """
+        deadline = time.monotonic() + KILL_WAIT_S
+        while process.poll() is None and time.monotonic() < deadline:
+            tree = descendants(process.pid)
+            if not tree:
+                break
+            for pid in tree:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=0.02)
         _signal_group(process.pid, signal.SIGKILL)
         process.wait()
 
@@ -399,8 +431,7 @@ class StageRunner:
         try:
             process.wait(timeout=self.grace_s)
         except subprocess.TimeoutExpired:
-            _signal_group(process.pid, signal.SIGKILL)
-            process.wait()
+            self._kill_tree(process)
 
     def cancel(self, name: str) -> bool:
         """Stop one stage's run (its result says cancelled); returns once it is gone."""

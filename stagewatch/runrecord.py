@@ -145,6 +145,18 @@ def _stat(pid: int | str) -> list[bytes]:
     return stat[stat.rfind(b")") + 2 :].split()
 
 
+def _birth(pid: int) -> bytes | None:
+    """When the process started (clock ticks after boot); None if gone. A pid and its birth
+    name one process: a pid taken again is born later."""
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else None
+
+
+def _lives(pid: int, birth: bytes) -> bool:
+    fields = _stat(pid)
+    return len(fields) > 19 and fields[0] not in (b"Z", b"X") and fields[19] == birth
+
+
 def group_of(pid: int) -> int | None:
     fields = _stat(pid)
     return int(fields[2]) if fields else None
@@ -162,6 +174,46 @@ def group_members(pgid: int) -> list[int]:
         if fields and fields[0] != b"Z" and int(fields[2]) == pgid:
             members.append(int(name))
     return members
+
+
+def descendants(root: int) -> list[int]:
+    """The live (not zombie) descendants of `root`, whatever their process group.
+
+    A keeper is its tree's subreaper, so every process its stage started, and every orphan of
+    those, is found below it, a process that left the group (setsid) included.
+    """
+    children: dict[int, list[int]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        fields = _stat(name) if name.isdigit() else []
+        if fields and fields[0] != b"Z":
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return sorted(found)
+
+
+COMMAND_LIMIT = 80  # characters of a command line shown to people
+
+
+def command_line(pid: int) -> str | None:
+    """What the process runs, as a person would type it (shortened); None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            raw = handle.read(4 * COMMAND_LIMIT)
+    except OSError:
+        return None
+    text = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+    if not text:
+        return None  # a zombie, or a kernel thread
+    return text if len(text) <= COMMAND_LIMIT else text[: COMMAND_LIMIT - 1] + "…"
 
 
 def _sigkill(pid: int) -> None:
@@ -190,11 +242,14 @@ def stop_run(
     if isinstance(record, RunRecord) and any(group_of(pid) == record.pgid for pid in found):
         group = record.pgid
         _sigkill(-group)
+    # Dead is gone from /proc or a zombie: an exiting process shows no environment before it
+    # is either, and a pid taken again since is another process (its start time says so).
+    births = {pid: _birth(pid) for pid in found}
     for pid in found:
         _sigkill(pid)
     deadline = time.monotonic() + wait_s
     while True:
-        left = {pid for pid in found if carries(pid, marks)}
+        left = {pid for pid, birth in births.items() if birth is not None and _lives(pid, birth)}
         if group is not None:
             left.update(group_members(group))
         if not left or time.monotonic() >= deadline:

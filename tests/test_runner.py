@@ -162,9 +162,14 @@ def test_timeout_escalates_to_sigkill_after_the_grace_period(tmp_path: Path) -> 
 def test_leftover_background_processes_do_not_outlive_the_stage(tmp_path: Path) -> None:
     script = "sleep 60 > /dev/null 2>&1 & echo $! > child.pid"
     result = StageRunner(tmp_path, grace_s=1.0).run(Stage(name="bg", command=("sh", "-c", script)))
-    assert result.ok
     child = int((tmp_path / "child.pid").read_text())
     assert wait_until(lambda: not pid_alive(child), 5)
+    # What had to be killed may have been writing an output: the run is not a success.
+    assert not result.ok
+    assert result.error == (
+        f"exit 0, but a process it started was still running 1.0s after it ended and had to be killed:"
+        f" pid {child} (sleep 60); a stage must wait for what it starts"
+    )
 
 
 def _start_stagewatch_running(tmp_path: Path, stage_literal: str) -> subprocess.Popen[bytes]:

@@ -133,13 +133,16 @@ def test_the_stage_tree_is_gone_when_the_run_returns(tmp_path: Path) -> None:
     script = '("$0" -c "$1" orphan.pid &); "$0" -c "$2" escapee.pid &'
     script += " until [ -e orphan.pid ] && [ -e escapee.pid ]; do sleep 0.01; done; exit 0"
     stage = Stage(name="leaves", command=("sh", "-c", script, sys.executable, SLEEPER, ESCAPING_SLEEPER))
-    runner = StageRunner(tmp_path, grace_s=5.0)
+    runner = StageRunner(tmp_path, grace_s=0.5)
     result = runner.run(stage)
-    assert result.ok, result
     pids = [read_pid(tmp_path / "orphan.pid"), read_pid(tmp_path / "escapee.pid")]
     try:
         # No wait here: the run ends only once its keeper has reaped every descendant.
         assert [pid for pid in pids if pid is None or pid_alive(pid)] == []
+        # Both were still running when the grace period was over: they had to be killed.
+        assert not result.ok and result.exit_code == 0, result
+        assert result.error is not None and "had to be killed" in result.error
+        assert all(f"pid {pid} (" in result.error for pid in pids), result.error
     finally:
         end_sleepers(pids)
     assert not (tmp_path / "_build/.cache/leaves.run").exists()
