@@ -33,6 +33,21 @@ LINE_LIMIT = 64 * 1024
 log = structlog.get_logger(__name__)
 
 
+# journald splits a line longer than its LineMax (48 KiB by default), and a JSON event split
+# is two lines that are no JSON: a line is shown this long at most, on the console and in the
+# journal alike (the stage's log keeps it whole).
+SHOWN_CHARS = 4096
+
+
+def shown_start(piece: str, complete: bool) -> str:
+    """How a line that starts with `piece` is shown: whole, or its start and where the rest is.
+    A piece that is not complete filled a whole bounded read: its line is long."""
+    if complete and len(piece) <= SHOWN_CHARS:
+        return piece
+    more = f"{len(piece) - SHOWN_CHARS} characters more" if complete else "more"
+    return f"{piece[:SHOWN_CHARS]} … ({more} in its log)"
+
+
 def open_log(path: Path, output_dir: Path) -> IO[str]:
     """The stage's log, truncated: made only below an output folder that is still there, and
     never a FIFO, a device (opening one would wait for a reader, or write into it) or a symlink."""
@@ -153,11 +168,12 @@ class OutputCapture:
                     if complete:
                         self._keep(line.text(), stream)
                         line = _TailLine()
+                shown = None if partial else shown_start(piece, complete)  # a line is shown once
                 partial = not complete
                 sink = self._sink
-                if sink is not None:
+                if sink is not None and shown is not None:
                     try:
-                        sink(self.stage, stream, piece)
+                        sink(self.stage, stream, shown)
                     except Exception:
                         self._sink = None  # keep draining the pipe: a full pipe would hang the stage
             else:

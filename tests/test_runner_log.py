@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from stagewatch.capture import StageLog, open_log
+from stagewatch.capture import StageLog, open_log, shown_start
 from stagewatch.runner import StageRunner
 from stagewatch.stage import Stage
 from tests.conftest import Project
@@ -148,6 +148,36 @@ def test_a_huge_line_without_a_newline_leaves_a_short_tail_with_both_its_ends(tm
     assert len(line) < 1100
     assert line.startswith("€" * 500 + " ") and line.endswith(" " + "€" * 500)
     assert "[999000 characters left out]" in line
+
+
+def test_a_long_line_is_shown_by_its_start_and_kept_whole_in_its_log(project: Project) -> None:
+    project.config(
+        """
+        [[stage]]
+        name = "minify"
+        command = ["sh", "-c", "head -c 200000 /dev/zero | tr '\\\\0' x; echo; echo short"]
+        outputs = []
+        """
+    )
+    proc = project.cli("build")
+    assert proc.returncode == 0, proc.stderr
+    assert max(len(line.encode()) for line in proc.stdout.splitlines()) < 48 * 1024  # journald's LineMax
+    lines = [json.loads(line)["line"] for line in proc.stdout.splitlines() if '"stage.output"' in line]
+    assert lines == ["x" * 4096 + " … (more in its log)", "short"]
+    assert project.read("_build/.cache/minify.log") == "x" * 200000 + "\nshort\n"
+
+
+@pytest.mark.parametrize(
+    ("piece", "complete", "shown"),
+    [
+        ("short", True, "short"),
+        ("x" * 4096, True, "x" * 4096),
+        ("x" * 4100, True, "x" * 4096 + " … (4 characters more in its log)"),
+        ("x" * 65536, False, "x" * 4096 + " … (more in its log)"),
+    ],
+)
+def test_a_line_is_shown_whole_or_by_its_start(piece: str, complete: bool, shown: str) -> None:
+    assert shown_start(piece, complete) == shown
 
 
 def test_a_build_of_stages_printing_huge_lines_keeps_state_json_small(project: Project) -> None:
