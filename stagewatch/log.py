@@ -189,6 +189,13 @@ class StoryRenderer:
                 f'{self._c(_RED, "✗")} stage "{stage}" failed ({f.get("error")})'
                 f" after {_seconds(f.get('duration_s'))}{said}{where}"
             )
+        if event == "stage.log_unwritable":
+            return (
+                f"{stage}: cannot write its log {f.get('path')} ({f.get('error')}); its output is still shown"
+            )
+        if event == "stage.orphans_killed":
+            pids = ", ".join(str(pid) for pid in f.get("pids", ()))
+            return f"{stage}: stopped what an earlier run of it left running (pid {pids}) before running it"
         if event == "stage.blocked":
             return f"{self._c(_YELLOW, '⊘')} {self._c(_BOLD, stage)} not run: upstream {f.get('by')} failed"
         if event == "stage.skipped":

@@ -160,6 +160,16 @@ def test_a_quiet_console_shows_a_failures_last_lines_once(broken: Project) -> No
             {"paths": ["static/x.css"], "count": 1, "stages": ["css"]},
             "~ static/x.css changed: checking css",
         ),
+        (
+            "stage.log_unwritable",
+            {"stage": "css", "path": "_build/.cache/css.log", "error": "Disk full"},
+            "css: cannot write its log _build/.cache/css.log (Disk full); its output is still shown",
+        ),
+        (
+            "stage.orphans_killed",
+            {"stage": "css", "pids": [41, 42]},
+            "css: stopped what an earlier run of it left running (pid 41, 42) before running it",
+        ),
     ],
 )
 def test_the_daemons_sentences(event: str, fields: dict[str, object], said: str) -> None:
