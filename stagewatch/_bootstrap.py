@@ -148,6 +148,7 @@ def print_user_traceback(error: BaseException) -> None:
 def call_stage_function(module_name: str, function_name: str) -> int:
     import importlib
     import pathlib
+    import types
 
     try:
         module = importlib.import_module(module_name)
@@ -156,7 +157,12 @@ def call_stage_function(module_name: str, function_name: str) -> int:
             where = getattr(module, "__file__", module_name)
             sys.stderr.write(f"stagewatch: {where} has no function {function_name!r} to call\n")
             return 1
-        function(pathlib.Path(os.environ["STAGEWATCH_OUTPUT_DIR"]))
+        result = function(pathlib.Path(os.environ["STAGEWATCH_OUTPUT_DIR"]))
+        if isinstance(result, types.CoroutineType):
+            # An `async def run` did nothing yet: the run is its coroutine run to its end.
+            import asyncio
+
+            asyncio.run(result)
     except Exception as error:
         print_user_traceback(error)
         return 1

@@ -194,3 +194,21 @@ def test_a_reload_with_another_function_reruns_the_stage(site: Project) -> None:
 def test_a_library_stage_refuses_a_function_that_is_no_identifier(function: str) -> None:
     with pytest.raises(ValueError, match="is not a Python identifier"):
         Stage(name="s", module="pipeline.m", function=function)
+
+
+def test_an_async_function_is_run_to_its_end(site: Project) -> None:
+    site.write(
+        "pipeline/render.py",
+        """\
+        import asyncio
+        from pathlib import Path
+
+        async def run(out):
+            await asyncio.sleep(0.01)
+            Path(out, "site.txt").write_text("awaited\\n")
+        """,
+    )
+    proc = site.cli("build")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert site.read("site.txt") == "awaited\n"
+    assert "never awaited" not in proc.stdout + proc.stderr
