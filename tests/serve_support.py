@@ -1,8 +1,13 @@
-"""A real `stagewatch serve` in a subprocess on a small site, and plain HTTP to it."""
+"""A real `stagewatch serve` in a subprocess on a small site, plain HTTP to it, and a tab's
+WebSocket spoken byte by byte."""
 
 from __future__ import annotations
 
+import base64
 import http.client
+import os
+import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -153,3 +158,68 @@ def serve(project: Project, *args: str) -> Served:
         daemon.__exit__()
         raise
     return Served(daemon, listening["url"])
+
+
+# --- a tab over a raw WebSocket -------------------------------------------------------------
+
+
+def ws_open(port: int, receive_buffer: int | None = None) -> socket.socket:
+    """A WebSocket to the preview, upgraded; `receive_buffer` sets SO_RCVBUF before it connects
+    (a small one fills at once when the tab stops reading)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /_stagewatch/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Origin: http://127.0.0.1:{port}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def ws_frame(payload: bytes, opcode: int = 0x1, fin: bool = True) -> bytes:
+    """One masked frame, as a browser sends it."""
+    mask = os.urandom(4)
+    if len(payload) < 126:
+        length = bytes([0x80 | len(payload)])
+    elif len(payload) < 65536:
+        length = bytes([0x80 | 126]) + struct.pack("!H", len(payload))
+    else:
+        length = bytes([0x80 | 127]) + struct.pack("!Q", len(payload))
+    masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    return bytes([(0x80 if fin else 0) | opcode]) + length + mask + masked
+
+
+def ws_send(sock: socket.socket, text: str) -> None:
+    """One masked text frame."""
+    sock.sendall(ws_frame(text.encode()))
+
+
+def ws_receive(sock: socket.socket) -> tuple[int, bytes]:
+    """The next frame from the server: (opcode, payload)."""
+
+    def exactly(count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = sock.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            data += chunk
+        return data
+
+    first, second = exactly(2)
+    length = second & 0x7F
+    if length == 126:
+        length = struct.unpack("!H", exactly(2))[0]
+    elif length == 127:
+        length = struct.unpack("!Q", exactly(8))[0]
+    return first & 0x0F, exactly(length)

@@ -4,12 +4,9 @@ under it. A real daemon, real sockets."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import re
 import socket
-import struct
 import sys
 from collections.abc import Iterator
 from urllib.parse import unquote
@@ -17,7 +14,7 @@ from urllib.parse import unquote
 import pytest
 
 from tests.conftest import Project
-from tests.serve_support import Served, make_site, serve, serve_made_site
+from tests.serve_support import Served, make_site, serve, serve_made_site, ws_open, ws_receive, ws_send
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -83,52 +80,6 @@ def test_a_malformed_request_is_one_line_in_the_log_and_no_traceback(project: Pr
 
 
 # --- a tab over a raw WebSocket -------------------------------------------------------------
-
-
-def ws_open(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /_stagewatch/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Origin: http://127.0.0.1:{port}\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
-
-def ws_send(sock: socket.socket, text: str) -> None:
-    """One masked text frame, as a browser sends it."""
-    payload, mask = text.encode(), os.urandom(4)
-    assert len(payload) < 126
-    masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
-    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
-
-
-def ws_receive(sock: socket.socket) -> tuple[int, bytes]:
-    """The next frame from the server: (opcode, payload)."""
-
-    def exactly(count: int) -> bytes:
-        data = b""
-        while len(data) < count:
-            chunk = sock.recv(count - len(data))
-            if not chunk:
-                raise ConnectionError("the server closed the connection")
-            data += chunk
-        return data
-
-    first, second = exactly(2)
-    length = second & 0x7F
-    if length == 126:
-        length = struct.unpack("!H", exactly(2))[0]
-    elif length == 127:
-        length = struct.unpack("!Q", exactly(8))[0]
-    return first & 0x0F, exactly(length)
 
 
 @pytest.mark.parametrize("loaded", [5, None, {"a": 1}])
