@@ -30,6 +30,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from stagewatch.daemon.events import BUSY, SlotState
 from stagewatch.paths import CACHE_DIR, absolute, posix
+from stagewatch.serve.outbox import Outbox
 from stagewatch.serve.rules import (
     UNSATISFIABLE,
     ByteRange,
@@ -77,6 +78,9 @@ GOOD_FILE_CAP = 8 * 1024 * 1024
 # What a tab may say it loaded, at most: a page is not a crawler.
 MAX_URLS = 2000
 CLIENT_PATH = "/_stagewatch/client.js"
+# A stop tells the tabs that keep up (a close frame; they reconnect to the next serve by
+# themselves), waiting this long at most for their answers; the others are cut off.
+CLOSE_WAIT_S = 0.5
 
 
 # A file's bytes and their identity (tabs.identity).
@@ -144,7 +148,8 @@ class Preview:
         self.open_browser = open_browser
         self.moved = asyncio.Event()
         self.stopping = False
-        self.tabs: dict[web.WebSocketResponse, Tab] = {}
+        self.tabs: dict[web.WebSocketResponse, Tab] = {}  # the tabs followed (their hello is in)
+        self.sockets: dict[web.WebSocketResponse, Outbox] = {}  # every open WebSocket
         self.failures: dict[str, dict[str, Any]] = {}
         self.served: dict[str, str] = {}  # file -> identity of the bytes last served
         self.good = LastGood()
@@ -240,9 +245,20 @@ class Preview:
     async def detached(self) -> None:
         self.stopping = True
         self.moved.set()
-        for ws in list(self.tabs):
-            with contextlib.suppress(Exception):
-                await ws.close(code=1001, message=b"stagewatch stopped")
+        # Nothing waits on a client: a tab that keeps up is told, briefly; the rest are cut off.
+        told = []
+        for ws, outbox in list(self.sockets.items()):
+            if outbox.idle:
+                outbox.close()
+                told.append(asyncio.ensure_future(ws.close(code=1001, message=b"stagewatch stopped")))
+            else:
+                outbox.cut("stagewatch stopped")
+        if told:
+            _, late = await asyncio.wait(told, timeout=CLOSE_WAIT_S)
+            for close in late:
+                close.cancel()
+        for outbox in list(self.sockets.values()):
+            outbox.cut("stagewatch stopped")
         for task in list(self.tasks):
             task.cancel()
         await self.runner.cleanup()
@@ -428,6 +444,16 @@ class Preview:
             return web.Response(status=403, text="stagewatch: a WebSocket from another origin\n")
         ws = web.WebSocketResponse(heartbeat=None)
         await ws.prepare(request)
+        transport = request.transport
+
+        def cut(why: str) -> None:
+            tab = self.tabs.pop(ws, None)
+            if not self.stopping:
+                log.warning("serve.tab_dropped", page=tab.page if tab else None, why=why)
+            if transport is not None:
+                transport.abort()  # a close frame would wait behind what it does not read
+
+        self.sockets[ws] = Outbox(ws.send_str, cut)
         try:
             async for message in ws:
                 if message.type is not WSMsgType.TEXT:
@@ -440,6 +466,9 @@ class Preview:
                     await self._heard(ws, data)
         finally:
             self.tabs.pop(ws, None)
+            outbox = self.sockets.pop(ws, None)
+            if outbox is not None:
+                outbox.close()
         return ws
 
     async def _heard(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
@@ -456,12 +485,14 @@ class Preview:
             elif page not in tab.seen:
                 await self._track(tab, [page])
             self.tabs[ws] = tab
-            await self._send(ws, {"type": "welcome"})  # it is followed from here on
+            self._send(ws, {"type": "welcome"})  # it is followed from here on
             if self.failures:
-                await self._send(ws, {"type": "failures", "failures": list(self.failures.values())})
+                self._send(ws, {"type": "failures", "failures": list(self.failures.values())})
             if not self._anything_busy():
                 # Back after a restart (or changed while it loaded): what it shows may be old.
-                await self._tell_tab(ws, tab, await self._identities_now(tab.seen))
+                now = await self._identities_now(tab.seen)
+                if self.tabs.get(ws) is tab:
+                    self._tell_tab(ws, tab, now)
         elif data.get("type") == "loaded" and ws in self.tabs:
             tab = self.tabs[ws]
             await self._track(tab, [url for url in loaded if url not in tab.seen][: MAX_URLS - len(tab.seen)])
@@ -531,27 +562,32 @@ class Preview:
             urls = {url for tab in self.tabs.values() for url in tab.seen}
             now = await self._identities_now(urls)
             for ws, tab in list(self.tabs.items()):
-                await self._tell_tab(ws, tab, now)
+                self._tell_tab(ws, tab, now)
 
-    async def _tell_tab(self, ws: web.WebSocketResponse, tab: Tab, now: dict[str, str]) -> None:
+    def _tell_tab(self, ws: web.WebSocketResponse, tab: Tab, now: dict[str, str]) -> None:
         decision = after_round(tab, now)
         if isinstance(decision, Reload):
             log.debug("serve.reload", page=tab.page, changed=list(decision.changed))
             self.tabs.pop(ws, None)  # it comes back with a new hello
-            await self._send(ws, {"type": "reload", "changed": list(decision.changed)})
+            self._send(ws, {"type": "reload", "changed": list(decision.changed)})
         elif isinstance(decision, SwapStylesheets):
             log.debug("serve.stylesheets", page=tab.page, changed=list(decision.paths))
             tab.seen.update({url: now[url] for url in decision.paths})
-            await self._send(ws, {"type": "css", "paths": list(decision.paths)})
+            self._send(ws, {"type": "css", "paths": list(decision.paths)})
 
     def _broadcast_failures(self) -> None:
-        message = {"type": "failures", "failures": list(self.failures.values())}
+        # Made once for every tab: a failure's output tail may weigh a MiB.
+        text = json.dumps({"type": "failures", "failures": list(self.failures.values())})
         for ws in list(self.tabs):
-            self._spawn(self._send(ws, message))
+            self._post(ws, text)
 
-    async def _send(self, ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):  # the tab closed meanwhile
-            await ws.send_json(message)
+    def _send(self, ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
+        self._post(ws, json.dumps(message))
+
+    def _post(self, ws: web.WebSocketResponse, text: str) -> None:
+        outbox = self.sockets.get(ws)
+        if outbox is not None:
+            outbox.post(text)
 
 
 def _read(path: str) -> bytes:
