@@ -19,9 +19,10 @@ from tests.daemon_support import RunningDaemon
 
 # Renders content/<name>.md to site/<name>.html: its first line is the page's text. A line
 # BROKEN fails the stage (after some output); a line SLOW writes the page in two halves, a
-# second apart, so a request can come in between.
+# second apart, so a request can come in between; a line HOLD writes its first half, then
+# waits for the file `release` (which it removes) before the second.
 RENDER = r"""
-import pathlib, sys, time
+import os, pathlib, sys, time
 site = pathlib.Path("site")
 site.mkdir(exist_ok=True)
 for source in sorted(pathlib.Path("content").glob("*.md")):
@@ -41,6 +42,13 @@ for source in sorted(pathlib.Path("content").glob("*.md")):
             out.write("<p>PART ONE</p>")
             out.flush()
             time.sleep(1.5)
+        if "HOLD" in text:
+            out.write("<p>PART ONE</p>")
+            out.flush()
+            deadline = time.monotonic() + 60
+            while not os.path.exists("release") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            pathlib.Path("release").unlink(missing_ok=True)
         out.write(body)
 """
 
@@ -71,6 +79,10 @@ def make_site(project: Project) -> None:
     project.write("content/b.md", "first text of b\n")
     project.write("styles/style.css", "p { color: rgb(0, 0, 255); }\n")
     project.config(SITE_CONFIG)
+
+
+# How long a request waits for a busy stage, made short: what comes after the wait is seen at once.
+SHORT_WAIT = {"STAGEWATCH_SERVE_WAIT_S": "0.3"}
 
 
 def serve_made_site(project: Project, make: str) -> Served:
@@ -144,12 +156,13 @@ def until(fact: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
         time.sleep(0.005)
 
 
-def serve(project: Project, *args: str) -> Served:
+def serve(project: Project, *args: str, env: dict[str, str] | None = None) -> Served:
     """Start `stagewatch serve --port 0` on the project; return once it listens and has caught up."""
     daemon = RunningDaemon(
         project,
         argv=[sys.executable, "-m", "stagewatch", "--config", str(project.root / "stagewatch.toml"),
               "--log-format", "json", "serve", "--port", "0", *args],
+        env=env,
     )  # fmt: skip
     try:
         listening = daemon.events[daemon.wait_event("serve.listening")]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Project
-from tests.serve_support import Served, make_site, serve
+from tests.serve_support import SHORT_WAIT, Served, make_site, serve, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
@@ -136,3 +136,24 @@ def test_a_failing_stage_shows_in_every_tab_until_it_is_fixed(
     for page in (page_a, page_b):
         page.wait_for_function("!document.getElementById('stagewatch-overlay')", timeout=WAIT_MS)
     assert overlay.count() == 0
+
+
+def test_a_page_still_written_after_the_wait_says_so_until_it_is_done(context: Any, project: Project) -> None:
+    make_site(project)
+    served = serve(project, env=SHORT_WAIT)
+    try:
+        mark = served.daemon.mark()
+        project.write("content/a.md", "the new text\nHOLD\n")
+        served.daemon.wait_event("stage.started", mark, stage="pages")
+        written = project.root / "site" / "a.html"
+        until(lambda: "PART ONE" in written.read_text(), "the stage has written half of the page")
+        page = open_tab(context, served, "/a.html")
+        banner = page.locator("#stagewatch-stale .bar")
+        banner.wait_for(timeout=WAIT_MS)
+        assert 'stage "pages" is still writing this page' in banner.inner_text()
+        assert page.evaluate("document.getElementById('text').textContent") == "first text of a"
+        (project.root / "release").touch()
+        wait_text(page, "the new text")
+        page.wait_for_function("!document.getElementById('stagewatch-stale')", timeout=WAIT_MS)
+    finally:
+        served.daemon.stop()

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import Project
 from tests.daemon_support import RunningDaemon
-from tests.serve_support import Served, make_site, request, serve, serve_made_site, until
+from tests.serve_support import SHORT_WAIT, Served, make_site, request, serve, serve_made_site, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -200,6 +200,49 @@ def test_a_request_during_a_slow_stage_gets_the_finished_page(project: Project) 
         reply = served.get("/a.html")
         assert "PART ONE" in reply.text and "the new text" in reply.text and reply.text.count("</html>") == 1
         assert 'id="end"' in reply.text
+    finally:
+        served.daemon.stop()
+
+
+def test_a_page_still_written_after_the_wait_is_its_last_good_bytes_said_stale(project: Project) -> None:
+    make_site(project)
+    served = serve(project, env=SHORT_WAIT)
+    try:
+        assert "first text of a" in served.get("/a.html").text
+        mark = served.daemon.mark()
+        project.write("content/a.md", "the new text\nHOLD\n")
+        served.daemon.wait_event("stage.started", mark, stage="pages")
+        page = project.root / "site" / "a.html"
+        until(lambda: "PART ONE" in page.read_text(), "the stage has written half of the page")
+        stale = served.get("/a.html")
+        assert (stale.status, stale.headers.get("x-stagewatch-stale")) == (200, "pages")
+        assert "first text of a" in stale.text and "PART ONE" not in stale.text
+        assert 'data-stale="pages"' in stale.text  # the page says so too, in a banner
+        (project.root / "release").touch()
+        served.daemon.wait_event("stage.succeeded", mark, stage="pages")
+        fresh = served.get("/a.html")
+        assert "the new text" in fresh.text and "x-stagewatch-stale" not in fresh.headers
+    finally:
+        served.daemon.stop()
+
+
+def test_a_page_still_written_that_never_was_good_is_a_503_that_reloads_itself(project: Project) -> None:
+    make_site(project)
+    project.write("content/a.md", "broken text\nBROKEN\n")  # a.html is never good before
+    served = serve(project, env=SHORT_WAIT)
+    try:
+        mark = served.daemon.mark()
+        project.write("content/a.md", "the new text\nHOLD\n")
+        served.daemon.wait_event("stage.started", mark, stage="pages")
+        page = project.root / "site" / "a.html"
+        until(lambda: page.exists() and "PART ONE" in page.read_text(), "the stage has written half of it")
+        busy = served.get("/a.html")
+        assert (busy.status, busy.headers.get("retry-after")) == (503, "2")
+        assert "PART ONE" not in busy.text and "still being written by stage &quot;pages&quot;" in busy.text
+        assert "/_stagewatch/client.js" in busy.text  # the tab reloads once the stage is done
+        (project.root / "release").touch()
+        served.daemon.wait_event("stage.succeeded", mark, stage="pages")
+        assert "the new text" in served.get("/a.html").text
     finally:
         served.daemon.stop()
 
