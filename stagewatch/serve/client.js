@@ -6,6 +6,8 @@
   if (window.__stagewatch) return;
   const script = document.currentScript;
   const identity = script ? script.dataset.identity || "" : "";
+  // The stages still writing this page when it was served: it is their last good version.
+  const stale = script && script.dataset.stale ? script.dataset.stale.split(" ") : [];
   const scrollKey = "stagewatch:scroll:" + location.pathname + location.search;
   // followed: the server has the tab's hello, and tells it of every round from here on.
   const state = { ws: null, delay: 200, sent: new Set(), failures: [], followed: false };
@@ -177,5 +179,39 @@
     root.append(style, box);
   }
 
+  const staleStyle = `
+    :host { all: initial; }
+    .bar { position: fixed; inset: 0 0 auto 0; z-index: 2147483647; padding: 6px 16px;
+      background: #fff4c2; color: #3d3000; border-bottom: 2px solid #e0b400;
+      font: 13px/1.45 system-ui, sans-serif; box-shadow: 0 2px 8px rgba(0,0,0,.15); }
+    button { float: right; background: none; border: 0; color: inherit; font-size: 18px;
+      line-height: 1; cursor: pointer; }`;
+
+  // Said until the page reloads, which it does by itself once the stages are done.
+  function showStale() {
+    const host = document.createElement("div");
+    host.id = "stagewatch-stale";
+    host.attachShadow({ mode: "open" });
+    const style = document.createElement("style");
+    style.textContent = staleStyle;
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.setAttribute("role", "status");
+    const names = stale.map((name) => `"${name}"`).join(", ");
+    const [who, is, them] = stale.length > 1 ? ["stages", "are", "they are"] : ["stage", "is", "it is"];
+    const text = document.createElement("span");
+    text.textContent =
+      `stagewatch: ${who} ${names} ${is} still writing this page: you see its last good version.` +
+      ` It reloads by itself when ${them} done.`;
+    const close = document.createElement("button");
+    close.textContent = "\u00d7";
+    close.title = "hide";
+    close.onclick = () => host.remove();
+    bar.append(text, close);
+    host.shadowRoot.append(style, bar);
+    document.documentElement.appendChild(host);
+  }
+
+  if (stale.length) showStale();
   connect();
 })();

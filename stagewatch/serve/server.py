@@ -58,7 +58,16 @@ from stagewatch.serve.site import (
     writers_of,
 )
 from stagewatch.serve.status import failure_view, status_page, status_rows
-from stagewatch.serve.tabs import MISSING, Identities, Reload, SwapStylesheets, Tab, after_round, identity
+from stagewatch.serve.tabs import (
+    MISSING,
+    UNFINISHED,
+    Identities,
+    Reload,
+    SwapStylesheets,
+    Tab,
+    after_round,
+    identity,
+)
 from stagewatch.stage import StageState
 
 if TYPE_CHECKING:
@@ -67,8 +76,15 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-# A request for a file a busy stage writes waits this long at most, then gets what is there.
+# A request for a file a busy stage writes waits this long at most; a file still being written
+# then is served as its last good bytes, said stale (or a 503 until there are some).
 WAIT_CAP_S = 10.0
+# The wait made shorter, for the tests (what comes after it is seen without waiting 10 s).
+WAIT_ENV = "STAGEWATCH_SERVE_WAIT_S"
+# What a 503 for a file still being written tells a client that is not a tab to wait.
+RETRY_AFTER_S = 2
+# Says a response holds a file's last good bytes, not those on disk; its value: the stages.
+STALE_HEADER = "X-Stagewatch-Stale"
 # Larger files are streamed from disk as they are (videos, archives): no digest, no last good
 # copy, and no copy in memory per request (a few clients that never read would hold each).
 LARGE_FILE = 8 * 1024 * 1024
@@ -159,6 +175,7 @@ class Preview:
         self.tasks: set[asyncio.Task[None]] = set()
         self.client = resources.files("stagewatch.serve").joinpath("client.js").read_bytes()
         self.client_etag = f'"{identity(CLIENT_PATH, self.client)}"'
+        self.wait_cap_s = _wait_cap_s(os.environ.get(WAIT_ENV))
 
     # --- the daemon's listener ---
 
@@ -334,7 +351,7 @@ class Preview:
         if not writers:
             return
         watched = writers | pipeline.graph.ancestors(writers)
-        deadline = self.loop.time() + WAIT_CAP_S
+        deadline = self.loop.time() + self.wait_cap_s
         while not self.stopping:
             states = self.daemon.stage_states()
             busy = sorted(name for name in watched if states.get(name) in BUSY)
@@ -342,32 +359,47 @@ class Preview:
                 return
             left = deadline - self.loop.time()
             if left <= 0:
-                log.warning("serve.waited", path=url_path, stages=busy, waited_s=WAIT_CAP_S)
+                log.warning("serve.waited", path=url_path, stages=busy, waited_s=self.wait_cap_s)
                 return
             moved = self.moved
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(moved.wait(), left)
 
     async def _file(self, request: web.Request, path: str, status: int = 200) -> web.StreamResponse:
+        writers = writers_of(self.daemon.pipeline, [path])
+        before = self._runs(writers)
         size = (await self._in_thread(os.stat, path)).st_size
         if size > LARGE_FILE:
+            writing = self._writing(writers, before)
+            if writing:  # no last good copy of a file this large: never a part of it
+                return self._unfinished(request.path, writing)
             return web.FileResponse(path, status=status, headers={"Cache-Control": "no-cache"})
         # Read and digested on a worker thread: the loop does nothing slower than a stat.
         data, served = await self._in_thread(_read_identified, path)
-        writers = writers_of(self.daemon.pipeline, [path])
+        stale: list[str] = []
+        writing = self._writing(writers, before)
         if writers:
             states = self.daemon.stage_states()
             good = self.good.get(path)
-            if any(states.get(name) is SlotState.FAILED for name in writers):
-                if good is not None:
-                    data, served = good  # the stage failed: its last good bytes, and the overlay says why
+            failed = sorted(name for name in writers if states.get(name) is SlotState.FAILED)
+            if writing:  # what was read may be half-written: its last good bytes, said stale
+                if good is None:
+                    return self._unfinished(request.path, writing)
+                (data, served), stale = good, writing
+            elif failed:
+                if good is not None:  # its last good bytes, and the overlay says why
+                    (data, served), stale = good, failed
             elif not any(states.get(name) in BUSY for name in writers):
                 self.good.keep(path, (data, served))
         self.served[path] = served
+        said = {STALE_HEADER: ", ".join(stale)} if stale else {}
         if is_html(path):
-            return self._html(inject(data, self._tag(served)), status, html_content_type(data))
+            # A page served while its stage still writes says so, and reloads once it is done.
+            tag = self._tag(UNFINISHED, writing) if writing else self._tag(served)
+            return self._html(inject(data, tag), status, html_content_type(data), said)
         etag = f'"{served}"'
         headers = {**cache_headers(False, etag), "Content-Type": content_type(path), "Accept-Ranges": "bytes"}
+        headers.update(said)
         if status == 200 and etag_matches(request.headers.get("If-None-Match"), etag):
             return web.Response(status=304, headers=headers)
         wanted = parse_range(request.headers.get("Range"), len(data)) if status == 200 else None
@@ -382,11 +414,46 @@ class Preview:
             return web.Response(status=206, body=data[wanted.start : wanted.end + 1], headers=headers)
         return web.Response(status=status, body=data, headers=headers)
 
-    def _tag(self, served: str) -> bytes:
-        return f'<script src="{CLIENT_PATH}" data-identity="{served}"></script>'.encode()
+    def _runs(self, writers: Iterable[str]) -> tuple[set[str], dict[str, int]]:
+        """Which of these stages run now, and how many runs each has started."""
+        states = self.daemon.stage_states()
+        running = {name for name in writers if states.get(name) is SlotState.RUNNING}
+        return running, {name: self.starts.get(name, 0) for name in writers}
 
-    def _html(self, body: bytes, status: int, kind: str = "text/html; charset=utf-8") -> web.Response:
-        headers = {**cache_headers(True, ""), "Content-Type": kind}
+    def _writing(self, writers: Iterable[str], before: tuple[set[str], dict[str, int]]) -> list[str]:
+        """The stages that were writing the file at some moment since `before`: running then,
+        running now, or started in between."""
+        running_then, starts_then = before
+        running_now, starts_now = self._runs(writers)
+        started = {name for name, count in starts_now.items() if count != starts_then.get(name, 0)}
+        return sorted(running_then | running_now | started)
+
+    def _unfinished(self, url_path: str, writing: list[str]) -> web.Response:
+        """A file still being written, with no good bytes to serve instead: never a part of it."""
+        stages = ", ".join(f'"{name}"' for name in writing)
+        log.warning("serve.unfinished", path=url_path, stages=writing)
+        page = self._page(
+            503,
+            "Still being written",
+            f"{url_path} is still being written by stage {stages};"
+            " this page reloads by itself when it is done.",
+            UNFINISHED,
+        )
+        page.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return page
+
+    def _tag(self, served: str, stale: Iterable[str] = ()) -> bytes:
+        said = f' data-stale="{html.escape(" ".join(stale))}"' if stale else ""
+        return f'<script src="{CLIENT_PATH}" data-identity="{served}"{said}></script>'.encode()
+
+    def _html(
+        self,
+        body: bytes,
+        status: int,
+        kind: str = "text/html; charset=utf-8",
+        said: dict[str, str] | None = None,
+    ) -> web.Response:
+        headers = {**cache_headers(True, ""), "Content-Type": kind, **(said or {})}
         return web.Response(status=status, body=body, headers=headers)
 
     def _page(self, status: int, title: str, message: str, served: str = "") -> web.Response:
@@ -620,6 +687,15 @@ def _read_outputs(outputs: Iterable[str]) -> dict[str, Identified]:
             if total >= GOOD_BYTES_CAP:
                 return found
     return found
+
+
+def _wait_cap_s(given: str | None) -> float:
+    """WAIT_CAP_S, or the shorter wait given (a test's); anything else is WAIT_CAP_S."""
+    try:
+        wait_s = float(given) if given else WAIT_CAP_S
+    except ValueError:
+        return WAIT_CAP_S
+    return wait_s if 0 <= wait_s <= WAIT_CAP_S else WAIT_CAP_S
 
 
 def _listing_identity(folder: str, entries: list[tuple[str, bool]]) -> str:
