@@ -119,6 +119,39 @@ def test_head_and_ranges(site: Served) -> None:
     assert site.get("/data.bin", {"Range": "bytes=0-1", "If-Range": etag}).status == 206
 
 
+# Larger than the files the preview keeps in memory: streamed from disk.
+BIG = 9 * 1024 * 1024
+MAKE_BIG = """
+import pathlib
+site = pathlib.Path("site")
+site.mkdir(exist_ok=True)
+(site / "big.bin").write_bytes({fill!r} * BIG)
+""".replace("BIG", str(BIG))
+
+
+def test_a_resumed_download_of_a_large_file_that_changed_is_the_whole_new_file(project: Project) -> None:
+    served = serve_made_site(project, MAKE_BIG.format(fill=b"a"))
+    try:
+        etag = served.get("/big.bin", method="HEAD").headers["etag"]
+        part = served.get("/big.bin", {"Range": "bytes=0-9", "If-Range": etag})
+        assert (part.status, part.body) == (206, b"a" * 10)
+        mark = served.daemon.mark()
+        project.write("make.py", MAKE_BIG.format(fill=b"b"))  # the same size, other bytes
+        served.daemon.wait_event("stage.succeeded", mark, stage="site")
+        for if_range in (etag, f"W/{etag}", "Fri, 01 Jan 2100 00:00:00 GMT", "garbage"):
+            # The client holds other bytes than these: the whole file, never a splice.
+            resumed = served.get("/big.bin", {"Range": "bytes=10-", "If-Range": if_range})
+            assert (resumed.status, len(resumed.body)) == (200, BIG), if_range
+            assert resumed.body == b"b" * BIG
+        now = served.get("/big.bin", method="HEAD").headers["etag"]
+        assert now != etag
+        part = served.get("/big.bin", {"Range": "bytes=10-19", "If-Range": now})
+        assert (part.status, part.body) == (206, b"b" * 10)
+        assert part.headers["content-range"] == f"bytes 10-19/{BIG}"
+    finally:
+        served.daemon.stop()
+
+
 def test_the_status_page_and_its_json(site: Served) -> None:
     page = site.get("/_stagewatch/")
     assert page.status == 200 and "site" in page.text and "make.py" in page.text
