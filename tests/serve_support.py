@@ -81,6 +81,15 @@ def make_site(project: Project) -> None:
     project.config(SITE_CONFIG)
 
 
+# A file larger than those the preview keeps in memory: streamed from disk.
+BIG = 9 * 1024 * 1024
+MAKE_BIG = """
+import pathlib
+site = pathlib.Path("site")
+site.mkdir(exist_ok=True)
+(site / "big.bin").write_bytes({fill!r} * BIG)
+""".replace("BIG", str(BIG))
+
 # How long a request waits for a busy stage, made short: what comes after the wait is seen at once.
 SHORT_WAIT = {"STAGEWATCH_SERVE_WAIT_S": "0.3"}
 

@@ -14,7 +14,17 @@ from urllib.parse import unquote
 import pytest
 
 from tests.conftest import Project
-from tests.serve_support import Served, make_site, serve, serve_made_site, ws_open, ws_receive, ws_send
+from tests.serve_support import (
+    BIG,
+    MAKE_BIG,
+    Served,
+    make_site,
+    serve,
+    serve_made_site,
+    ws_open,
+    ws_receive,
+    ws_send,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -88,6 +98,42 @@ def test_a_tab_that_says_nonsense_is_still_welcomed(site: Served, loaded: object
         ws_send(sock, json.dumps({"type": "hello", "page": "/", "loaded": loaded}))
         opcode, payload = ws_receive(sock)
         assert (opcode, json.loads(payload)) == (0x1, {"type": "welcome"})
+
+
+# --- a large file changed while it is sent -------------------------------------------------
+
+
+@pytest.mark.parametrize("rewrite", ["same size", "cut short"])
+def test_a_large_file_rewritten_while_it_is_sent_is_cut_short_never_spliced(
+    project: Project, rewrite: str
+) -> None:
+    served = serve_made_site(project, MAKE_BIG.format(fill=b"a"))
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # it cannot take it all at once
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", served.port))
+            sock.sendall(f"GET /big.bin HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\n\r\n".encode())
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += sock.recv(65536)
+            head, body = answer.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 200") and f"Content-Length: {BIG}".encode() in head
+            with open(project.root / "site" / "big.bin", "r+b") as file:  # in place, as some tools do
+                file.write(b"b" * (BIG if rewrite == "same size" else 1000))
+                file.truncate()
+            while len(body) < BIG:
+                try:
+                    chunk = sock.recv(1 << 20)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                body += chunk
+        assert len(body) < BIG  # cut short: the client knows it has not got the file
+        assert body == b"a" * len(body)  # and what it got is all of one version
+    finally:
+        assert served.daemon.stop() == 0
 
 
 # --- where a browser is sent ----------------------------------------------------------------

@@ -16,7 +16,17 @@ import pytest
 
 from tests.conftest import Project
 from tests.daemon_support import RunningDaemon
-from tests.serve_support import SHORT_WAIT, Served, make_site, request, serve, serve_made_site, until
+from tests.serve_support import (
+    BIG,
+    MAKE_BIG,
+    SHORT_WAIT,
+    Served,
+    make_site,
+    request,
+    serve,
+    serve_made_site,
+    until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -117,16 +127,6 @@ def test_head_and_ranges(site: Served) -> None:
     stale = site.get("/data.bin", {"Range": "bytes=0-1", "If-Range": '"older"'})
     assert (stale.status, len(stale.body)) == (200, 1024)
     assert site.get("/data.bin", {"Range": "bytes=0-1", "If-Range": etag}).status == 206
-
-
-# Larger than the files the preview keeps in memory: streamed from disk.
-BIG = 9 * 1024 * 1024
-MAKE_BIG = """
-import pathlib
-site = pathlib.Path("site")
-site.mkdir(exist_ok=True)
-(site / "big.bin").write_bytes({fill!r} * BIG)
-""".replace("BIG", str(BIG))
 
 
 def test_a_resumed_download_of_a_large_file_that_changed_is_the_whole_new_file(project: Project) -> None:

@@ -14,11 +14,13 @@ from stagewatch.pipeline import Pipeline
 from stagewatch.serve.rules import (
     UNSATISFIABLE,
     ByteRange,
+    Reply,
     allowed_host_names,
     host_allowed,
     html_content_type,
     inject,
     parse_range,
+    reply_for,
     same_origin,
 )
 from stagewatch.serve.site import Kind, find_site_root, resolve
@@ -92,6 +94,35 @@ def test_same_origin(origin: str | None, host: str, same: bool) -> None:
 )
 def test_parse_range(header: str | None, expected: object) -> None:
     assert parse_range(header, 100) == expected
+
+
+ETAG = '"abc"'
+
+
+@pytest.mark.parametrize(
+    ("status", "if_none_match", "range_header", "if_range", "expected"),
+    [
+        (200, None, None, None, Reply(200)),
+        (200, ETAG, None, None, Reply(304)),
+        (200, f'W/{ETAG}, "other"', None, None, Reply(304)),
+        (404, ETAG, None, None, Reply(404)),  # the site's 404 page is never "not modified"
+        (200, None, "bytes=0-9", None, Reply(206, ByteRange(0, 9))),
+        (200, None, "bytes=0-9", ETAG, Reply(206, ByteRange(0, 9))),
+        (200, None, "bytes=0-9", f" {ETAG} ", Reply(206, ByteRange(0, 9))),
+        # The client holds other bytes: the whole body, never a part of these.
+        (200, None, "bytes=0-9", '"older"', Reply(200)),
+        (200, None, "bytes=0-9", f"W/{ETAG}", Reply(200)),  # If-Range compares strongly
+        (200, None, "bytes=0-9", "Fri, 01 Jan 2100 00:00:00 GMT", Reply(200)),  # no date is ever given
+        (200, None, "bytes=0-9", "", Reply(200)),
+        (200, None, "bytes=500-", '"older"', Reply(200)),  # not a 416: the range is for other bytes
+        (200, None, "bytes=500-", None, Reply(416)),
+        (404, None, "bytes=0-9", None, Reply(404)),
+    ],
+)
+def test_reply_for(
+    status: int, if_none_match: str | None, range_header: str | None, if_range: str | None, expected: Reply
+) -> None:
+    assert reply_for(status, 100, ETAG, if_none_match, range_header, if_range) == expected
 
 
 @pytest.mark.parametrize(

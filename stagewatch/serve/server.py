@@ -1,5 +1,5 @@
 """The preview's HTTP server, on the daemon's own loop: the site's files as their stages finish
-them, the live tabs, the status page. The only module that imports aiohttp.
+them, the live tabs, the status page. With stream.py, the only module that imports aiohttp.
 
 It listens to the daemon (daemon/listener.py): a request for a file that a busy stage writes
 waits for it, a failed stage's last good bytes are served, and a settled round tells each tab
@@ -32,8 +32,6 @@ from stagewatch.daemon.events import BUSY, SlotState
 from stagewatch.paths import CACHE_DIR, absolute, posix
 from stagewatch.serve.outbox import Outbox
 from stagewatch.serve.rules import (
-    UNSATISFIABLE,
-    ByteRange,
     allowed_host_names,
     cache_headers,
     content_type,
@@ -43,7 +41,7 @@ from stagewatch.serve.rules import (
     inject,
     is_html,
     is_loopback_bind,
-    parse_range,
+    reply_for,
     same_origin,
 )
 from stagewatch.serve.settings import SERVE_KEYS
@@ -58,6 +56,7 @@ from stagewatch.serve.site import (
     writers_of,
 )
 from stagewatch.serve.status import failure_view, status_page, status_rows
+from stagewatch.serve.stream import stream_file
 from stagewatch.serve.tabs import (
     MISSING,
     UNFINISHED,
@@ -85,7 +84,7 @@ WAIT_ENV = "STAGEWATCH_SERVE_WAIT_S"
 RETRY_AFTER_S = 2
 # Says a response holds a file's last good bytes, not those on disk; its value: the stages.
 STALE_HEADER = "X-Stagewatch-Stale"
-# Larger files are streamed from disk as they are (videos, archives): no digest, no last good
+# Larger files are streamed from disk (videos, archives; stream.py): no digest, no last good
 # copy, and no copy in memory per request (a few clients that never read would hold each).
 LARGE_FILE = 8 * 1024 * 1024
 # The last good bytes of the stages' files, for when a stage fails: at most this much, in all.
@@ -373,7 +372,7 @@ class Preview:
             writing = self._writing(writers, before)
             if writing:  # no last good copy of a file this large: never a part of it
                 return self._unfinished(request.path, writing)
-            return web.FileResponse(path, status=status, headers={"Cache-Control": "no-cache"})
+            return await stream_file(request, path, status)
         # Read and digested on a worker thread: the loop does nothing slower than a stat.
         data, served = await self._in_thread(_read_identified, path)
         stale: list[str] = []
@@ -400,19 +399,24 @@ class Preview:
         etag = f'"{served}"'
         headers = {**cache_headers(False, etag), "Content-Type": content_type(path), "Accept-Ranges": "bytes"}
         headers.update(said)
-        if status == 200 and etag_matches(request.headers.get("If-None-Match"), etag):
+        reply = reply_for(
+            status,
+            len(data),
+            etag,
+            request.headers.get("If-None-Match"),
+            request.headers.get("Range"),
+            request.headers.get("If-Range"),
+        )
+        if reply.status == 304:
             return web.Response(status=304, headers=headers)
-        wanted = parse_range(request.headers.get("Range"), len(data)) if status == 200 else None
-        if_range = request.headers.get("If-Range")
-        if if_range is not None and if_range.strip() != etag:
-            wanted = None  # the client holds other bytes: the whole body
-        if wanted == UNSATISFIABLE:
+        if reply.status == 416:
             headers["Content-Range"] = f"bytes */{len(data)}"
             return web.Response(status=416, headers=headers)
-        if isinstance(wanted, ByteRange):
-            headers["Content-Range"] = f"bytes {wanted.start}-{wanted.end}/{len(data)}"
-            return web.Response(status=206, body=data[wanted.start : wanted.end + 1], headers=headers)
-        return web.Response(status=status, body=data, headers=headers)
+        if reply.part is not None:
+            part = reply.part
+            headers["Content-Range"] = f"bytes {part.start}-{part.end}/{len(data)}"
+            return web.Response(status=206, body=data[part.start : part.end + 1], headers=headers)
+        return web.Response(status=reply.status, body=data, headers=headers)
 
     def _runs(self, writers: Iterable[str]) -> tuple[set[str], dict[str, int]]:
         """Which of these stages run now, and how many runs each has started."""
