@@ -20,13 +20,26 @@ from tests.daemon_support import RunningDaemon
 # Renders content/<name>.md to site/<name>.html: its first line is the page's text. A line
 # BROKEN fails the stage (after some output); a line SLOW writes the page in two halves, a
 # second apart, so a request can come in between; a line HOLD writes its first half, then
-# waits for the file `release` (which it removes) before the second.
+# waits for the file `release` (which it removes) before the second; a line TRACEBACK fails
+# it with a Python traceback a dozen frames deep (a long output tail, an exception line last).
 RENDER = r"""
 import os, pathlib, sys, time
 site = pathlib.Path("site")
 site.mkdir(exist_ok=True)
+
+
+def parse_front_matter(source, depth):
+    if depth:
+        return parse_front_matter(source, depth - 1)
+    raise ValueError(f"{source}: bad front matter, expected a line '---' before line 3")
+
+
 for source in sorted(pathlib.Path("content").glob("*.md")):
     text = source.read_text()
+    if "TRACEBACK" in text:
+        for section in range(15):
+            print(f"render: {source}: reading section {section}", file=sys.stderr)
+        parse_front_matter(source, 12)
     if "BROKEN" in text:
         print(f"render: reading {source}")
         print(f"render: {source} has a BROKEN line, giving up", file=sys.stderr)

@@ -161,6 +161,28 @@ def test_the_status_page_and_its_json(site: Served) -> None:
     assert stage["last_run"]["result"] == "succeeded" and stage["last_run"]["duration_s"] >= 0
 
 
+def test_a_failure_in_the_status_json_says_its_exception_line_and_whether_it_is_resolved(
+    project: Project,
+) -> None:
+    make_site(project)
+    served = serve(project)
+    try:
+        mark = served.daemon.mark()
+        project.write("content/a.md", "broken text\nBROKEN\n")
+        served.daemon.wait_event("stage.failed", mark, stage="pages")
+        pages = json.loads(served.get("/_stagewatch/status.json").body)["stages"][0]
+        failure = pages["last_failure"]
+        assert failure["exception"] == "render: content/a.md has a BROKEN line, giving up"
+        assert failure["resolved"] is False
+        mark = served.daemon.mark()
+        project.write("content/a.md", "fixed text of a\n")
+        served.daemon.wait_event("stage.succeeded", mark, stage="pages")
+        pages = json.loads(served.get("/_stagewatch/status.json").body)["stages"][0]
+        assert pages["last_failure"]["resolved"] is True  # kept, and said to be over
+    finally:
+        served.daemon.stop()
+
+
 @pytest.mark.parametrize(
     ("path", "host"),
     [
