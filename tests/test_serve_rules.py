@@ -1,5 +1,6 @@
-"""The preview's pure decisions, as tables: Host and Origin, ranges, the script's place, what a
-settled round means for a tab, which file a URL path comes to, which folder is the site."""
+"""The preview's pure decisions, as tables: Host and Origin, ranges and If-Range, the script's
+place, what a settled round means for a tab, which file a URL path comes to, which folder is the
+site, how a failure is read and when it is over."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ from stagewatch.serve.rules import (
     same_origin,
 )
 from stagewatch.serve.site import Kind, find_site_root, resolve
+from stagewatch.serve.status import exception_line, resolved
 from stagewatch.serve.tabs import Reload, SwapStylesheets, Tab, after_round
+from stagewatch.stage import StageState
+from stagewatch.state import Attempt
 
 LOOPBACK = allowed_host_names("127.0.0.1")
 EVERYWHERE = allowed_host_names("0.0.0.0", ("buildbox", "buildbox.lan"))
@@ -123,6 +127,40 @@ def test_reply_for(
     status: int, if_none_match: str | None, range_header: str | None, if_range: str | None, expected: Reply
 ) -> None:
     assert reply_for(status, 100, ETAG, if_none_match, range_header, if_range) == expected
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        (
+            ("Traceback (most recent call last):", '  File "r.py", line 3', "ValueError: bad"),
+            "ValueError: bad",
+        ),
+        (("error: no such file", "", "   "), "error: no such file"),  # blank lines after it say nothing
+        ((), None),
+    ],
+)
+def test_exception_line(tail: tuple[str, ...], expected: str | None) -> None:
+    assert exception_line(tail) == expected
+
+
+def attempt(result: StageState) -> Attempt:
+    return Attempt(result, "2026-01-01T00:00:00+00:00")
+
+
+@pytest.mark.parametrize(
+    ("last", "failing", "expected"),
+    [
+        (attempt(StageState.SUCCEEDED), True, True),  # succeeded since (the preview hears it a moment later)
+        (attempt(StageState.FAILED), False, False),  # the failure itself, heard of or not yet
+        (attempt(StageState.RUNNING), True, False),  # a retry under way: not over yet
+        (attempt(StageState.RUNNING), False, True),  # a run after the success that ended it
+        (attempt(StageState.CANCELLED), False, True),
+        (None, False, True),
+    ],
+)
+def test_a_last_failure_is_resolved(last: Attempt | None, failing: bool, expected: bool) -> None:
+    assert resolved(last, failing) is expected
 
 
 @pytest.mark.parametrize(

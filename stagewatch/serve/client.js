@@ -127,14 +127,21 @@
 
   const overlayStyle = `
     :host { all: initial; }
-    .box { position: fixed; inset: auto 0 0 0; max-height: 60vh; overflow: auto; z-index: 2147483647;
-      background: #1e1e1e; color: #eee; font: 13px/1.45 ui-monospace, Menlo, Consolas, monospace;
-      border-top: 4px solid #e5484d; padding: 12px 16px; box-shadow: 0 -4px 24px rgba(0,0,0,.4); }
-    h2 { font: bold 15px system-ui, sans-serif; color: #ff8080; margin: 4px 0; }
+    .box { position: fixed; inset: auto 0 0 0; max-height: 60vh; display: flex; flex-direction: column;
+      z-index: 2147483647; background: #1e1e1e; color: #eee;
+      font: 13px/1.45 ui-monospace, Menlo, Consolas, monospace; border-top: 4px solid #e5484d;
+      box-shadow: 0 -4px 24px rgba(0,0,0,.4); }
+    .output { overflow: auto; min-height: 0; padding: 0 44px 0 16px; }
+    /* Each failure's headline stays in view while its output scrolls under it. */
+    h2 { font: bold 15px system-ui, sans-serif; color: #ff8080; margin: 0; padding: 10px 0 4px;
+      position: sticky; top: 0; background: #1e1e1e; }
+    h2 .exception { display: block; font: bold 14px/1.45 ui-monospace, Menlo, Consolas, monospace;
+      color: #ff8080; white-space: pre-wrap; overflow-wrap: anywhere; }
+    h2 .exception + .where { display: block; font-size: 13px; color: #ccc; margin-top: 2px; }
     p { margin: 2px 0; color: #bbb; }
     pre { background: #111; padding: 8px; margin: 6px 0 12px; white-space: pre-wrap; }
     button { position: absolute; top: 6px; right: 10px; background: none; border: 0; color: #eee;
-      font-size: 20px; cursor: pointer; }`;
+      font-size: 20px; cursor: pointer; z-index: 1; }`;
 
   function showFailures(failures) {
     state.failures = failures;
@@ -160,23 +167,37 @@
     close.textContent = "\u00d7";
     close.title = "hide until the next failure";
     close.onclick = () => host.remove();
-    box.appendChild(close);
+    const output = document.createElement("div");
+    output.className = "output";
+    box.append(close, output);
     for (const failure of failures) {
       const section = document.createElement("section");
       section.className = "failure";
       section.dataset.stage = failure.stage;
+      // Led by its exception line (what a person reads first), then whose failure it is.
       const title = document.createElement("h2");
+      if (failure.exception) {
+        const exception = document.createElement("span");
+        exception.className = "exception";
+        exception.textContent = failure.exception;
+        title.appendChild(exception);
+      }
       // A run can fail with exit 0 (an output it did not write): then the error says why.
       const status = failure.exit_code ? ` (exit ${failure.exit_code})` : "";
-      title.textContent = `stage "${failure.stage}" failed${status}`;
+      const where = document.createElement("span");
+      where.className = "where";
+      where.textContent = `stage "${failure.stage}" failed${status}`;
+      title.appendChild(where);
       const code = document.createElement("p");
       code.textContent = `runs ${failure.code}` + (failure.error ? `: ${failure.error}` : "");
       const tail = document.createElement("pre");
       tail.textContent = failure.tail.join("\n");
       section.append(title, code, tail);
-      box.appendChild(section);
+      output.appendChild(section);
     }
     root.append(style, box);
+    // Opened at its end: the output's last lines, where the error is, are in view.
+    output.scrollTop = output.scrollHeight;
   }
 
   const staleStyle = `

@@ -495,7 +495,11 @@ class Preview:
     def _rows(self) -> list[dict[str, Any]]:
         state = self.daemon.recorder.state
         return status_rows(
-            self.daemon.pipeline, self.daemon.stage_states(), dict(state.stages), dict(state.failures)
+            self.daemon.pipeline,
+            self.daemon.stage_states(),
+            dict(state.stages),
+            dict(state.failures),
+            set(self.failures),
         )
 
     async def _status_page(self, request: web.Request) -> web.Response:
