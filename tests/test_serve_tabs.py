@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.conftest import Project
-from tests.serve_support import Served, serve, until, ws_open, ws_receive, ws_send
+from tests.serve_support import Served, make_site, serve, until, ws_frame, ws_open, ws_receive, ws_send
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -144,3 +144,38 @@ def test_a_tab_that_reads_is_told_every_failure(project: Project) -> None:
         assert stop_promptly(served) < STOP_S
     finally:
         served.daemon.__exit__()
+
+
+@pytest.mark.parametrize(
+    ("payload", "opcode", "welcomed"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, 0x1, 0),  # deeper than json.loads can recurse
+        (b"\x00\x01", 0x2, 0),  # binary
+        (b"not json at all", 0x1, 0),
+        (b"[1, 2, 3]", 0x1, 0),
+        (json.dumps({"type": "hello", "page": 5, "loaded": "/a.html"}).encode(), 0x1, 0),
+        (json.dumps({"type": "loaded", "loaded": ["/a.html"]}).encode(), 0x1, 0),  # before its hello
+        (
+            json.dumps({"type": "hello", "page": "/a.html", "loaded": [1, None, "/../x", "//e"]}).encode(),
+            0x1,
+            1,
+        ),
+    ],
+)
+def test_a_tab_that_sends_garbage_is_still_answered_and_nothing_breaks(
+    project: Project, payload: bytes, opcode: int, welcomed: int
+) -> None:
+    make_site(project)
+    served = serve(project)
+    try:
+        with ws_open(served.port) as tab:
+            tab.sendall(ws_frame(payload, opcode))
+            ws_send(tab, json.dumps({"type": "hello", "page": "/a.html"}))
+            welcomes = 0
+            while welcomes < welcomed + 1:  # its garbage's, if it was a hello, then its own
+                welcomes += json.loads(ws_receive(tab)[1]) == {"type": "welcome"}
+        assert stop_promptly(served) < STOP_S
+    finally:
+        served.daemon.__exit__()
+    said = [event["event"] for event in served.daemon.events if event.get("level") == "error"]
+    assert said == [] and "Traceback" not in "".join(served.daemon.stderr)
