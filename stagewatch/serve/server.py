@@ -92,6 +92,8 @@ GOOD_BYTES_CAP = 64 * 1024 * 1024
 GOOD_FILE_CAP = 8 * 1024 * 1024
 # What a tab may say it loaded, at most: a page is not a crawler.
 MAX_URLS = 2000
+# A tab's message, at most (MAX_URLS long URLs); a longer one closes its socket (1009).
+MAX_MESSAGE_BYTES = 1024 * 1024
 CLIENT_PATH = "/_stagewatch/client.js"
 # A stop tells the tabs that keep up (a close frame; they reconnect to the next serve by
 # themselves), waiting this long at most for their answers; the others are cut off.
@@ -517,7 +519,7 @@ class Preview:
             # Another site's page may not listen in on this one, nor learn what it builds.
             log.warning("serve.refused", reason="origin", origin=origin)
             return web.Response(status=403, text="stagewatch: a WebSocket from another origin\n")
-        ws = web.WebSocketResponse(heartbeat=None)
+        ws = web.WebSocketResponse(heartbeat=None, max_msg_size=MAX_MESSAGE_BYTES)
         await ws.prepare(request)
         transport = request.transport
 
@@ -533,10 +535,9 @@ class Preview:
             async for message in ws:
                 if message.type is not WSMsgType.TEXT:
                     continue
-                try:
-                    data = json.loads(message.data)
-                except ValueError:
-                    continue
+                # On a worker thread: a tab's word may be a MiB of JSON, or nested past what
+                # json.loads can recurse (a RecursionError, not a ValueError).
+                data = await self._in_thread(_parse_message, message.data)
                 if isinstance(data, dict):
                     await self._heard(ws, data)
         finally:
@@ -663,6 +664,14 @@ class Preview:
         outbox = self.sockets.get(ws)
         if outbox is not None:
             outbox.post(text)
+
+
+def _parse_message(text: str) -> object:
+    """A tab's message, or None when it is not JSON (or too deep to read)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _read(path: str) -> bytes:
