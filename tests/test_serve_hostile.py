@@ -8,6 +8,7 @@ import json
 import re
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from urllib.parse import unquote
 
@@ -134,6 +135,32 @@ def test_a_large_file_rewritten_while_it_is_sent_is_cut_short_never_spliced(
         assert body == b"a" * len(body)  # and what it got is all of one version
     finally:
         assert served.daemon.stop() == 0
+
+
+# A stop takes a fraction of a second; aiohttp's own wait for a request's handler is a second,
+# and twice that for one that writes to a client that does not read.
+PROMPT_STOP_S = 1.5
+
+
+@pytest.mark.parametrize("path", ["/big.bin", "/page.html"])
+def test_a_download_that_is_never_read_does_not_hold_up_a_stop(project: Project, path: str) -> None:
+    served = serve_made_site(
+        project, MAKE_BIG.format(fill=b"a") + "(site / 'page.html').write_bytes(b'<p>' + b'x' * 6_000_000)\n"
+    )
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", served.port))
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\n\r\n".encode())
+            assert sock.recv(12).startswith(b"HTTP/1.1 200")  # it is being sent, and it stops reading
+            started = time.monotonic()
+            assert served.daemon.stop() == 0
+            assert time.monotonic() - started < PROMPT_STOP_S
+    finally:
+        served.daemon.__exit__()
+    assert not [event for event in served.daemon.events if event.get("level") == "error"]
+    assert "Traceback" not in "".join(served.daemon.stderr)
 
 
 # --- where a browser is sent ----------------------------------------------------------------
