@@ -167,6 +167,7 @@ class Preview:
         self.stopping = False
         self.tabs: dict[web.WebSocketResponse, Tab] = {}  # the tabs followed (their hello is in)
         self.sockets: dict[web.WebSocketResponse, Outbox] = {}  # every open WebSocket
+        self.handling: set[asyncio.BaseTransport] = set()  # connections whose request is under way
         self.failures: dict[str, dict[str, Any]] = {}
         self.served: dict[str, str] = {}  # file -> identity of the bytes last served
         self.good = LastGood()
@@ -277,9 +278,19 @@ class Preview:
                 close.cancel()
         for outbox in list(self.sockets.values()):
             outbox.cut("stagewatch stopped")
+        self._cut_off_slow_readers()
         for task in list(self.tasks):
             task.cancel()
         await self.runner.cleanup()
+
+    def _cut_off_slow_readers(self) -> None:
+        """A response still being made or sent (a download that is not read) is cut off: the
+        runner would wait a second for its handler, and another once it is cancelled."""
+        server = self.runner.server
+        for connection in server.connections if server is not None else ():
+            transport = connection.transport
+            if transport is not None and (transport in self.handling or transport.get_write_buffer_size()):
+                transport.abort()
 
     # --- plumbing ---
 
@@ -313,7 +324,14 @@ class Preview:
                 status=403,
                 text=f"stagewatch: Host {host!r} is not this server's name; open {self.url}\n",
             )
-        return await handler(request)
+        transport = request.transport
+        if transport is not None:
+            self.handling.add(transport)
+        try:
+            return await handler(request)
+        finally:
+            if transport is not None:
+                self.handling.discard(transport)
 
     async def _site(self, request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
