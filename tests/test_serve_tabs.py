@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import socket
 import struct
 import termios
@@ -179,3 +180,52 @@ def test_a_tab_that_sends_garbage_is_still_answered_and_nothing_breaks(
         served.daemon.__exit__()
     said = [event["event"] for event in served.daemon.events if event.get("level") == "error"]
     assert said == [] and "Traceback" not in "".join(served.daemon.stderr)
+
+
+def open_files(served: Served) -> int:
+    return len(os.listdir(f"/proc/{served.daemon.proc.pid}/fd"))
+
+
+def test_tabs_that_come_and_go_leave_nothing_behind(project: Project) -> None:
+    make_site(project)
+    served = serve(project)
+    try:
+        before = open_files(served)
+        for index in range(200):  # closed before, during and after their hello and its welcome
+            with ws_open(served.port) as tab:
+                if index % 3:
+                    ws_send(tab, json.dumps({"type": "hello", "page": "/a.html", "loaded": ["/style.css"]}))
+                if index % 3 == 2:
+                    ws_receive(tab)
+        until(lambda: open_files(served) <= before, "every closed tab's socket is closed")
+        with ws_open(served.port) as tab:  # and a tab now is followed as any
+            ws_send(tab, json.dumps({"type": "hello", "page": "/a.html", "loaded": ["/style.css"]}))
+            assert json.loads(ws_receive(tab)[1]) == {"type": "welcome"}
+            project.write("styles/style.css", "p { color: red; }\n")
+            assert json.loads(ws_receive(tab)[1]) == {"type": "css", "paths": ["/style.css"]}
+        assert stop_promptly(served) < STOP_S
+    finally:
+        served.daemon.__exit__()
+    assert not [event for event in served.daemon.events if event.get("level") == "error"]
+
+
+def test_many_tabs_are_each_told_of_a_round_and_a_stop_is_prompt(project: Project) -> None:
+    make_site(project)
+    served = serve(project)
+    tabs = [ws_open(served.port) for _ in range(150)]
+    try:
+        for tab in tabs:
+            ws_send(tab, json.dumps({"type": "hello", "page": "/a.html", "loaded": ["/style.css"]}))
+        for tab in tabs:
+            assert json.loads(ws_receive(tab)[1]) == {"type": "welcome"}
+        project.write("styles/style.css", "p { color: red; }\n")
+        for tab in tabs:
+            assert json.loads(ws_receive(tab)[1]) == {"type": "css", "paths": ["/style.css"]}
+        assert stop_promptly(served) < STOP_S
+        for tab in tabs:  # each is told the server went away (and reconnects to the next)
+            opcode, payload = ws_receive(tab)
+            assert (opcode, struct.unpack("!H", payload[:2])[0]) == (0x8, 1001)
+    finally:
+        for tab in tabs:
+            tab.close()
+        served.daemon.__exit__()
