@@ -21,11 +21,20 @@ from tests.daemon_support import RunningDaemon
 # BROKEN fails the stage (after some output); a line SLOW writes the page in two halves, a
 # second apart, so a request can come in between; a line HOLD writes its first half, then
 # waits for the file `release` (which it removes) before the second; a line TRACEBACK fails
-# it with a Python traceback a dozen frames deep (a long output tail, an exception line last).
+# it with a Python traceback a dozen frames deep (a long output tail, an exception line last);
+# a line CLEAN removes the page first, as a generator that cleans its output folder does (and
+# with HOLD, waits for `release` before it writes anything).
 RENDER = r"""
 import os, pathlib, sys, time
 site = pathlib.Path("site")
 site.mkdir(exist_ok=True)
+
+
+def wait_for_release():
+    deadline = time.monotonic() + 60
+    while not os.path.exists("release") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pathlib.Path("release").unlink(missing_ok=True)
 
 
 def parse_front_matter(source, depth):
@@ -36,6 +45,11 @@ def parse_front_matter(source, depth):
 
 for source in sorted(pathlib.Path("content").glob("*.md")):
     text = source.read_text()
+    target = site / (source.stem + ".html")
+    if "CLEAN" in text:
+        target.unlink(missing_ok=True)
+        if "HOLD" in text:
+            wait_for_release()
     if "TRACEBACK" in text:
         for section in range(15):
             print(f"render: {source}: reading section {section}", file=sys.stderr)
@@ -48,20 +62,16 @@ for source in sorted(pathlib.Path("content").glob("*.md")):
     head = ('<!doctype html><html><head><meta charset="utf-8"><title>' + source.stem + '</title>'
             '<link rel="stylesheet" href="style.css"></head><body>')
     body = f'<p id="text">{first}</p><div style="height: 4000px">tall</div><p id="end">end</p></body></html>'
-    target = site / (source.stem + ".html")
     with open(target, "w") as out:
         out.write(head)
         if "SLOW" in text:
             out.write("<p>PART ONE</p>")
             out.flush()
             time.sleep(1.5)
-        if "HOLD" in text:
+        if "HOLD" in text and "CLEAN" not in text:
             out.write("<p>PART ONE</p>")
             out.flush()
-            deadline = time.monotonic() + 60
-            while not os.path.exists("release") and time.monotonic() < deadline:
-                time.sleep(0.01)
-            pathlib.Path("release").unlink(missing_ok=True)
+            wait_for_release()
         out.write(body)
 """
 

@@ -281,6 +281,32 @@ def test_a_page_still_written_after_the_wait_is_its_last_good_bytes_said_stale(p
         served.daemon.stop()
 
 
+@pytest.mark.parametrize("then", ["HOLD", "BROKEN"])
+def test_a_page_its_stage_removed_is_its_last_good_bytes_while_it_runs_or_after_it_failed(
+    project: Project, then: str
+) -> None:
+    make_site(project)
+    served = serve(project, env=SHORT_WAIT)
+    try:
+        assert "first text of a" in served.get("/a.html").text
+        mark = served.daemon.mark()
+        project.write("content/a.md", f"the new text\nCLEAN\n{then}\n")  # as a generator that cleans first
+        page = project.root / "site" / "a.html"
+        served.daemon.wait_event("stage.started", mark, stage="pages")
+        if then == "BROKEN":
+            served.daemon.wait_event("stage.failed", mark, stage="pages")
+        until(lambda: not page.exists(), "the stage has removed the page")
+        reply = served.get("/a.html")
+        assert (reply.status, reply.headers.get("x-stagewatch-stale")) == (200, "pages")
+        assert "first text of a" in reply.text
+        if then == "HOLD":
+            (project.root / "release").touch()
+            served.daemon.wait_event("stage.succeeded", mark, stage="pages")
+            assert "the new text" in served.get("/a.html").text
+    finally:
+        served.daemon.stop()
+
+
 def test_a_page_still_written_that_never_was_good_is_a_503_that_reloads_itself(project: Project) -> None:
     make_site(project)
     project.write("content/a.md", "broken text\nBROKEN\n")  # a.html is never good before
