@@ -348,6 +348,12 @@ class Preview:
                 query = f"?{request.query_string}" if request.query_string else ""
                 # One leading slash: "//sub/" would send the browser to the host "sub".
                 raise web.HTTPFound("/" + request.rel_url.raw_path.lstrip("/") + "/" + query)
+            if found.kind in (Kind.LISTING, Kind.MISSING):
+                # A page its stage removed (a generator that cleans its folder first) while it
+                # runs again, or after it failed: its last good bytes, as when half-written.
+                kept = self._kept_instead(candidates(self.root, url_path))
+                if kept is not None:
+                    return self._respond(request, *kept)
             if found.kind is Kind.LISTING:
                 assert found.path is not None
                 return await self._listing(url_path, found.path)
@@ -410,6 +416,33 @@ class Preview:
                     (data, served), stale = good, failed
             elif not any(states.get(name) in BUSY for name in writers):
                 self.good.keep(path, (data, served))
+        return self._respond(request, path, data, served, status, stale, writing)
+
+    def _kept_instead(self, files: Iterable[str]) -> tuple[str, bytes, str, int, list[str], list[str]] | None:
+        """The first of these files that has last good bytes while a stage that writes it runs
+        or has failed: what to serve (as _respond takes it) when it is not there to be read."""
+        states = self.daemon.stage_states()
+        for path in files:
+            good = self.good.get(path)
+            writers = writers_of(self.daemon.pipeline, [path]) if good is not None else set()
+            writing = sorted(name for name in writers if states.get(name) is SlotState.RUNNING)
+            failed = sorted(name for name in writers if states.get(name) is SlotState.FAILED)
+            if good is not None and (writing or failed):
+                return path, good[0], good[1], 200, writing or failed, writing
+        return None
+
+    def _respond(
+        self,
+        request: web.Request,
+        path: str,
+        data: bytes,
+        served: str,
+        status: int,
+        stale: list[str],
+        writing: list[str],
+    ) -> web.Response:
+        """These bytes of the file as the response; `stale`: the stages they are the last good
+        bytes of (said in a header), `writing`: those still writing the file (said on its page)."""
         self.served[path] = served
         said = {STALE_HEADER: ", ".join(stale)} if stale else {}
         if is_html(path):
