@@ -159,6 +159,28 @@ def test_a_page_still_written_after_the_wait_says_so_until_it_is_done(context: A
         served.daemon.stop()
 
 
+def test_a_page_still_written_whose_stage_then_fails_shows_the_failure_not_the_wait(
+    context: Any, project: Project
+) -> None:
+    make_site(project)
+    served = serve(project, env=SHORT_WAIT)
+    try:
+        mark = served.daemon.mark()
+        project.write("content/a.md", "the new text\nCLEAN\nHOLD\nBROKEN\n")
+        served.daemon.wait_event("stage.started", mark, stage="pages")
+        written = project.root / "site" / "a.html"
+        until(lambda: not written.exists(), "the stage has removed the page")
+        page = open_tab(context, served, "/a.html")
+        page.locator("#stagewatch-stale .bar").wait_for(timeout=WAIT_MS)
+        (project.root / "release").touch()
+        page.locator("#stagewatch-overlay .failure").wait_for(timeout=WAIT_MS)
+        # It is done, and failed: the overlay says so, and no banner says it is still writing.
+        page.wait_for_function("!document.getElementById('stagewatch-stale')", timeout=WAIT_MS)
+        assert page.evaluate("document.getElementById('text').textContent") == "first text of a"
+    finally:
+        served.daemon.stop()
+
+
 # --- a failure, where a person sees it ------------------------------------------------------
 
 EXCEPTION = "ValueError: content/a.md: bad front matter, expected a line '---' before line 3"

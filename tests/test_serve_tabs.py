@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import socket
 import struct
 import termios
@@ -229,3 +230,28 @@ def test_many_tabs_are_each_told_of_a_round_and_a_stop_is_prompt(project: Projec
         for tab in tabs:
             tab.close()
         served.daemon.__exit__()
+
+
+def test_a_tab_on_a_page_its_failed_stage_removed_is_not_reloaded_again_and_again(project: Project) -> None:
+    make_site(project)
+    served = serve(project)
+    try:
+        mark = served.daemon.mark()
+        project.write("content/a.md", "the new text\nCLEAN\nBROKEN\n")  # gone, and its stage failed
+        served.daemon.wait_event("stage.failed", mark, stage="pages")
+        served.daemon.wait_event("watch.idle", mark)
+        page = served.get("/a.html")
+        assert "first text of a" in page.text  # its last good bytes
+        served_as = re.search(r'data-identity="([^"]+)"', page.text)
+        assert served_as is not None
+        with ws_open(served.port) as tab:
+            hello = {"type": "hello", "page": "/a.html", "identity": served_as[1], "loaded": ["/style.css"]}
+            ws_send(tab, json.dumps(hello))
+            assert json.loads(ws_receive(tab)[1]) == {"type": "welcome"}
+            assert json.loads(ws_receive(tab)[1])["type"] == "failures"
+            # The next word it gets is of the next round (a reload would come first, and again
+            # after it: what it shows is not what is on disk, and cannot be until a success).
+            project.write("styles/style.css", "p { color: red; }\n")
+            assert json.loads(ws_receive(tab)[1]) == {"type": "css", "paths": ["/style.css"]}
+    finally:
+        served.daemon.stop()
