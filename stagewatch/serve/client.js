@@ -145,6 +145,9 @@
 
   function showFailures(failures) {
     state.failures = failures;
+    // A stage that was still writing this page has ended, failing: the overlay says why.
+    const banner = document.getElementById("stagewatch-stale");
+    if (banner && failures.some((failure) => stale.includes(failure.stage))) banner.remove();
     let host = document.getElementById("stagewatch-overlay");
     if (!failures.length) {
       if (host) host.remove();

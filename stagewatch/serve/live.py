@@ -17,7 +17,7 @@ from stagewatch.serve.files import SiteFiles, in_thread
 from stagewatch.serve.outbox import Outbox
 from stagewatch.serve.pages import listing_identity
 from stagewatch.serve.rules import same_origin
-from stagewatch.serve.site import Kind, listing, not_found_page, resolve, writers_of
+from stagewatch.serve.site import Kind, candidates, listing, not_found_page, resolve, writers_of
 from stagewatch.serve.tabs import MISSING, Identities, Reload, SwapStylesheets, Tab, after_round
 
 if TYPE_CHECKING:
@@ -179,7 +179,12 @@ class LiveTabs:
     async def _identities_now(self, urls: Iterable[str]) -> dict[str, str]:
         states = self.daemon.stage_states()
         failed = {name for name, state in states.items() if state is SlotState.FAILED}
-        return await in_thread(self._identities_of, list(urls), failed, self.daemon.pipeline)
+        # A URL whose file is gone but served from its last good bytes (its stage removed it,
+        # and runs or failed) is left out, as one a failed stage writes: comparing what is
+        # served with what is on disk would reload its tab again and again.
+        kept = {url for url in urls if self.files.kept_instead(candidates(self.root, url)) is not None}
+        wanted = [url for url in urls if url not in kept]
+        return await in_thread(self._identities_of, wanted, failed, self.daemon.pipeline)
 
     def _identities_of(self, urls: list[str], failed: set[str], pipeline: Any) -> dict[str, str]:
         """On a worker thread: each URL's identity now, as serving it would make it; a URL whose
