@@ -138,6 +138,7 @@ def test_reply_for(
         ),
         (("error: no such file", "", "   "), "error: no such file"),  # blank lines after it say nothing
         ((), None),
+        (("TypeError: " + "x" * 70_000,), "TypeError: " + "x" * 288 + "\u2026"),  # a headline, not a page
     ],
 )
 def test_exception_line(tail: tuple[str, ...], expected: str | None) -> None:

@@ -12,6 +12,8 @@ from stagewatch.stage import StageState
 from stagewatch.state import Attempt
 
 TAIL_LINES = 30
+# A headline, at most (a minified script's error may be one line of 60 KiB; the tail has it all).
+EXCEPTION_CHARS = 300
 
 
 def exception_line(tail: Sequence[str]) -> str | None:
@@ -19,7 +21,8 @@ def exception_line(tail: Sequence[str]) -> str | None:
     traceback ends with its exception; most tools end with their error)."""
     for line in reversed(tail):
         if line.strip():
-            return line.strip()
+            said = line.strip()
+            return said if len(said) <= EXCEPTION_CHARS else said[: EXCEPTION_CHARS - 1] + "\u2026"
     return None
 
 
