@@ -12,6 +12,7 @@ import socket
 import struct
 import termios
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -148,39 +149,51 @@ def test_a_tab_that_reads_is_told_every_failure(project: Project) -> None:
         served.daemon.__exit__()
 
 
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One serve for the tests that only talk to it; each checks what it logged meanwhile."""
+    project = Project(tmp_path_factory.mktemp("tabs"))
+    make_site(project)
+    served = serve(project)
+    try:
+        yield served
+    finally:
+        served.daemon.stop()
+
+
 @pytest.mark.parametrize(
     ("payload", "opcode", "welcomed"),
     [
-        (b"[" * 100_000 + b"]" * 100_000, 0x1, 0),  # deeper than json.loads can recurse
-        (b"\x00\x01", 0x2, 0),  # binary
-        (b"not json at all", 0x1, 0),
-        (b"[1, 2, 3]", 0x1, 0),
-        (json.dumps({"type": "hello", "page": 5, "loaded": "/a.html"}).encode(), 0x1, 0),
-        (json.dumps({"type": "loaded", "loaded": ["/a.html"]}).encode(), 0x1, 0),  # before its hello
-        (
-            json.dumps({"type": "hello", "page": "/a.html", "loaded": [1, None, "/../x", "//e"]}).encode(),
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, 0x1, 0, id="nested deeper than json.loads recurses"),
+        pytest.param(b"\x00\x01", 0x2, 0, id="binary"),
+        pytest.param(b"not json at all", 0x1, 0, id="not JSON"),
+        pytest.param(b"[1, 2, 3]", 0x1, 0, id="not an object"),
+        pytest.param(
+            json.dumps({"type": "hello", "page": 5, "loaded": "/a"}).encode(), 0x1, 0, id="bad hello"
+        ),
+        pytest.param(
+            json.dumps({"type": "loaded", "loaded": ["/a.html"]}).encode(), 0x1, 0, id="loaded first"
+        ),
+        pytest.param(
+            b'{"type": "hello", "page": "/a.html", "loaded": [1, null, "/../x", "//e"]}',
             0x1,
             1,
+            id="hello loading nonsense",
         ),
     ],
 )
 def test_a_tab_that_sends_garbage_is_still_answered_and_nothing_breaks(
-    project: Project, payload: bytes, opcode: int, welcomed: int
+    site: Served, payload: bytes, opcode: int, welcomed: int
 ) -> None:
-    make_site(project)
-    served = serve(project)
-    try:
-        with ws_open(served.port) as tab:
-            tab.sendall(ws_frame(payload, opcode))
-            ws_send(tab, json.dumps({"type": "hello", "page": "/a.html"}))
-            welcomes = 0
-            while welcomes < welcomed + 1:  # its garbage's, if it was a hello, then its own
-                welcomes += json.loads(ws_receive(tab)[1]) == {"type": "welcome"}
-        assert stop_promptly(served) < STOP_S
-    finally:
-        served.daemon.__exit__()
-    said = [event["event"] for event in served.daemon.events if event.get("level") == "error"]
-    assert said == [] and "Traceback" not in "".join(served.daemon.stderr)
+    mark = site.daemon.mark()
+    with ws_open(site.port) as tab:
+        tab.sendall(ws_frame(payload, opcode))
+        ws_send(tab, json.dumps({"type": "hello", "page": "/a.html"}))
+        welcomes = 0
+        while welcomes < welcomed + 1:  # its garbage's, if it was a hello, then its own
+            welcomes += json.loads(ws_receive(tab)[1]) == {"type": "welcome"}
+    assert not [event for event in site.daemon.events[mark:] if event.get("level") == "error"]
+    assert "Traceback" not in "".join(site.daemon.stderr)
 
 
 def open_files(served: Served) -> int:
