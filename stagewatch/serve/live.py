@@ -18,6 +18,7 @@ from stagewatch.serve.outbox import Outbox
 from stagewatch.serve.pages import listing_identity
 from stagewatch.serve.rules import same_origin
 from stagewatch.serve.site import Kind, candidates, listing, not_found_page, resolve, writers_of
+from stagewatch.serve.stream import reset
 from stagewatch.serve.tabs import MISSING, Identities, Reload, SwapStylesheets, Tab, after_round
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ class LiveTabs:
             if not self.stopping:
                 log.warning("serve.tab_dropped", page=tab.page if tab else None, why=why)
             if transport is not None:
-                transport.abort()  # a close frame would wait behind what it does not read
+                reset(transport)  # a close frame would wait behind what it does not read
 
         self.sockets[ws] = Outbox(ws.send_str, cut)
         try:

@@ -28,6 +28,7 @@ from stagewatch.serve.rules import allowed_host_names, etag_matches, host_allowe
 from stagewatch.serve.settings import SERVE_KEYS
 from stagewatch.serve.site import Found, Kind, SiteRoot, candidates, listing, not_found_page, resolve
 from stagewatch.serve.status import failure_view, status_page, status_rows
+from stagewatch.serve.stream import reset
 from stagewatch.serve.tabs import MISSING, identity
 from stagewatch.stage import StageState
 
@@ -159,7 +160,7 @@ class Preview:
         for connection in server.connections if server is not None else ():
             transport = connection.transport
             if transport is not None and (transport in self.handling or transport.get_write_buffer_size()):
-                transport.abort()
+                reset(transport)
 
     # --- plumbing ---
 

@@ -6,7 +6,10 @@ as a splice of two versions."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -61,6 +64,16 @@ def _version(info: os.stat_result) -> tuple[int, int, int, int]:
     return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
+def reset(transport: asyncio.Transport) -> None:
+    """End a connection at once with a reset, dropping what the kernel still holds to send on
+    it: a client that does not read would otherwise keep a send buffer of it for minutes."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
 async def _in_thread(work: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, work, *args)
 
@@ -103,7 +116,7 @@ async def stream_file(request: web.Request, path: str, status: int = 200) -> web
                 # got the file (and a resume with this ETag then gets the whole new one).
                 log.warning("serve.changed_while_sent", path=path, sent_bytes=offset - start)
                 if request.transport is not None:
-                    request.transport.abort()
+                    reset(request.transport)
                 return response
             try:
                 await response.write(chunk)
