@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Project
-from tests.serve_support import Served, make_site, serve
+from tests.serve_support import SHORT_WAIT, Served, make_site, serve, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
@@ -136,3 +136,122 @@ def test_a_failing_stage_shows_in_every_tab_until_it_is_fixed(
     for page in (page_a, page_b):
         page.wait_for_function("!document.getElementById('stagewatch-overlay')", timeout=WAIT_MS)
     assert overlay.count() == 0
+
+
+def test_a_page_still_written_after_the_wait_says_so_until_it_is_done(context: Any, project: Project) -> None:
+    make_site(project)
+    served = serve(project, env=SHORT_WAIT)
+    try:
+        mark = served.daemon.mark()
+        project.write("content/a.md", "the new text\nHOLD\n")
+        served.daemon.wait_event("stage.started", mark, stage="pages")
+        written = project.root / "site" / "a.html"
+        until(lambda: "PART ONE" in written.read_text(), "the stage has written half of the page")
+        page = open_tab(context, served, "/a.html")
+        banner = page.locator("#stagewatch-stale .bar")
+        banner.wait_for(timeout=WAIT_MS)
+        assert 'stage "pages" is still writing this page' in banner.inner_text()
+        assert page.evaluate("document.getElementById('text').textContent") == "first text of a"
+        (project.root / "release").touch()
+        wait_text(page, "the new text")
+        page.wait_for_function("!document.getElementById('stagewatch-stale')", timeout=WAIT_MS)
+    finally:
+        served.daemon.stop()
+
+
+def test_a_page_still_written_whose_stage_then_fails_shows_the_failure_not_the_wait(
+    context: Any, project: Project
+) -> None:
+    make_site(project)
+    served = serve(project, env=SHORT_WAIT)
+    try:
+        mark = served.daemon.mark()
+        project.write("content/a.md", "the new text\nCLEAN\nHOLD\nBROKEN\n")
+        served.daemon.wait_event("stage.started", mark, stage="pages")
+        written = project.root / "site" / "a.html"
+        until(lambda: not written.exists(), "the stage has removed the page")
+        page = open_tab(context, served, "/a.html")
+        page.locator("#stagewatch-stale .bar").wait_for(timeout=WAIT_MS)
+        (project.root / "release").touch()
+        page.locator("#stagewatch-overlay .failure").wait_for(timeout=WAIT_MS)
+        # It is done, and failed: the overlay says so, and no banner says it is still writing.
+        page.wait_for_function("!document.getElementById('stagewatch-stale')", timeout=WAIT_MS)
+        assert page.evaluate("document.getElementById('text').textContent") == "first text of a"
+    finally:
+        served.daemon.stop()
+
+
+# --- a failure, where a person sees it ------------------------------------------------------
+
+EXCEPTION = "ValueError: content/a.md: bad front matter, expected a line '---' before line 3"
+OVERLAY_OUTPUT = "document.getElementById('stagewatch-overlay')?.shadowRoot.querySelector('.output')"
+
+
+def test_a_failure_overlay_opens_at_the_end_of_its_output_led_by_the_exception(
+    context: Any, site: Served, project: Project
+) -> None:
+    page = open_tab(context, site, "/a.html")
+    page.set_viewport_size({"width": 900, "height": 500})
+    project.write("content/a.md", "TRACEBACK\n")
+    failure = page.locator("#stagewatch-overlay .failure")
+    failure.wait_for(timeout=WAIT_MS)
+    scrolls = f"{OVERLAY_OUTPUT}.scrollHeight > {OVERLAY_OUTPUT}.clientHeight"
+    assert page.evaluate(scrolls)  # more output than the overlay shows at once
+    # Its last line, the exception, is in view: the overlay is scrolled to its end.
+    at_end = (
+        f"(output => output.scrollTop + output.clientHeight >= output.scrollHeight - 1)({OVERLAY_OUTPUT})"
+    )
+    page.wait_for_function(at_end, timeout=WAIT_MS)
+    headline = failure.locator("h2").inner_text()
+    assert headline.startswith(EXCEPTION) and 'stage "pages" failed (exit 1)' in headline
+    # The headline stays in view above the end of the output.
+    in_view = (
+        f"(output => {{ const shown = output.getBoundingClientRect();"
+        f" const headline = output.querySelector('h2').getBoundingClientRect();"
+        f" return headline.top >= shown.top && headline.bottom <= shown.bottom; }})({OVERLAY_OUTPUT})"
+    )
+    assert page.evaluate(in_view)
+
+
+def status_page(context: Any, site: Served) -> Any:
+    page = context.new_page()
+    page.set_viewport_size({"width": 1000, "height": 700})
+    page.goto(site.url.rstrip("/") + "/_stagewatch/")
+    return page
+
+
+def test_the_status_page_fits_a_window_1000_px_wide(context: Any, site: Served, project: Project) -> None:
+    mark = site.daemon.mark()
+    project.write("content/a.md", "TRACEBACK\n")  # long lines of output in the failure shown
+    site.daemon.wait_event("stage.failed", mark, stage="pages")
+    page = status_page(context, site)
+    page.locator("pre").first.wait_for(timeout=WAIT_MS)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1000
+
+
+def failure_colours(page: Any) -> tuple[str, str]:
+    """The classes of the failure shown for "pages" and the background of its output."""
+    found = page.evaluate(
+        "(() => { const failure = document.querySelector('.failure[data-stage=\"pages\"]');"
+        " return [failure.className, getComputedStyle(failure.querySelector('pre')).backgroundColor]; })()"
+    )
+    return found[0], found[1]
+
+
+def test_a_failure_on_the_status_page_is_greyed_once_its_stage_succeeds(
+    context: Any, site: Served, project: Project
+) -> None:
+    mark = site.daemon.mark()
+    project.write("content/a.md", "broken text\nBROKEN\n")
+    site.daemon.wait_event("stage.failed", mark, stage="pages")
+    page = status_page(context, site)
+    classes, background = failure_colours(page)
+    assert "resolved" not in classes and background == "rgb(255, 238, 238)"  # the alarm's pink
+    mark = site.daemon.mark()
+    project.write("content/a.md", "fixed text of a\n")
+    site.daemon.wait_event("stage.succeeded", mark, stage="pages")
+    page.goto(site.url.rstrip("/") + "/_stagewatch/")
+    classes, background = failure_colours(page)
+    assert "resolved" in classes.split()
+    red, green, blue = (int(part) for part in background.removeprefix("rgb(").rstrip(")").split(","))
+    assert red == green == blue  # a grey: no alarm left

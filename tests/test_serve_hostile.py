@@ -4,20 +4,28 @@ under it. A real daemon, real sockets."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import re
 import socket
-import struct
 import sys
+import time
 from collections.abc import Iterator
 from urllib.parse import unquote
 
 import pytest
 
 from tests.conftest import Project
-from tests.serve_support import Served, make_site, serve, serve_made_site
+from tests.serve_support import (
+    BIG,
+    MAKE_BIG,
+    Served,
+    make_site,
+    serve,
+    serve_made_site,
+    ws_open,
+    ws_receive,
+    ws_send,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -85,58 +93,74 @@ def test_a_malformed_request_is_one_line_in_the_log_and_no_traceback(project: Pr
 # --- a tab over a raw WebSocket -------------------------------------------------------------
 
 
-def ws_open(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /_stagewatch/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Origin: http://127.0.0.1:{port}\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
-
-def ws_send(sock: socket.socket, text: str) -> None:
-    """One masked text frame, as a browser sends it."""
-    payload, mask = text.encode(), os.urandom(4)
-    assert len(payload) < 126
-    masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
-    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
-
-
-def ws_receive(sock: socket.socket) -> tuple[int, bytes]:
-    """The next frame from the server: (opcode, payload)."""
-
-    def exactly(count: int) -> bytes:
-        data = b""
-        while len(data) < count:
-            chunk = sock.recv(count - len(data))
-            if not chunk:
-                raise ConnectionError("the server closed the connection")
-            data += chunk
-        return data
-
-    first, second = exactly(2)
-    length = second & 0x7F
-    if length == 126:
-        length = struct.unpack("!H", exactly(2))[0]
-    elif length == 127:
-        length = struct.unpack("!Q", exactly(8))[0]
-    return first & 0x0F, exactly(length)
-
-
 @pytest.mark.parametrize("loaded", [5, None, {"a": 1}])
 def test_a_tab_that_says_nonsense_is_still_welcomed(site: Served, loaded: object) -> None:
     with ws_open(site.port) as sock:
         ws_send(sock, json.dumps({"type": "hello", "page": "/", "loaded": loaded}))
         opcode, payload = ws_receive(sock)
         assert (opcode, json.loads(payload)) == (0x1, {"type": "welcome"})
+
+
+# --- a large file changed while it is sent -------------------------------------------------
+
+
+@pytest.mark.parametrize("rewrite", ["same size", "cut short"])
+def test_a_large_file_rewritten_while_it_is_sent_is_cut_short_never_spliced(
+    project: Project, rewrite: str
+) -> None:
+    served = serve_made_site(project, MAKE_BIG.format(fill=b"a"))
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # it cannot take it all at once
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", served.port))
+            sock.sendall(f"GET /big.bin HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\n\r\n".encode())
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += sock.recv(65536)
+            head, body = answer.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 200") and f"Content-Length: {BIG}".encode() in head
+            with open(project.root / "site" / "big.bin", "r+b") as file:  # in place, as some tools do
+                file.write(b"b" * (BIG if rewrite == "same size" else 1000))
+                file.truncate()
+            while len(body) < BIG:
+                try:
+                    chunk = sock.recv(1 << 20)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                body += chunk
+        assert len(body) < BIG  # cut short: the client knows it has not got the file
+        assert body == b"a" * len(body)  # and what it got is all of one version
+    finally:
+        assert served.daemon.stop() == 0
+
+
+# A stop takes a fraction of a second; aiohttp's own wait for a request's handler is a second,
+# and twice that for one that writes to a client that does not read.
+PROMPT_STOP_S = 1.5
+
+
+@pytest.mark.parametrize("path", ["/big.bin", "/page.html"])
+def test_a_download_that_is_never_read_does_not_hold_up_a_stop(project: Project, path: str) -> None:
+    served = serve_made_site(
+        project, MAKE_BIG.format(fill=b"a") + "(site / 'page.html').write_bytes(b'<p>' + b'x' * 6_000_000)\n"
+    )
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", served.port))
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\n\r\n".encode())
+            assert sock.recv(12).startswith(b"HTTP/1.1 200")  # it is being sent, and it stops reading
+            started = time.monotonic()
+            assert served.daemon.stop() == 0
+            assert time.monotonic() - started < PROMPT_STOP_S
+    finally:
+        served.daemon.__exit__()
+    assert not [event for event in served.daemon.events if event.get("level") == "error"]
+    assert "Traceback" not in "".join(served.daemon.stderr)
 
 
 # --- where a browser is sent ----------------------------------------------------------------

@@ -16,7 +16,17 @@ import pytest
 
 from tests.conftest import Project
 from tests.daemon_support import RunningDaemon
-from tests.serve_support import Served, make_site, request, serve, serve_made_site, until
+from tests.serve_support import (
+    BIG,
+    MAKE_BIG,
+    SHORT_WAIT,
+    Served,
+    make_site,
+    request,
+    serve,
+    serve_made_site,
+    until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -119,6 +129,29 @@ def test_head_and_ranges(site: Served) -> None:
     assert site.get("/data.bin", {"Range": "bytes=0-1", "If-Range": etag}).status == 206
 
 
+def test_a_resumed_download_of_a_large_file_that_changed_is_the_whole_new_file(project: Project) -> None:
+    served = serve_made_site(project, MAKE_BIG.format(fill=b"a"))
+    try:
+        etag = served.get("/big.bin", method="HEAD").headers["etag"]
+        part = served.get("/big.bin", {"Range": "bytes=0-9", "If-Range": etag})
+        assert (part.status, part.body) == (206, b"a" * 10)
+        mark = served.daemon.mark()
+        project.write("make.py", MAKE_BIG.format(fill=b"b"))  # the same size, other bytes
+        served.daemon.wait_event("stage.succeeded", mark, stage="site")
+        for if_range in (etag, f"W/{etag}", "Fri, 01 Jan 2100 00:00:00 GMT", "garbage"):
+            # The client holds other bytes than these: the whole file, never a splice.
+            resumed = served.get("/big.bin", {"Range": "bytes=10-", "If-Range": if_range})
+            assert (resumed.status, len(resumed.body)) == (200, BIG), if_range
+            assert resumed.body == b"b" * BIG
+        now = served.get("/big.bin", method="HEAD").headers["etag"]
+        assert now != etag
+        part = served.get("/big.bin", {"Range": "bytes=10-19", "If-Range": now})
+        assert (part.status, part.body) == (206, b"b" * 10)
+        assert part.headers["content-range"] == f"bytes 10-19/{BIG}"
+    finally:
+        served.daemon.stop()
+
+
 def test_the_status_page_and_its_json(site: Served) -> None:
     page = site.get("/_stagewatch/")
     assert page.status == 200 and "site" in page.text and "make.py" in page.text
@@ -126,6 +159,28 @@ def test_the_status_page_and_its_json(site: Served) -> None:
     (stage,) = data["stages"]
     assert (stage["name"], stage["state"], stage["writes"]) == ("site", "idle", ["site/"])
     assert stage["last_run"]["result"] == "succeeded" and stage["last_run"]["duration_s"] >= 0
+
+
+def test_a_failure_in_the_status_json_says_its_exception_line_and_whether_it_is_resolved(
+    project: Project,
+) -> None:
+    make_site(project)
+    served = serve(project)
+    try:
+        mark = served.daemon.mark()
+        project.write("content/a.md", "broken text\nBROKEN\n")
+        served.daemon.wait_event("stage.failed", mark, stage="pages")
+        pages = json.loads(served.get("/_stagewatch/status.json").body)["stages"][0]
+        failure = pages["last_failure"]
+        assert failure["exception"] == "render: content/a.md has a BROKEN line, giving up"
+        assert failure["resolved"] is False
+        mark = served.daemon.mark()
+        project.write("content/a.md", "fixed text of a\n")
+        served.daemon.wait_event("stage.succeeded", mark, stage="pages")
+        pages = json.loads(served.get("/_stagewatch/status.json").body)["stages"][0]
+        assert pages["last_failure"]["resolved"] is True  # kept, and said to be over
+    finally:
+        served.daemon.stop()
 
 
 @pytest.mark.parametrize(
@@ -200,6 +255,75 @@ def test_a_request_during_a_slow_stage_gets_the_finished_page(project: Project) 
         reply = served.get("/a.html")
         assert "PART ONE" in reply.text and "the new text" in reply.text and reply.text.count("</html>") == 1
         assert 'id="end"' in reply.text
+    finally:
+        served.daemon.stop()
+
+
+def test_a_page_still_written_after_the_wait_is_its_last_good_bytes_said_stale(project: Project) -> None:
+    make_site(project)
+    served = serve(project, env=SHORT_WAIT)
+    try:
+        assert "first text of a" in served.get("/a.html").text
+        mark = served.daemon.mark()
+        project.write("content/a.md", "the new text\nHOLD\n")
+        served.daemon.wait_event("stage.started", mark, stage="pages")
+        page = project.root / "site" / "a.html"
+        until(lambda: "PART ONE" in page.read_text(), "the stage has written half of the page")
+        stale = served.get("/a.html")
+        assert (stale.status, stale.headers.get("x-stagewatch-stale")) == (200, "pages")
+        assert "first text of a" in stale.text and "PART ONE" not in stale.text
+        assert 'data-stale="pages"' in stale.text  # the page says so too, in a banner
+        (project.root / "release").touch()
+        served.daemon.wait_event("stage.succeeded", mark, stage="pages")
+        fresh = served.get("/a.html")
+        assert "the new text" in fresh.text and "x-stagewatch-stale" not in fresh.headers
+    finally:
+        served.daemon.stop()
+
+
+@pytest.mark.parametrize("then", ["HOLD", "BROKEN"])
+def test_a_page_its_stage_removed_is_its_last_good_bytes_while_it_runs_or_after_it_failed(
+    project: Project, then: str
+) -> None:
+    make_site(project)
+    served = serve(project, env=SHORT_WAIT)
+    try:
+        assert "first text of a" in served.get("/a.html").text
+        mark = served.daemon.mark()
+        project.write("content/a.md", f"the new text\nCLEAN\n{then}\n")  # as a generator that cleans first
+        page = project.root / "site" / "a.html"
+        served.daemon.wait_event("stage.started", mark, stage="pages")
+        if then == "BROKEN":
+            served.daemon.wait_event("stage.failed", mark, stage="pages")
+        until(lambda: not page.exists(), "the stage has removed the page")
+        reply = served.get("/a.html")
+        assert (reply.status, reply.headers.get("x-stagewatch-stale")) == (200, "pages")
+        assert "first text of a" in reply.text
+        if then == "HOLD":
+            (project.root / "release").touch()
+            served.daemon.wait_event("stage.succeeded", mark, stage="pages")
+            assert "the new text" in served.get("/a.html").text
+    finally:
+        served.daemon.stop()
+
+
+def test_a_page_still_written_that_never_was_good_is_a_503_that_reloads_itself(project: Project) -> None:
+    make_site(project)
+    project.write("content/a.md", "broken text\nBROKEN\n")  # a.html is never good before
+    served = serve(project, env=SHORT_WAIT)
+    try:
+        mark = served.daemon.mark()
+        project.write("content/a.md", "the new text\nHOLD\n")
+        served.daemon.wait_event("stage.started", mark, stage="pages")
+        page = project.root / "site" / "a.html"
+        until(lambda: page.exists() and "PART ONE" in page.read_text(), "the stage has written half of it")
+        busy = served.get("/a.html")
+        assert (busy.status, busy.headers.get("retry-after")) == (503, "2")
+        assert "PART ONE" not in busy.text and "still being written by stage &quot;pages&quot;" in busy.text
+        assert "/_stagewatch/client.js" in busy.text  # the tab reloads once the stage is done
+        (project.root / "release").touch()
+        served.daemon.wait_event("stage.succeeded", mark, stage="pages")
+        assert "the new text" in served.get("/a.html").text
     finally:
         served.daemon.stop()
 

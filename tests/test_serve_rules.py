@@ -1,5 +1,6 @@
-"""The preview's pure decisions, as tables: Host and Origin, ranges, the script's place, what a
-settled round means for a tab, which file a URL path comes to, which folder is the site."""
+"""The preview's pure decisions, as tables: Host and Origin, ranges and If-Range, the script's
+place, what a settled round means for a tab, which file a URL path comes to, which folder is the
+site, how a failure is read and when it is over."""
 
 from __future__ import annotations
 
@@ -14,15 +15,20 @@ from stagewatch.pipeline import Pipeline
 from stagewatch.serve.rules import (
     UNSATISFIABLE,
     ByteRange,
+    Reply,
     allowed_host_names,
     host_allowed,
     html_content_type,
     inject,
     parse_range,
+    reply_for,
     same_origin,
 )
 from stagewatch.serve.site import Kind, find_site_root, resolve
+from stagewatch.serve.status import exception_line, resolved
 from stagewatch.serve.tabs import Reload, SwapStylesheets, Tab, after_round
+from stagewatch.stage import StageState
+from stagewatch.state import Attempt
 
 LOOPBACK = allowed_host_names("127.0.0.1")
 EVERYWHERE = allowed_host_names("0.0.0.0", ("buildbox", "buildbox.lan"))
@@ -92,6 +98,70 @@ def test_same_origin(origin: str | None, host: str, same: bool) -> None:
 )
 def test_parse_range(header: str | None, expected: object) -> None:
     assert parse_range(header, 100) == expected
+
+
+ETAG = '"abc"'
+
+
+@pytest.mark.parametrize(
+    ("status", "if_none_match", "range_header", "if_range", "expected"),
+    [
+        (200, None, None, None, Reply(200)),
+        (200, ETAG, None, None, Reply(304)),
+        (200, f'W/{ETAG}, "other"', None, None, Reply(304)),
+        (404, ETAG, None, None, Reply(404)),  # the site's 404 page is never "not modified"
+        (200, None, "bytes=0-9", None, Reply(206, ByteRange(0, 9))),
+        (200, None, "bytes=0-9", ETAG, Reply(206, ByteRange(0, 9))),
+        (200, None, "bytes=0-9", f" {ETAG} ", Reply(206, ByteRange(0, 9))),
+        # The client holds other bytes: the whole body, never a part of these.
+        (200, None, "bytes=0-9", '"older"', Reply(200)),
+        (200, None, "bytes=0-9", f"W/{ETAG}", Reply(200)),  # If-Range compares strongly
+        (200, None, "bytes=0-9", "Fri, 01 Jan 2100 00:00:00 GMT", Reply(200)),  # no date is ever given
+        (200, None, "bytes=0-9", "", Reply(200)),
+        (200, None, "bytes=500-", '"older"', Reply(200)),  # not a 416: the range is for other bytes
+        (200, None, "bytes=500-", None, Reply(416)),
+        (404, None, "bytes=0-9", None, Reply(404)),
+    ],
+)
+def test_reply_for(
+    status: int, if_none_match: str | None, range_header: str | None, if_range: str | None, expected: Reply
+) -> None:
+    assert reply_for(status, 100, ETAG, if_none_match, range_header, if_range) == expected
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        (
+            ("Traceback (most recent call last):", '  File "r.py", line 3', "ValueError: bad"),
+            "ValueError: bad",
+        ),
+        (("error: no such file", "", "   "), "error: no such file"),  # blank lines after it say nothing
+        ((), None),
+        (("TypeError: " + "x" * 70_000,), "TypeError: " + "x" * 288 + "\u2026"),  # a headline, not a page
+    ],
+)
+def test_exception_line(tail: tuple[str, ...], expected: str | None) -> None:
+    assert exception_line(tail) == expected
+
+
+def attempt(result: StageState) -> Attempt:
+    return Attempt(result, "2026-01-01T00:00:00+00:00")
+
+
+@pytest.mark.parametrize(
+    ("last", "failing", "expected"),
+    [
+        (attempt(StageState.SUCCEEDED), True, True),  # succeeded since (the preview hears it a moment later)
+        (attempt(StageState.FAILED), False, False),  # the failure itself, heard of or not yet
+        (attempt(StageState.RUNNING), True, False),  # a retry under way: not over yet
+        (attempt(StageState.RUNNING), False, True),  # a run after the success that ended it
+        (attempt(StageState.CANCELLED), False, True),
+        (None, False, True),
+    ],
+)
+def test_a_last_failure_is_resolved(last: Attempt | None, failing: bool, expected: bool) -> None:
+    assert resolved(last, failing) is expected
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,8 @@
   if (window.__stagewatch) return;
   const script = document.currentScript;
   const identity = script ? script.dataset.identity || "" : "";
+  // The stages still writing this page when it was served: it is their last good version.
+  const stale = script && script.dataset.stale ? script.dataset.stale.split(" ") : [];
   const scrollKey = "stagewatch:scroll:" + location.pathname + location.search;
   // followed: the server has the tab's hello, and tells it of every round from here on.
   const state = { ws: null, delay: 200, sent: new Set(), failures: [], followed: false };
@@ -125,17 +127,27 @@
 
   const overlayStyle = `
     :host { all: initial; }
-    .box { position: fixed; inset: auto 0 0 0; max-height: 60vh; overflow: auto; z-index: 2147483647;
-      background: #1e1e1e; color: #eee; font: 13px/1.45 ui-monospace, Menlo, Consolas, monospace;
-      border-top: 4px solid #e5484d; padding: 12px 16px; box-shadow: 0 -4px 24px rgba(0,0,0,.4); }
-    h2 { font: bold 15px system-ui, sans-serif; color: #ff8080; margin: 4px 0; }
+    .box { position: fixed; inset: auto 0 0 0; max-height: 60vh; display: flex; flex-direction: column;
+      z-index: 2147483647; background: #1e1e1e; color: #eee;
+      font: 13px/1.45 ui-monospace, Menlo, Consolas, monospace; border-top: 4px solid #e5484d;
+      box-shadow: 0 -4px 24px rgba(0,0,0,.4); }
+    .output { overflow: auto; min-height: 0; padding: 0 44px 0 16px; }
+    /* Each failure's headline stays in view while its output scrolls under it. */
+    h2 { font: bold 15px system-ui, sans-serif; color: #ff8080; margin: 0; padding: 10px 0 4px;
+      position: sticky; top: 0; background: #1e1e1e; }
+    h2 .exception { display: block; font: bold 14px/1.45 ui-monospace, Menlo, Consolas, monospace;
+      color: #ff8080; white-space: pre-wrap; overflow-wrap: anywhere; }
+    h2 .exception + .where { display: block; font-size: 13px; color: #ccc; margin-top: 2px; }
     p { margin: 2px 0; color: #bbb; }
     pre { background: #111; padding: 8px; margin: 6px 0 12px; white-space: pre-wrap; }
     button { position: absolute; top: 6px; right: 10px; background: none; border: 0; color: #eee;
-      font-size: 20px; cursor: pointer; }`;
+      font-size: 20px; cursor: pointer; z-index: 1; }`;
 
   function showFailures(failures) {
     state.failures = failures;
+    // A stage that was still writing this page has ended, failing: the overlay says why.
+    const banner = document.getElementById("stagewatch-stale");
+    if (banner && failures.some((failure) => stale.includes(failure.stage))) banner.remove();
     let host = document.getElementById("stagewatch-overlay");
     if (!failures.length) {
       if (host) host.remove();
@@ -158,24 +170,72 @@
     close.textContent = "\u00d7";
     close.title = "hide until the next failure";
     close.onclick = () => host.remove();
-    box.appendChild(close);
+    const output = document.createElement("div");
+    output.className = "output";
+    box.append(close, output);
     for (const failure of failures) {
       const section = document.createElement("section");
       section.className = "failure";
       section.dataset.stage = failure.stage;
+      // Led by its exception line (what a person reads first), then whose failure it is.
       const title = document.createElement("h2");
+      if (failure.exception) {
+        const exception = document.createElement("span");
+        exception.className = "exception";
+        exception.textContent = failure.exception;
+        title.appendChild(exception);
+      }
       // A run can fail with exit 0 (an output it did not write): then the error says why.
       const status = failure.exit_code ? ` (exit ${failure.exit_code})` : "";
-      title.textContent = `stage "${failure.stage}" failed${status}`;
+      const where = document.createElement("span");
+      where.className = "where";
+      where.textContent = `stage "${failure.stage}" failed${status}`;
+      title.appendChild(where);
       const code = document.createElement("p");
       code.textContent = `runs ${failure.code}` + (failure.error ? `: ${failure.error}` : "");
       const tail = document.createElement("pre");
       tail.textContent = failure.tail.join("\n");
       section.append(title, code, tail);
-      box.appendChild(section);
+      output.appendChild(section);
     }
     root.append(style, box);
+    // Opened at its end: the output's last lines, where the error is, are in view.
+    output.scrollTop = output.scrollHeight;
   }
 
+  const staleStyle = `
+    :host { all: initial; }
+    .bar { position: fixed; inset: 0 0 auto 0; z-index: 2147483647; padding: 6px 16px;
+      background: #fff4c2; color: #3d3000; border-bottom: 2px solid #e0b400;
+      font: 13px/1.45 system-ui, sans-serif; box-shadow: 0 2px 8px rgba(0,0,0,.15); }
+    button { float: right; background: none; border: 0; color: inherit; font-size: 18px;
+      line-height: 1; cursor: pointer; }`;
+
+  // Said until the page reloads, which it does by itself once the stages are done.
+  function showStale() {
+    const host = document.createElement("div");
+    host.id = "stagewatch-stale";
+    host.attachShadow({ mode: "open" });
+    const style = document.createElement("style");
+    style.textContent = staleStyle;
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.setAttribute("role", "status");
+    const names = stale.map((name) => `"${name}"`).join(", ");
+    const [who, is, them] = stale.length > 1 ? ["stages", "are", "they are"] : ["stage", "is", "it is"];
+    const text = document.createElement("span");
+    text.textContent =
+      `stagewatch: ${who} ${names} ${is} still writing this page: you see its last good version.` +
+      ` It reloads by itself when ${them} done.`;
+    const close = document.createElement("button");
+    close.textContent = "\u00d7";
+    close.title = "hide";
+    close.onclick = () => host.remove();
+    bar.append(text, close);
+    host.shadowRoot.append(style, bar);
+    document.documentElement.appendChild(host);
+  }
+
+  if (stale.length) showStale();
   connect();
 })();

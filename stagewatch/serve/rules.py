@@ -125,6 +125,38 @@ def parse_range(header: str | None, size: int) -> ByteRange | str | None:
     return ByteRange(start, end)
 
 
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a request for a file's bytes gets: its status, and for a 206 the part sent."""
+
+    status: int
+    part: ByteRange | None = None
+
+
+def reply_for(
+    status: int,
+    size: int,
+    etag: str,
+    if_none_match: str | None,
+    range_header: str | None,
+    if_range: str | None,
+) -> Reply:
+    """How to answer for a `size`-byte file whose ETag is `etag`, served with `status` (a 404
+    page is never a 304 nor a part). If-Range holds only for this very ETag: another one, a weak
+    one or a date (no Last-Modified is ever sent) means the client holds other bytes, and it
+    gets the whole file, never a part of these spliced onto those."""
+    if status == 200 and etag_matches(if_none_match, etag):
+        return Reply(304)
+    wanted = parse_range(range_header, size) if status == 200 else None
+    if if_range is not None and if_range.strip() != etag:
+        wanted = None
+    if wanted == UNSATISFIABLE:
+        return Reply(416)
+    if isinstance(wanted, ByteRange):
+        return Reply(206, wanted)
+    return Reply(status)
+
+
 def _at_most(digits: str, ceiling: int) -> int:
     """The number, but no more than `ceiling`: a number longer than any size is just "past the
     end" (and int() refuses one of thousands of digits)."""

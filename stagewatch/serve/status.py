@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from stagewatch.daemon.events import SlotState
 from stagewatch.pipeline import Pipeline
+from stagewatch.stage import StageState
 from stagewatch.state import Attempt
 
 TAIL_LINES = 30
+# A headline, at most (a minified script's error may be one line of 60 KiB; the tail has it all).
+EXCEPTION_CHARS = 300
+
+
+def exception_line(tail: Sequence[str]) -> str | None:
+    """The line a failure is read by: its output's last line that says something (a Python
+    traceback ends with its exception; most tools end with their error)."""
+    for line in reversed(tail):
+        if line.strip():
+            said = line.strip()
+            return said if len(said) <= EXCEPTION_CHARS else said[: EXCEPTION_CHARS - 1] + "\u2026"
+    return None
 
 
 def failure_view(name: str, code: str, attempt: Attempt) -> dict[str, Any]:
@@ -21,6 +34,7 @@ def failure_view(name: str, code: str, attempt: Attempt) -> dict[str, Any]:
         "exit_code": attempt.exit_code,
         "error": attempt.error,
         "finished": attempt.finished,
+        "exception": exception_line(attempt.tail),
         "tail": list(attempt.tail[-TAIL_LINES:]),
     }
 
@@ -30,8 +44,9 @@ def status_rows(
     states: Mapping[str, SlotState],
     attempts: Mapping[str, Attempt],
     failures: Mapping[str, Attempt],
+    failing: Collection[str] = (),
 ) -> list[dict[str, Any]]:
-    """One row per stage, in graph order."""
+    """One row per stage, in graph order; each last failure says whether it is resolved."""
     rows = []
     for name in pipeline.graph.order:
         stage = pipeline.stage(name)
@@ -46,43 +61,87 @@ def status_rows(
                 "result": attempt.result.value, "started": attempt.started,
                 "finished": attempt.finished, "duration_s": attempt.duration_s,
             },
-            "last_failure": None if failure is None else failure_view(name, stage.code_label, failure),
+            "last_failure": None if failure is None else {
+                **failure_view(name, stage.code_label, failure),
+                "resolved": resolved(attempt, name in failing),
+            },
         })  # fmt: skip
     return rows
 
 
-def status_page(rows: list[dict[str, Any]], site: str) -> str:
-    """The rows as a page that refreshes itself."""
+def resolved(attempt: Attempt | None, failing: bool) -> bool:
+    """Whether a stage's last failure is over: its last attempt succeeded, or (while another
+    runs, or after a stop) the overlay no longer shows it. The attempt is recorded a moment
+    before the preview hears of its end: it decides whenever it succeeded or failed."""
+    if attempt is not None and attempt.result is StageState.SUCCEEDED:
+        return True
+    if attempt is not None and attempt.result is StageState.FAILED:
+        return False
+    return not failing
 
-    def cell(value: object) -> str:
-        return f"<td>{html.escape(str(value))}</td>"
+
+def _failure(failure: dict[str, Any]) -> str:
+    """A last failure, led by its exception line; greyed once its stage has succeeded since."""
+    resolved = failure["resolved"]
+    said = html.escape(str(failure["error"]))
+    when = f"{said} at {html.escape(str(failure['finished']))}" + (
+        ": it has succeeded since" if resolved else ""
+    )
+    exception = failure["exception"]
+    headline = f'<div class="exception">{html.escape(exception)}</div>' if exception else ""
+    tail = html.escape("\n".join(failure["tail"]))
+    return (
+        f'<div class="failure{" resolved" if resolved else ""}" data-stage="{html.escape(failure["stage"])}">'
+        f'{headline}<div class="when">last failure: {when}</div><pre>{tail}</pre></div>'
+    )
+
+
+def status_page(rows: list[dict[str, Any]], site: str) -> str:
+    """The rows as a page that refreshes itself, as wide as the window and no wider: long
+    commands, outputs and output lines wrap, and a failure has the table's whole width."""
+
+    def cell(value: object, kind: str) -> str:
+        return f'<td class="{kind}">{html.escape(str(value))}</td>'
 
     body = []
     for row in rows:
         run = row["last_run"] or {}
         failure = row["last_failure"]
-        failed = ""
-        if failure is not None:
-            tail = html.escape("\n".join(failure["tail"]))
-            failed = f"{html.escape(str(failure['error']))} at {failure['finished']}<pre>{tail}</pre>"
         duration = "" if run.get("duration_s") is None else f"{run['duration_s']:.3f} s"
         body.append(
-            f'<tr class="{html.escape(row["state"])}">'
-            + cell(row["name"]) + cell(row["state"]) + cell(row["code"])
-            + cell(run.get("finished") or run.get("started") or "-") + cell(duration)
-            + cell(", ".join(row["writes"])) + f"<td>{failed}</td></tr>"
+            f'<tr class="{html.escape(row["state"])}{" has-failure" if failure else ""}">'
+            + cell(row["name"], "name") + cell(row["state"], "state") + cell(row["code"], "code")
+            + cell(run.get("finished") or run.get("started") or "-", "when") + cell(duration, "took")
+            + cell(", ".join(row["writes"]), "writes") + "</tr>"
         )  # fmt: skip
+        if failure is not None:
+            body.append(f'<tr class="failure-row"><td colspan="6">{_failure(failure)}</td></tr>')
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
+<meta name="viewport" content="width=device-width">
 <title>stagewatch: status</title>
-<style>body{{font:14px system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left;vertical-align:top}}
-tr.failed td:nth-child(2){{color:#b00;font-weight:bold}}tr.running td:nth-child(2){{color:#06c}}
-pre{{background:#fee;padding:6px;max-width:70em;overflow:auto}}</style></head>
+<style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}
+code{{overflow-wrap:anywhere}}
+table{{border-collapse:collapse;width:100%;table-layout:fixed}}
+col.name{{width:14%}}col.state{{width:9%}}col.code{{width:25%}}col.when{{width:18%}}
+col.took{{width:8%}}col.writes{{width:26%}}
+td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left;vertical-align:top;
+overflow-wrap:anywhere}}
+tr.has-failure td{{border-bottom:0}}
+tr.failed td.state{{color:#b00;font-weight:bold}}tr.running td.state{{color:#06c}}
+.failure{{border-left:4px solid #d33;background:#fee;color:#300;padding:6px 10px;margin:0 0 4px}}
+.failure .exception{{font-weight:bold;color:#a00;font-family:ui-monospace,Menlo,Consolas,monospace}}
+.failure .when{{color:#733;font-size:13px}}
+.failure pre{{background:#fee;margin:6px 0 0;white-space:pre-wrap;overflow-wrap:anywhere;
+max-height:24em;overflow:auto}}
+.failure.resolved{{border-left-color:#bbb;background:#f4f4f4;color:#666}}
+.failure.resolved .exception,.failure.resolved .when{{color:#666}}
+.failure.resolved pre{{background:#f4f4f4}}</style></head>
 <body><h1>stagewatch</h1><p>Serving <code>{html.escape(site)}</code>.
 <a href="/_stagewatch/status.json">JSON</a></p>
-<table><tr><th>stage</th><th>state</th><th>runs</th><th>last run</th><th>took</th><th>writes</th>
-<th>last failure</th></tr>
+<table><colgroup><col class="name"><col class="state"><col class="code"><col class="when">
+<col class="took"><col class="writes"></colgroup>
+<tr><th>stage</th><th>state</th><th>runs</th><th>last run</th><th>took</th><th>writes</th></tr>
 {"".join(body)}
 </table></body></html>
 """

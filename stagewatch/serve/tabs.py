@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from stagewatch.serve.rules import is_stylesheet
 
 MISSING = "missing"
+# What a tab shown a file still being written has of it: no file's identity, so it reloads
+# once the stage is done, even into the same bytes (and its banner goes).
+UNFINISHED = "unfinished"
 # A file written within this long of being read may change again within the same mtime tick
 # without its stat showing it ("racy git"): its identity is not reused.
 RACY_S = 2.0
