@@ -7,15 +7,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import sys
 import threading
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Literal, TextIO
 
 import structlog
 
 from stagewatch.durations import format_duration
+from stagewatch.failure import exception_place, headline
 from stagewatch.stage import LineSink
 
 LogFormat = Literal["auto", "console", "json"]
@@ -83,53 +83,6 @@ def _seconds(value: object) -> str:
     return format_duration(float(value)) if isinstance(value, int | float) else str(value)
 
 
-_EXCEPTION = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning|Failure)\b(: .*)?")
-
-
-def exception_line(tail: Sequence[str]) -> str | None:
-    """The line of a failed run's output that says what went wrong: a Python traceback's
-    exception ("KeyError: 'title'", the first line of a message of several; an exception
-    group's own line), else the last line that names an error, else the last line."""
-    lines = [line.rstrip() for line in tail if line.strip()]
-    if not lines:
-        return None
-    for index in range(len(lines) - 1, -1, -1):
-        if lines[index].startswith("Traceback ("):
-            # Frames are indented; the exception is the first line after them that is not.
-            after = [line for line in lines[index + 1 :] if not line[:1].isspace()]
-            if after:
-                return after[0]
-            break
-        if _GROUP_HEADER.match(lines[index]):
-            said = [m["text"] for line in lines[index + 1 :] if (m := _GROUP_LINE.match(line))]
-            if said:
-                return said[0]
-            break
-    named = [line for line in lines if _EXCEPTION.fullmatch(line)]
-    return named[-1] if named else lines[-1]
-
-
-_GROUP_HEADER = re.compile(r"\s*\+ Exception Group Traceback \(")
-_GROUP_LINE = re.compile(r"\s*\| (?P<text>[^\s|].*)")  # frames are "|   File ...": three spaces in
-
-
-_FRAME = re.compile(r'\s+(?:\|\s+)?File "(?P<path>[^"]+)", line (?P<line>\d+)')  # groups' frames: "|"
-
-
-def exception_place(tail: Sequence[str], cwd: str | None = None) -> str | None:
-    """Where a Python traceback in a failed run's output ended: "path:line" of its last frame
-    (for a template error, the template's line), relative to `cwd` when below it."""
-    place = None
-    for line in tail:
-        frame = _FRAME.match(line)
-        if frame is not None:
-            path = frame["path"]
-            if cwd is not None and path.startswith(cwd.rstrip("/") + "/"):
-                path = path[len(cwd.rstrip("/")) + 1 :]
-            place = f"{path}:{frame['line']}"
-    return place
-
-
 class StoryRenderer:
     """Renders known events as sentences a person reads at a glance; others as `event key=value`."""
 
@@ -154,7 +107,7 @@ class StoryRenderer:
         stamp = str(fields.pop("timestamp", ""))
         tail = fields.pop("tail", None)
         if event == "stage.failed":
-            fields["exception"] = exception_line(tail or ())
+            fields["exception"] = headline(tail or ())
             fields["place"] = exception_place(tail or (), self.cwd)
             if self.output_shown:
                 tail = None

@@ -8,77 +8,8 @@ import sys
 
 import pytest
 
-from stagewatch.log import StoryRenderer, exception_line, exception_place
+from stagewatch.log import StoryRenderer
 from tests.conftest import Project
-
-TRACEBACK = [
-    "rendering 3 pages",
-    "Traceback (most recent call last):",
-    '  File "pipeline/render.py", line 6, in run',
-    "    helper(3)",
-    "jinja2.exceptions.UndefinedError: 'title' is undefined",
-]
-CHAINED = [
-    "Traceback (most recent call last):",
-    "  x",
-    "KeyError: 'a'",
-    "",
-    "During handling of the above exception, another exception occurred:",
-    "",
-    "Traceback (most recent call last):",
-    "  y",
-    "ValueError: b",
-]
-GROUP = [
-    "  + Exception Group Traceback (most recent call last):",
-    '  |   File "p/f.py", line 4, in g',
-    '  |     raise ExceptionGroup("grp", [ValueError("a")])',
-    "  | ExceptionGroup: grp (2 sub-exceptions)",
-    "  +-+---------------- 1 ----------------",
-    "    | ValueError: a",
-    "    +------------------------------------",
-]
-MULTILINE = [
-    "Traceback (most recent call last):",
-    '  File "p/f.py", line 2, in run',
-    "ValueError: kaboom",
-    "second line",
-]
-NO_SPACE = "OSError: [Errno 28] No space left on device"
-CP = "cp: cannot stat 'static/x.css': No such file or directory"
-
-
-@pytest.mark.parametrize(
-    ("tail", "line"),
-    [
-        (TRACEBACK, TRACEBACK[-1]),
-        ([*TRACEBACK, "", "  "], TRACEBACK[-1]),
-        (CHAINED, "ValueError: b"),
-        (GROUP, "ExceptionGroup: grp (2 sub-exceptions)"),
-        (MULTILINE, "ValueError: kaboom"),
-        ([NO_SPACE, "cleaning up"], NO_SPACE),
-        (["copying", CP], CP),
-        ([], None),
-        (["", " "], None),
-    ],
-)
-def test_the_line_that_says_what_went_wrong(tail: list[str], line: str | None) -> None:
-    assert exception_line(tail) == line
-
-
-def test_where_a_traceback_ended() -> None:
-    tail = [
-        "Traceback (most recent call last):",
-        '  File "/site/pipeline/render.py", line 6, in run',
-        "    page = template.render()",
-        '  File "templates/page.html", line 3, in top-level template code',
-        "jinja2.exceptions.UndefinedError: 'title' is undefined",
-    ]
-    assert exception_place(tail, "/site") == "templates/page.html:3"
-    assert exception_place(tail[:3], "/site") == "pipeline/render.py:6"
-    assert exception_place(tail[:3], "/elsewhere") == "/site/pipeline/render.py:6"
-    assert exception_place(["no traceback"], "/site") is None
-    assert exception_place(GROUP, "/site") == "p/f.py:4"
 
 
 @pytest.fixture

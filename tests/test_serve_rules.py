@@ -25,7 +25,7 @@ from stagewatch.serve.rules import (
     same_origin,
 )
 from stagewatch.serve.site import Kind, find_site_root, resolve
-from stagewatch.serve.status import exception_line, resolved
+from stagewatch.serve.status import resolved
 from stagewatch.serve.tabs import Reload, SwapStylesheets, Tab, after_round
 from stagewatch.stage import StageState
 from stagewatch.state import Attempt
@@ -127,22 +127,6 @@ def test_reply_for(
     status: int, if_none_match: str | None, range_header: str | None, if_range: str | None, expected: Reply
 ) -> None:
     assert reply_for(status, 100, ETAG, if_none_match, range_header, if_range) == expected
-
-
-@pytest.mark.parametrize(
-    ("tail", "expected"),
-    [
-        (
-            ("Traceback (most recent call last):", '  File "r.py", line 3', "ValueError: bad"),
-            "ValueError: bad",
-        ),
-        (("error: no such file", "", "   "), "error: no such file"),  # blank lines after it say nothing
-        ((), None),
-        (("TypeError: " + "x" * 70_000,), "TypeError: " + "x" * 288 + "\u2026"),  # a headline, not a page
-    ],
-)
-def test_exception_line(tail: tuple[str, ...], expected: str | None) -> None:
-    assert exception_line(tail) == expected
 
 
 def attempt(result: StageState) -> Attempt:

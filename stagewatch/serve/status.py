@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from stagewatch.daemon.events import SlotState
+from stagewatch.failure import headline
 from stagewatch.pipeline import Pipeline
 from stagewatch.stage import StageState
 from stagewatch.state import Attempt
 
 TAIL_LINES = 30
-# A headline, at most (a minified script's error may be one line of 60 KiB; the tail has it all).
-EXCEPTION_CHARS = 300
-
-
-def exception_line(tail: Sequence[str]) -> str | None:
-    """The line a failure is read by: its output's last line that says something (a Python
-    traceback ends with its exception; most tools end with their error)."""
-    for line in reversed(tail):
-        if line.strip():
-            said = line.strip()
-            return said if len(said) <= EXCEPTION_CHARS else said[: EXCEPTION_CHARS - 1] + "\u2026"
-    return None
 
 
 def failure_view(name: str, code: str, attempt: Attempt) -> dict[str, Any]:
@@ -34,7 +23,7 @@ def failure_view(name: str, code: str, attempt: Attempt) -> dict[str, Any]:
         "exit_code": attempt.exit_code,
         "error": attempt.error,
         "finished": attempt.finished,
-        "exception": exception_line(attempt.tail),
+        "exception": headline(attempt.tail),
         "tail": list(attempt.tail[-TAIL_LINES:]),
     }
 
