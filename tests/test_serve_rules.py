@@ -25,7 +25,7 @@ from stagewatch.serve.rules import (
     same_origin,
 )
 from stagewatch.serve.site import Kind, find_site_root, resolve
-from stagewatch.serve.status import resolved
+from stagewatch.serve.status import resolved, shown_time
 from stagewatch.serve.tabs import Reload, SwapStylesheets, Tab, after_round
 from stagewatch.stage import StageState
 from stagewatch.state import Attempt
@@ -270,3 +270,17 @@ def test_serve_root_is_the_site_when_given(tmp_path: Path) -> None:
     pipeline = _pipeline(tmp_path, '[serve]\nroot = "www/"\n[[stage]]\nname = "s"\ncommand = ["true"]\n')
     found = find_site_root(pipeline)
     assert (found.path, found.why) == (str(tmp_path / "www"), "[serve] root")
+
+
+@pytest.mark.parametrize(
+    ("iso", "shown"),
+    [
+        ("2026-12-07T16:38:27+00:00", "2026-12-07 16:38:27 UTC"),
+        ("2026-12-07T17:38:27+01:00", "2026-12-07 16:38:27 UTC"),
+        ("2026-12-07T16:38:27", "2026-12-07 16:38:27"),
+        (None, "-"),
+        ("not a time", "not a time"),
+    ],
+)
+def test_a_recorded_time_is_shown_in_one_short_line(iso: str | None, shown: str) -> None:
+    assert shown_time(iso) == shown

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from stagewatch.daemon.events import SlotState
@@ -85,6 +86,19 @@ def _failure(failure: dict[str, Any]) -> str:
     )
 
 
+def shown_time(iso: str | None) -> str:
+    """A recorded time as the page shows it, in one short line: "2026-12-07 16:38:27 UTC"."""
+    if not iso:
+        return "-"
+    try:
+        then = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if then.tzinfo is not None:
+        then = then.astimezone(UTC)
+    return then.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if then.tzinfo is not None else "")
+
+
 def status_page(rows: list[dict[str, Any]], site: str) -> str:
     """The rows as a page that refreshes itself, as wide as the window and no wider: long
     commands, outputs and output lines wrap, and a failure has the table's whole width."""
@@ -100,7 +114,7 @@ def status_page(rows: list[dict[str, Any]], site: str) -> str:
         body.append(
             f'<tr class="{html.escape(row["state"])}{" has-failure" if failure else ""}">'
             + cell(row["name"], "name") + cell(row["state"], "state") + cell(row["code"], "code")
-            + cell(run.get("finished") or run.get("started") or "-", "when") + cell(duration, "took")
+            + cell(shown_time(run.get("finished") or run.get("started")), "when") + cell(duration, "took")
             + cell(", ".join(row["writes"]), "writes") + "</tr>"
         )  # fmt: skip
         if failure is not None:
@@ -115,7 +129,7 @@ table{{border-collapse:collapse;width:100%;table-layout:fixed}}
 col.name{{width:14%}}col.state{{width:9%}}col.code{{width:25%}}col.when{{width:18%}}
 col.took{{width:8%}}col.writes{{width:26%}}
 td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left;vertical-align:top;
-overflow-wrap:anywhere}}
+overflow-wrap:anywhere}}td.took{{white-space:nowrap}}
 tr.has-failure td{{border-bottom:0}}
 tr.failed td.state{{color:#b00;font-weight:bold}}tr.running td.state{{color:#06c}}
 .failure{{border-left:4px solid #d33;background:#fee;color:#300;padding:6px 10px;margin:0 0 4px}}
