@@ -74,7 +74,7 @@ def _failure(failure: dict[str, Any]) -> str:
     """A last failure, led by its exception line; greyed once its stage has succeeded since."""
     resolved = failure["resolved"]
     said = html.escape(str(failure["error"]))
-    when = f"{said} at {html.escape(str(failure['finished']))}" + (
+    when = f"{said} at {html.escape(shown_time(failure['finished']))}" + (
         ": it has succeeded since" if resolved else ""
     )
     exception = failure["exception"]
