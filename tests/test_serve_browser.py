@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Project
-from tests.serve_support import SHORT_WAIT, Served, make_site, serve, until
+from tests.serve_support import SHORT_WAIT, SITE_CONFIG, Served, make_site, serve, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
@@ -136,6 +136,26 @@ def test_a_failing_stage_shows_in_every_tab_until_it_is_fixed(
     for page in (page_a, page_b):
         page.wait_for_function("!document.getElementById('stagewatch-overlay')", timeout=WAIT_MS)
     assert overlay.count() == 0
+
+
+def test_an_invalid_pipeline_file_shows_in_every_tab_until_it_is_fixed(
+    context: Any, site: Served, project: Project
+) -> None:
+    page = open_tab(context, site, "/a.html")
+    project.config(SITE_CONFIG.replace('name = "css"', 'nmae = "css"'))
+    failure = page.locator("#stagewatch-overlay .failure")
+    failure.wait_for(timeout=WAIT_MS)
+    config = project.root / "stagewatch.toml"
+    assert (
+        f"{config} is invalid: the pipeline running is the one before" in failure.locator("h2").inner_text()
+    )
+    assert 'unknown key "nmae" (did you mean "name"?)' in failure.locator("pre").inner_text()
+    assert site.get("/_stagewatch/status.json").text.count('unknown key \\"nmae\\"') == 1
+    assert "The pipeline file is invalid" in site.get("/_stagewatch/").text
+    project.config(SITE_CONFIG)
+    page.wait_for_function("!document.getElementById('stagewatch-overlay')", timeout=WAIT_MS)
+    assert '"pipeline_problems": []' in site.get("/_stagewatch/status.json").text
+    assert "The pipeline file is invalid" not in site.get("/_stagewatch/").text
 
 
 def test_a_page_still_written_after_the_wait_says_so_until_it_is_done(context: Any, project: Project) -> None:

@@ -30,6 +30,10 @@ class DaemonListener(Protocol):
     def stages_moved(self) -> None:
         """The daemon acted on an event: some stage may be busy, or idle, now."""
 
+    def pipeline_checked(self, problems: tuple[str, ...]) -> None:
+        """The pipeline file was read again: what is wrong with it (the running pipeline is
+        kept), or nothing."""
+
     def round_settled(self) -> None:
         """Every stage is idle (or failed, blocked, held) after some work."""
 

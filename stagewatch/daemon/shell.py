@@ -453,18 +453,22 @@ class Daemon:
         if outcome.problems:
             self.config_invalid = True
             log.error("config.invalid", why=why, problems=list(outcome.problems), action=keeping)
+            self._tell(lambda listener: listener.pipeline_checked(outcome.problems))
             return
         if new is None:
             if self.config_invalid:  # put back as it was: say the alarm is over
                 self.config_invalid = False
                 log.info("config.restored", why=why)
+                self._tell(lambda listener: listener.pipeline_checked(()))
             return  # touched or rewritten with the same bytes
         if new.output_dir != self.pipeline.output_dir:
             problem = f"{new.config_path}: output_dir cannot change while watching; restart stagewatch"
             log.error("config.invalid", why=why, problems=[problem], action=keeping)
+            self._tell(lambda listener: listener.pipeline_checked((problem,)))
             return
         self.config_digest = outcome.digest
         self.config_invalid = False
+        self._tell(lambda listener: listener.pipeline_checked(()))
         old = self.pipeline
         if new == old:
             (log.info if why == "SIGHUP" else log.debug)("config.unchanged", why=why)

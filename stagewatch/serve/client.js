@@ -189,10 +189,15 @@
       const status = failure.exit_code ? ` (exit ${failure.exit_code})` : "";
       const where = document.createElement("span");
       where.className = "where";
-      where.textContent = `stage "${failure.stage}" failed${status}`;
-      title.appendChild(where);
       const code = document.createElement("p");
-      code.textContent = `runs ${failure.code}` + (failure.error ? `: ${failure.error}` : "");
+      if (failure.pipeline) {
+        where.textContent = `${failure.pipeline} is invalid: the pipeline running is the one before`;
+        code.textContent = "fix it and save it: it is read again, and this goes away";
+      } else {
+        where.textContent = `stage "${failure.stage}" failed${status}`;
+        code.textContent = `runs ${failure.code}` + (failure.error ? `: ${failure.error}` : "");
+      }
+      title.appendChild(where);
       const tail = document.createElement("pre");
       tail.textContent = failure.tail.join("\n");
       section.append(title, code, tail);

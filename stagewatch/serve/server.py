@@ -27,7 +27,13 @@ from stagewatch.serve.pages import CLIENT_PATH, html_response, listing_identity,
 from stagewatch.serve.rules import allowed_host_names, etag_matches, host_allowed, is_loopback_bind
 from stagewatch.serve.settings import SERVE_KEYS
 from stagewatch.serve.site import Found, Kind, SiteRoot, candidates, listing, not_found_page, resolve
-from stagewatch.serve.status import failure_view, status_page, status_rows
+from stagewatch.serve.status import (
+    PIPELINE_FILE,
+    failure_view,
+    pipeline_failure_view,
+    status_page,
+    status_rows,
+)
 from stagewatch.serve.stream import reset
 from stagewatch.serve.tabs import MISSING, identity
 from stagewatch.stage import StageState
@@ -126,9 +132,20 @@ class Preview:
     def stages_moved(self) -> None:
         self.files.stages_moved()
 
+    def pipeline_checked(self, problems: tuple[str, ...]) -> None:
+        if problems:
+            self.live.failed(PIPELINE_FILE, pipeline_failure_view(self.daemon.pipeline.config_path, problems))
+        else:
+            self.live.fixed([PIPELINE_FILE])
+
     def round_settled(self) -> None:
         # A stage removed by a reload: nothing of it is left to fix.
-        self.live.fixed([name for name in self.live.failures if not self.daemon.pipeline.has_stage(name)])
+        gone = [
+            name
+            for name in self.live.failures
+            if name != PIPELINE_FILE and not self.daemon.pipeline.has_stage(name)
+        ]
+        self.live.fixed(gone)
         self._say_if_settings_changed()
         self._spawn(self.live.after_round())
 
@@ -249,9 +266,18 @@ class Preview:
             set(self.live.failures),
         )
 
+    def _pipeline_problems(self) -> list[str]:
+        invalid = self.live.failures.get(PIPELINE_FILE)
+        return [] if invalid is None else list(invalid["tail"])
+
     async def _status_page(self, request: web.Request) -> web.Response:
-        return html_response(status_page(self._rows(), self.root).encode(), 200)
+        return html_response(status_page(self._rows(), self.root, self._pipeline_problems()).encode(), 200)
 
     async def _status_json(self, request: web.Request) -> web.Response:
-        body = {"root": self.root, "url": self.url, "stages": self._rows()}
+        body = {
+            "root": self.root,
+            "url": self.url,
+            "pipeline_problems": self._pipeline_problems(),
+            "stages": self._rows(),
+        }
         return web.json_response(body, headers={"Cache-Control": "no-store"})

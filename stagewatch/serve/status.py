@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +26,24 @@ def failure_view(name: str, code: str, attempt: Attempt) -> dict[str, Any]:
         "finished": attempt.finished,
         "exception": headline(attempt.tail),
         "tail": list(attempt.tail[-TAIL_LINES:]),
+    }
+
+
+PIPELINE_FILE = "(pipeline file)"
+"""Where the overlays keep what is wrong with the pipeline file (no stage can be named so)."""
+
+
+def pipeline_failure_view(config_path: object, problems: tuple[str, ...]) -> dict[str, Any]:
+    """A pipeline file that could not be read again, as the overlay shows it."""
+    return {
+        "stage": None,
+        "pipeline": str(config_path),
+        "code": "",
+        "exit_code": None,
+        "error": None,
+        "finished": None,
+        "exception": headline(problems[:1]),  # the first problem: each is a line of its own
+        "tail": list(problems),
     }
 
 
@@ -99,7 +117,17 @@ def shown_time(iso: str | None) -> str:
     return then.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if then.tzinfo is not None else "")
 
 
-def status_page(rows: list[dict[str, Any]], site: str) -> str:
+def _pipeline_problems(problems: Sequence[str]) -> str:
+    if not problems:
+        return ""
+    said = html.escape("\n".join(problems))
+    return (
+        '<div class="failure pipeline"><div class="exception">The pipeline file is invalid:'
+        f" the pipeline running is the one before</div><pre>{said}</pre></div>"
+    )
+
+
+def status_page(rows: list[dict[str, Any]], site: str, pipeline_problems: Sequence[str] = ()) -> str:
     """The rows as a page that refreshes itself, as wide as the window and no wider: long
     commands, outputs and output lines wrap, and a failure has the table's whole width."""
 
@@ -140,7 +168,7 @@ max-height:24em;overflow:auto}}
 .failure.resolved{{border-left-color:#bbb;background:#f4f4f4;color:#666}}
 .failure.resolved .exception,.failure.resolved .when{{color:#666}}
 .failure.resolved pre{{background:#f4f4f4}}</style></head>
-<body><h1>stagewatch</h1><p>Serving <code>{html.escape(site)}</code>.
+<body><h1>stagewatch</h1>{_pipeline_problems(pipeline_problems)}<p>Serving <code>{html.escape(site)}</code>.
 <a href="/_stagewatch/status.json">JSON</a></p>
 <table><colgroup><col class="name"><col class="state"><col class="code"><col class="when">
 <col class="took"><col class="writes"></colgroup>
