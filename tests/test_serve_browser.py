@@ -87,6 +87,22 @@ def test_a_saved_page_shows_its_new_text_where_the_reader_was(
     page.wait_for_function("window.scrollY === 1500", timeout=WAIT_MS)
 
 
+def test_a_page_whose_url_is_escaped_is_followed_not_reloaded_for_ever(
+    context: Any, site: Served, project: Project
+) -> None:
+    project.write("content/sp ace é.md", "first text of a spacious page\n")
+    until(lambda: (project.root / "site/sp ace é.html").exists(), "the page is made")
+    page = open_tab(context, site, "/sp%20ace%20%C3%A9.html")
+    other = open_tab(context, site, "/b.html")
+    page.evaluate("window.beforeTheSave = true")
+    project.write("content/b.md", "second text of b\n")  # a round that leaves the page as it is
+    wait_text(other, "second text of b")
+    other.wait_for_function(FOLLOWED, timeout=WAIT_MS)
+    assert page.evaluate("window.beforeTheSave") is True  # told nothing: its bytes are the same
+    project.write("content/sp ace é.md", "second text of a spacious page\n")
+    wait_text(page, "second text of a spacious page")
+
+
 def test_a_saved_stylesheet_is_swapped_in_place(context: Any, site: Served, project: Project) -> None:
     page = open_tab(context, site, "/a.html")
     color = "getComputedStyle(document.getElementById('text')).color"

@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -173,7 +174,7 @@ class LiveTabs:
     def _files_of(self, urls: Iterable[str]) -> dict[str, str | None]:
         found = {}
         for url in urls:
-            where = resolve(self.root, url, self.hidden)
+            where = resolve(self.root, unquote(url), self.hidden)
             found[url] = where.path if where.kind is Kind.FILE else None
         return found
 
@@ -183,7 +184,9 @@ class LiveTabs:
         # A URL whose file is gone but served from its last good bytes (its stage removed it,
         # and runs or failed) is left out, as one a failed stage writes: comparing what is
         # served with what is on disk would reload its tab again and again.
-        kept = {url for url in urls if self.files.kept_instead(candidates(self.root, url)) is not None}
+        kept = {
+            url for url in urls if self.files.kept_instead(candidates(self.root, unquote(url))) is not None
+        }
         wanted = [url for url in urls if url not in kept]
         return await in_thread(self._identities_of, wanted, failed, self.daemon.pipeline)
 
@@ -192,7 +195,7 @@ class LiveTabs:
         file a failed stage writes is left out (it is served from its last good bytes)."""
         now = {}
         for url in urls:
-            found = resolve(self.root, url, self.hidden)
+            found = resolve(self.root, unquote(url), self.hidden)  # a tab says URLs %-encoded
             if found.kind is Kind.FILE:
                 path: str | None = found.path
             elif found.kind is Kind.MISSING:
