@@ -9,6 +9,11 @@ from collections.abc import Sequence
 HEADLINE_CHARS = 300
 
 
+# "exit 0 but an output is missing": stagewatch's verdict on an exit, which the stage's last
+# line of output does not explain.
+VERDICT = re.compile(r"exit \d+,? but ")
+
+
 def headline(tail: Sequence[str]) -> str | None:
     """The line a failure is read by (`exception_line`), cut to a headline's length."""
     said = exception_line(tail)
@@ -51,14 +56,19 @@ _FRAME = re.compile(r'\s+(?:\|\s+)?File "(?P<path>[^"]+)", line (?P<line>\d+)') 
 
 
 def exception_place(tail: Sequence[str], cwd: str | None = None) -> str | None:
-    """Where a Python traceback in a failed run's output ended: "path:line" of its last frame
-    (for a template error, the template's line), relative to `cwd` when below it."""
-    place = None
+    """Where a Python traceback in a failed run's output ended in the project's own code:
+    "path:line" of its last frame below `cwd` or given relative (a template's line), shown
+    relative to `cwd`; with none such, of its last frame (inside a library)."""
+    ours = last = None
+    root = None if cwd is None else cwd.rstrip("/") + "/"
     for line in tail:
         frame = _FRAME.match(line)
-        if frame is not None:
-            path = frame["path"]
-            if cwd is not None and path.startswith(cwd.rstrip("/") + "/"):
-                path = path[len(cwd.rstrip("/")) + 1 :]
-            place = f"{path}:{frame['line']}"
-    return place
+        if frame is None:
+            continue
+        path = frame["path"]
+        last = f"{path}:{frame['line']}"
+        if root is not None and path.startswith(root):
+            ours = f"{path[len(root) :]}:{frame['line']}"
+        elif not path.startswith(("/", "<")):
+            ours = last
+    return ours or last

@@ -74,6 +74,9 @@ def test_where_a_traceback_ended() -> None:
     assert exception_place(tail[:3], "/elsewhere") == "/site/pipeline/render.py:6"
     assert exception_place(["no traceback"], "/site") is None
     assert exception_place(GROUP, "/site") == "p/f.py:4"
+    into_a_library = [*tail[:3], '  File "/usr/lib/python3.11/pathlib.py", line 1044, in open', "OSError: x"]
+    assert exception_place(into_a_library, "/site") == "pipeline/render.py:6"
+    assert exception_place(into_a_library[3:], "/site") == "/usr/lib/python3.11/pathlib.py:1044"
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,13 @@ def test_a_quiet_console_shows_a_failures_last_lines_once(broken: Project) -> No
     assert "  | KeyError: 'missing-3'" in shown
 
 
+def test_a_verdict_on_an_exit_is_not_explained_by_the_last_line_of_output() -> None:
+    fields = {"stage": "a", "error": "exit 0 but declared output missing: out/", "duration_s": 0.1,
+              "tail": ["drwxr-xr-x 5 root root 4096 out"]}  # fmt: skip
+    said = StoryRenderer(colors=False, output_shown=True)(None, "error", {"event": "stage.failed", **fields})
+    assert said == '✗ stage "a" failed (exit 0 but declared output missing: out/) after 0.1s'
+
+
 @pytest.mark.parametrize(
     ("event", "fields", "said"),
     [
