@@ -193,8 +193,7 @@ def format_pending(previous: Entry, started: datetime, token: str) -> str:
     ]
     if previous.code is not None:
         lines.append(f"code={previous.code[1]} {escape_path(previous.code[0])}")
-        if previous.code[0] != ARGV_LABEL:
-            lines += _function_line(previous.function)
+        lines += _function_line(previous.function)  # None for a command's entry
     lines += [f"dep={digest} {escape_path(rel)}" for rel, digest in previous.deps]
     lines += [f"in={digest} {escape_path(rel)}" for rel, digest in previous.inputs]
     if previous.finished:

@@ -25,7 +25,7 @@ from stagewatch.config import load_pipeline, locate_config
 from stagewatch.daemon.listener import DaemonListener
 from stagewatch.durations import format_duration
 from stagewatch.errors import ConfigError, LockHeldError, StagewatchError, UsageError
-from stagewatch.failure import headline
+from stagewatch.failure import explanation
 from stagewatch.freshness import CorruptEntry, Decision, Entry, LastRunUnfinished, shadowing
 from stagewatch.graph import Graph
 from stagewatch.launch import restore_defaults, say_stopped, stop_status, take_stop
@@ -304,8 +304,8 @@ def _stage_status(
     if attempt is not None and attempt.result is StageState.RUNNING and locked:
         return StageState.RUNNING, reasons
     if attempt is not None and attempt.result is StageState.FAILED and decision.run:
-        said = headline(attempt.tail)
-        failed = f"last run failed: {attempt.error}" + (f": {said}" if said and said != attempt.error else "")
+        said = explanation(attempt.error, attempt.tail)
+        failed = f"last run failed: {attempt.error}" + (f": {said}" if said else "")
         # "its last run failed or was interrupted" says again what the first reason says better.
         others = [str(reason) for reason in decision.reasons if not isinstance(reason, LastRunUnfinished)]
         return StageState.FAILED, [failed, *others]

@@ -11,7 +11,16 @@ HEADLINE_CHARS = 300
 
 # "exit 0 but an output is missing": stagewatch's verdict on an exit, which the stage's last
 # line of output does not explain.
-VERDICT = re.compile(r"exit \d+,? but ")
+_VERDICT = re.compile(r"exit \d+,? but ")
+
+
+def explanation(error: str | None, tail: Sequence[str]) -> str | None:
+    """The headline that says more of why a run failed with `error` than `error` does, or None:
+    none found, the same words, or a verdict on an exit that the output does not explain."""
+    said = headline(tail)
+    if said is None or said == error or (error is not None and _VERDICT.match(error)):
+        return None
+    return said
 
 
 def headline(tail: Sequence[str]) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any, Literal, TextIO
 import structlog
 
 from stagewatch.durations import format_duration
-from stagewatch.failure import VERDICT, exception_place, headline
+from stagewatch.failure import exception_place, explanation
 from stagewatch.stage import LineSink
 
 LogFormat = Literal["auto", "console", "json"]
@@ -107,7 +107,7 @@ class StoryRenderer:
         stamp = str(fields.pop("timestamp", ""))
         tail = fields.pop("tail", None)
         if event == "stage.failed":
-            fields["exception"] = headline(tail or ())
+            fields["exception"] = explanation(fields.get("error"), tail or ())
             fields["place"] = exception_place(tail or (), self.cwd)
             if self.output_shown:
                 tail = None
@@ -135,9 +135,7 @@ class StoryRenderer:
             lines = "line" if tail_lines == 1 else f"{tail_lines} lines"
             where = f"; last {lines} of its output:" if tail_lines else ""
             exception, place = f.get("exception"), f.get("place")
-            error = str(f.get("error"))
-            told = bool(exception) and exception != error and not VERDICT.match(error)
-            said = f": {self._c(_BOLD, str(exception))}" if told else ""
+            said = f": {self._c(_BOLD, exception)}" if exception else ""
             if said and place:
                 said += f" (at {place})"
             return (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stagewatch.failure import exception_line, exception_place, headline
+from stagewatch.failure import exception_line, exception_place, explanation, headline
 
 TRACEBACK = [
     "rendering 3 pages",
@@ -93,3 +93,18 @@ def test_where_a_traceback_ended() -> None:
 )
 def test_a_failures_headline(tail: tuple[str, ...], expected: str | None) -> None:
     assert headline(tail) == expected
+
+
+@pytest.mark.parametrize(
+    ("error", "tail", "said"),
+    [
+        ("exit 1", TRACEBACK, TRACEBACK[-1]),
+        ("exit 1", ["exit 1"], None),  # the same words say nothing more
+        ("exit 0 but declared output missing: out/", ["drwxr-xr-x 5 root root 4096 out"], None),
+        ("exit 0, but a process it started was still running", ["started"], None),
+        ("exit 1", [], None),
+        (None, [CP], CP),
+    ],
+)
+def test_what_a_failures_output_explains(error: str | None, tail: list[str], said: str | None) -> None:
+    assert explanation(error, tail) == said
