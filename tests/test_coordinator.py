@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from stagewatch.daemon.coordinator import LOOP_PAUSE_S, SELF_TRIGGER_RUNS, Coordinator, status_text
+from stagewatch.daemon.coordinator import LOOP_PAUSE_S, SELF_TRIGGER_RUNS, Coordinator, next_wake, status_text
 from stagewatch.daemon.events import (
     Action,
     Cancel,
@@ -238,7 +238,7 @@ def test_a_failed_ttl_stage_retries_after_its_backoff_not_its_ttl() -> None:
 def test_a_ttl_stage_is_due_at_entry_mtime_plus_ttl() -> None:
     clock, coordinator = Clock(), Coordinator(chain("fetch", ttl={"fetch": 600.0}))
     settle_fresh(coordinator, clock)  # entry written at wall 1000
-    assert coordinator._next_wake(clock.now()) == 600.0
+    assert next_wake(coordinator.board, clock.now()) == 600.0
     assert of(Check, coordinator.due({"fetch": 1000.0}, clock.advance(599))) == []
     assert [c.name for c in of(Check, coordinator.due({"fetch": 1000.0}, clock.advance(1)))] == ["fetch"]
 

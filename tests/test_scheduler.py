@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stagewatch.daemon.scheduler import Burst, backoff_s, hold_back, start_burst
+from stagewatch.daemon.backoff import backoff_s, hold_back
+from stagewatch.daemon.scheduler import Burst, start_burst
 from stagewatch.freshness import ttl_due_at
 
 

@@ -1,18 +1,36 @@
 """The daemon's decisions, as a pure state machine: one slot per stage, events in, actions out.
 
-Nothing here does I/O or reads a clock. The shell (shell.py) turns what happens into calls
-(`changed`, `checked`, `finished`, `due`, `invalidated`, `reloaded`, `rescan`, `stop`), each
-with the time, and carries out the actions they return: check a stage's key, start a run,
-cancel *that* run, wake up later, say something. Every transition is a line of a table in
-tests/test_coordinator.py.
+The law: nothing here does I/O or reads a clock (tests/test_coordinator.py fails if one of these
+modules imports something that could). The shell (shell.py) turns what happens into calls, each
+with the time, and carries out the actions they return.
+
+Theory of operation. Each stage has a slot (board.py) in one of the states of `SlotState`
+(docs/design.md#the-daemons-states). Three machines share a slot:
+
+- the stage's own: idle -> candidate -> checking -> ready -> running -> idle, or failed,
+  blocked (a stage above it failed) or looping. Every move a slot makes is a row of one of
+  the tables below: ON_NUDGE (something that may change its key happened), AFTER_CHECK (its
+  check came back), AFTER_RUN (its run ended), and the turns a candidate or a ready stage
+  gets when work is handed out (CANDIDATE_TURN, READY_TURN);
+- the self-trigger guard (loops.py), which tells a stage's own writes from a person's, and
+  holds a stage whose runs keep retriggering it;
+- the failure backoff (backoff.py), which holds a failed stage until its key changes, or
+  with a ttl until its wait is over.
+
+The events: `start`, `changed` (files it reads), `checked`/`checked_many` (a key computed),
+`finished` (a run ended), `due` (a timer), `invalidated`, `reloaded`, `rescan` and `stop`. The
+actions: Check a stage's key, Start the run a check prepared, Cancel *that* run, Wake later,
+Say something, Idle (settled), Exit. After every event, `_dispatch` hands out work: ready
+stages start (up to `jobs`), candidates with nothing busy upstream are checked, in graph order.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping
 
+from stagewatch.daemon.board import Board, Slot
 from stagewatch.daemon.events import (
-    BUSY,
     Action,
     Cancel,
     Check,
@@ -22,46 +40,216 @@ from stagewatch.daemon.events import (
     Now,
     Plan,
     Say,
-    Slot,
     SlotState,
     StagePlan,
     Start,
     Touch,
-    Trigger,
     Verdict,
     Wake,
 )
-from stagewatch.daemon.scheduler import backoff_s, hold_back
+from stagewatch.daemon.loops import LOOP_PAUSE_S, SELF_TRIGGER_RUNS, Trigger, written_by_own_run
 from stagewatch.freshness import ttl_due_at
-from stagewatch.pipeline import Pipeline
-from stagewatch.stage import OnBusy, StageState
+from stagewatch.stage import StageState
 
-# A stage whose runs keep being retriggered by files written while it ran is writing something
-# it reads: after this many such runs in a row it is held (DESIGN §5).
-SELF_TRIGGER_RUNS = 5
-# Before holding a stage for good, it is left alone this long and run once more: a person who
-# saved during each of its last runs gets their last save built; a loop shows itself again.
-LOOP_PAUSE_S = 2.0
-# Filesystem timestamps come from a coarse kernel clock, up to a tick behind the real time:
-# a write just after a run started may be dated just before it.
-MTIME_SLACK_S = 0.01
+__all__ = ["LOOP_PAUSE_S", "SELF_TRIGGER_RUNS", "Coordinator", "status_text"]
+
 # Checks handed out at once, carried out as one batch: enough that a catch-up costs the loop
 # a dispatch per batch, few enough that a flush of new changes is not queued behind a whole
 # catch-up (a warm check is a stat per file: 64 stages are tens of milliseconds).
 CHECKS_IN_FLIGHT = 64
 
 
+class Nudge(enum.Enum):
+    """Something that may change a stage's key."""
+
+    OUTSIDE = "outside"  # a file it reads changed, not while its own last run was under way
+    OWN = "own"  # a file it reads changed while its own last run was under way
+    RECHECK = "recheck"  # a stage above it ran, or the watcher is distrusted (a rescan)
+    INVALIDATE = "invalidate"  # a person removed its entry
+    RELOAD = "reload"  # its settings changed in a reloaded pipeline
+
+
+class Effect(enum.Enum):
+    """What a nudge does to a slot."""
+
+    CHECK = "check"  # a candidate: its key decides (a check or a run it prepared is dropped)
+    AFTER = "after"  # checked again once its check or run is over
+    KEEP = "keep"  # nothing: it is about to be checked anyway, or held until another nudge
+
+
+_C, _A, _K = Effect.CHECK, Effect.AFTER, Effect.KEEP
+
+ON_NUDGE: dict[Nudge, dict[SlotState, Effect]] = {
+    nudge: dict(zip(SlotState, row, strict=True))
+    for nudge, row in (
+        # columns:        idle cand check ready run fail block loop
+        (Nudge.OUTSIDE,    (_C, _K, _A, _C, _A, _C, _C, _C)),
+        (Nudge.OWN,        (_C, _K, _A, _C, _A, _C, _C, _K)),
+        (Nudge.RECHECK,    (_C, _K, _A, _K, _A, _C, _C, _K)),
+        (Nudge.INVALIDATE, (_C, _C, _A, _C, _A, _C, _C, _C)),
+        (Nudge.RELOAD,     (_C, _C, _A, _C, _A, _C, _C, _C)),
+    )
+}  # fmt: skip
+"""Every state a nudge can meet, and what it does there. A candidate is about to be checked,
+so only an invalidate or new settings (which change what its check must do) reach it; a
+ready stage's prepared key is kept when only a stage above it ran (it is checked again if
+that one is still busy when its turn comes); a looping stage waits for a change from outside."""
+
+
+class CheckOutcome(enum.Enum):
+    ERROR = "the check itself failed"  # counts as a failed attempt
+    CHANGED = "changed while it was checked"  # what it hashed may be out of date
+    FRESH = "fresh"
+    HELD = "stale, but held by its backoff"  # backoff.hold_back
+    STALE = "stale"
+
+
+AFTER_CHECK: dict[CheckOutcome, SlotState] = {
+    CheckOutcome.ERROR: SlotState.FAILED,
+    CheckOutcome.CHANGED: SlotState.CANDIDATE,
+    CheckOutcome.FRESH: SlotState.IDLE,
+    CheckOutcome.HELD: SlotState.FAILED,
+    CheckOutcome.STALE: SlotState.READY,
+}
+
+
+class RunOutcome(enum.Enum):
+    STOPPING = "ended while the daemon stops"
+    SUCCEEDED = "succeeded"  # the stages below it are nudged: RECHECK
+    CANCELLED = "cancelled"  # restarted, or stopped by a reload: its key decides again
+    FAILED = "failed"  # what is waiting below it is blocked
+
+
+AFTER_RUN: dict[RunOutcome, SlotState] = {
+    RunOutcome.STOPPING: SlotState.IDLE,
+    RunOutcome.SUCCEEDED: SlotState.IDLE,
+    RunOutcome.CANCELLED: SlotState.CANDIDATE,
+    RunOutcome.FAILED: SlotState.FAILED,
+}
+"""Then, unless stopping, a stage changed during its run is a candidate again."""
+
+
+class CandidateTurn(enum.Enum):
+    WAIT = "something above it is busy"
+    BLOCK = "a stage above it failed"
+    PAUSE = "it keeps retriggering itself: left alone a moment, then run once more"
+    HOLD = "the run after its pause retriggered it again: held until a change from outside"
+    CHECK = "its key is computed"
+
+
+CANDIDATE_TURN: dict[CandidateTurn, SlotState] = {
+    CandidateTurn.WAIT: SlotState.CANDIDATE,
+    CandidateTurn.BLOCK: SlotState.BLOCKED,
+    CandidateTurn.PAUSE: SlotState.LOOPING,
+    CandidateTurn.HOLD: SlotState.LOOPING,
+    CandidateTurn.CHECK: SlotState.CHECKING,
+}
+
+
+class ReadyTurn(enum.Enum):
+    RECHECK = "something above it changed since its check"
+    WAIT = "no job is free"
+    START = "its prepared run starts"
+
+
+READY_TURN: dict[ReadyTurn, SlotState] = {
+    ReadyTurn.RECHECK: SlotState.CANDIDATE,
+    ReadyTurn.WAIT: SlotState.READY,
+    ReadyTurn.START: SlotState.RUNNING,
+}
+
+
+def check_outcome(verdict: Verdict, dirty: bool, held: bool) -> CheckOutcome:
+    if verdict.error is not None:
+        return CheckOutcome.ERROR
+    if dirty:
+        return CheckOutcome.CHANGED
+    if not verdict.run:
+        return CheckOutcome.FRESH
+    return CheckOutcome.HELD if held else CheckOutcome.STALE
+
+
+def run_outcome(outcome: StageState, stopping: bool) -> RunOutcome:
+    if stopping:
+        return RunOutcome.STOPPING
+    if outcome is StageState.SUCCEEDED:
+        return RunOutcome.SUCCEEDED
+    return RunOutcome.CANCELLED if outcome is StageState.CANCELLED else RunOutcome.FAILED
+
+
+class DueReason(enum.Enum):
+    TTL = "its entry expired"
+    RETRY = "its backoff after a failure is over"  # a ttl stage: live data may come back
+    LOOP_PAUSE = "its pause as a suspected loop is over"
+
+
+def due_reason(slot: Slot, stage: StagePlan, now: Now) -> DueReason | None:
+    """Why a timer makes a stage a candidate, if it does."""
+    if slot.state is SlotState.IDLE and stage.ttl_s is not None:
+        return DueReason.TTL if ttl_due_at(slot.entry_mtime, stage.ttl_s, now.wall) <= now.wall else None
+    if slot.state is SlotState.LOOPING and slot.guard.pause_over(now.mono):
+        return DueReason.LOOP_PAUSE
+    if slot.state is SlotState.FAILED and stage.ttl_s is not None and slot.failure.retry_due(now.mono):
+        return DueReason.RETRY
+    return None
+
+
+def ready_turn(board: Board, name: str, retiring: bool) -> ReadyTurn:
+    slot = board.slots[name]
+    if board.upstream_busy(board.stages[name]):
+        return ReadyTurn.RECHECK  # something upstream changed since its check
+    # Nothing starts while a removed stage's run is still stopping (it may write the very
+    # files a new stage writes).
+    if retiring or slot.job is None or len(board.by_state[SlotState.RUNNING]) >= board.plan.jobs:
+        return ReadyTurn.WAIT
+    return ReadyTurn.START
+
+
+def candidate_turn(board: Board, name: str, failed_above: Mapping[str, str], now: Now) -> CandidateTurn:
+    slot = board.slots[name]
+    if board.upstream_busy(board.stages[name]):
+        return CandidateTurn.WAIT  # checked once everything upstream of it has settled
+    if name in failed_above:
+        return CandidateTurn.BLOCK
+    if slot.guard.suspected(slot.forced):
+        return CandidateTurn.HOLD if slot.guard.confirmed(now.mono) else CandidateTurn.PAUSE
+    return CandidateTurn.CHECK
+
+
+def next_wake(board: Board, now: Now) -> float:
+    """Seconds until a TTL stage is due, a failed TTL stage's backoff ends, or a looping stage's
+    pause is over (inf: never)."""
+    soonest = float("inf")
+    for name in board.by_state[SlotState.LOOPING]:
+        check_at = board.slots[name].guard.check_at
+        if check_at is not None:
+            soonest = min(soonest, check_at - now.mono)
+    for name in board.ttl_stages:
+        slot, ttl_s = board.slots[name], board.stages[name].ttl_s
+        assert ttl_s is not None
+        if slot.state is SlotState.IDLE:
+            soonest = min(soonest, ttl_due_at(slot.entry_mtime, ttl_s, now.wall) - now.wall)
+        elif slot.state is SlotState.FAILED and slot.failure.retry_at is not None:
+            soonest = min(soonest, slot.failure.retry_at - now.mono)
+    return max(0.0, soonest)
+
+
+def idle(board: Board) -> Idle:
+    return Idle(
+        fresh=len(board.by_state[SlotState.IDLE]),
+        failing=tuple(board.in_state(SlotState.FAILED)),
+        blocked=tuple(board.in_state(SlotState.BLOCKED)),
+        looping=tuple(board.in_state(SlotState.LOOPING)),
+    )
+
+
 class Coordinator:
     """Decides, for every stage of a pipeline, what happens next."""
 
     def __init__(self, plan: Plan) -> None:
-        self.by_state: dict[SlotState, set[str]] = {state: set() for state in SlotState}
-        self.unchecked: set[str] = set()  # not checked since the daemon (or the stage) started
-        self.slots: dict[str, Slot] = {}
-        self._use(plan)
-        for stage in plan.stages:
-            self._add_slot(stage.name)
-        self._recount()
+        self.board = board = Board(plan)
+        # The board's own dicts and set, shared (never replaced), for those who read them.
+        self.slots, self.by_state, self.unchecked = board.slots, board.by_state, board.unchecked
         self.retiring: dict[str, int] = {}  # removed stages' runs, until they have stopped
         self.stopping = False
         self.exited = False
@@ -80,60 +268,42 @@ class Coordinator:
         if notable:
             self.busy_since_idle = True
         for name, touch in changes.items():
-            actions += self._touch(name, touch)
+            if name in self.slots:
+                self._touch(name, touch, actions)
         return actions + self._dispatch(now)
 
     def invalidated(self, name: str, now: Now) -> list[Action]:
         """A person removed the stage's entry: run it, now or once its current run ends."""
         slot = self.slots.get(name)
-        if slot is None:
-            return self._dispatch(now)
-        self.busy_since_idle = True
-        slot.forced = True
-        slot.self_runs, slot.loop_confirmed_until, slot.loop_check_at = 0, None, None
-        if slot.state in (SlotState.RUNNING, SlotState.CHECKING):
-            slot.dirty = True
-        else:
-            self._candidate(name)
+        if slot is not None:
+            self.busy_since_idle = True
+            slot.forced = True
+            slot.guard.forget()
+            self._nudge(name, Nudge.INVALIDATE)
         return self._dispatch(now)
 
     def rescan(self, now: Now) -> list[Action]:
         """Distrust the watcher: check every key (held and blocked stages too: the key decides)."""
-        for name, slot in self.slots.items():
-            if slot.state is SlotState.LOOPING:
-                continue  # a rescan is not a change from outside
-            if slot.state in (SlotState.RUNNING, SlotState.CHECKING):
-                slot.dirty = True
-            elif slot.state not in BUSY:
-                self._candidate(name)
+        for name in self.slots:
+            self._nudge(name, Nudge.RECHECK)
         return self._dispatch(now)
 
     def due(self, entry_mtimes: Mapping[str, float | None], now: Now) -> list[Action]:
-        """The wake-up came: TTL stages whose entry expired, failed stages whose backoff ended."""
+        """The wake-up came: TTL stages whose entry expired, failed stages whose backoff ended,
+        looping stages whose pause is over."""
         actions: list[Action] = []
         for name, slot in self.slots.items():
-            stage = self.stages[name]
             if name in entry_mtimes and slot.state not in (SlotState.RUNNING, SlotState.CHECKING):
                 slot.entry_mtime = entry_mtimes[name]  # read again: an `accept` may have refreshed it
-            if slot.state is SlotState.IDLE and stage.ttl_s is not None:
-                if ttl_due_at(slot.entry_mtime, stage.ttl_s, now.wall) <= now.wall:
-                    actions.append(Say("debug", "ttl.due", {"stage": name}))
-                    self._candidate(name)
-            elif (
-                slot.state is SlotState.LOOPING
-                and slot.loop_check_at is not None
-                and slot.loop_check_at <= now.mono
-            ):
-                slot.loop_check_at, slot.loop_confirming, slot.trigger = None, True, Trigger.NONE
-                self._candidate(name)
-            elif (
-                slot.state is SlotState.FAILED
-                and stage.ttl_s is not None
-                and slot.retry_at is not None
-                and slot.retry_at <= now.mono
-            ):
+            reason = due_reason(slot, self.board.stages[name], now)
+            if reason is DueReason.TTL:
+                actions.append(Say("debug", "ttl.due", {"stage": name}))
+            elif reason is DueReason.RETRY:
                 actions.append(Say("debug", "stage.retrying", {"stage": name, "failures": slot.failures}))
-                self._candidate(name)
+            elif reason is DueReason.LOOP_PAUSE:
+                slot.guard.resume()
+            if reason is not None:
+                self.board.candidate(name)
         return actions + self._dispatch(now)
 
     def checked(self, name: str, job: int, verdict: Verdict, now: Now) -> list[Action]:
@@ -144,114 +314,63 @@ class Coordinator:
         a catch-up of thousands costs a dispatch per batch, not per stage."""
         actions: list[Action] = []
         for name, job, verdict in results:
-            self._take_check(name, job, verdict, now, actions)
+            slot = self.slots.get(name)
+            if slot is not None and slot.job == job and slot.state is SlotState.CHECKING:
+                self._take_check(name, slot, verdict, now, actions)
+            # else: a check of a stage since removed, or of a stop
         return actions + self._dispatch(now)
 
-    def _take_check(self, name: str, job: int, verdict: Verdict, now: Now, actions: list[Action]) -> None:
-        slot = self.slots.get(name)
-        if slot is None or slot.job != job or slot.state is not SlotState.CHECKING:
-            return  # a check of a stage since removed, or of a stop
-        slot.job = None
-        self._checked_once(name)
-        if verdict.entry_mtime is not None or not verdict.run:
-            slot.entry_mtime = verdict.entry_mtime
-        if verdict.error is not None:
-            actions.append(Say("error", "stage.check_failed", {"stage": name, "error": verdict.error}))
-            self._fail(name, key=None, now=now, actions=actions)
-        elif slot.dirty:
-            slot.dirty = False  # what it hashed may be out of date: hash again
-            self._candidate(name)
-        elif not verdict.run:
-            self._move(name, SlotState.IDLE)
-            slot.blocked_by = None
-            slot.forced = False
-            slot.trigger, slot.self_runs, slot.loop_confirmed_until = Trigger.NONE, 0, None
-            if slot.failures:
-                self._recovered(name, actions)
-        else:
-            held = None
-            if slot.failures and not slot.forced:
-                held = hold_back(
-                    slot.failed_key, verdict.key, self.stages[name].ttl_s, slot.retry_at, now.mono
-                )
-            if held is not None:
-                self._move(name, SlotState.FAILED)
-                slot.trigger = Trigger.NONE
-                actions.append(Say("debug", "stage.held", {"stage": name, "reason": held}))
-            else:
-                self._move(name, SlotState.READY)
-                slot.job = job
-                slot.blocked_by = None
-
     def finished(self, name: str, job: int, result: Finished, now: Now) -> list[Action]:
+        """A run ended (a removed stage's too: only then may what replaces it start)."""
         if self.retiring.get(name) == job:
             del self.retiring[name]
             return self._dispatch(now)
         slot = self.slots.get(name)
         if slot is None or slot.job != job or slot.state is not SlotState.RUNNING:
             return self._dispatch(now)
-        slot.job = None
-        slot.cancel_sent = False
-        slot.run_ended_wall = now.wall
+        slot.job, slot.cancel_sent, slot.run_ended_wall = None, False, now.wall
         actions: list[Action] = []
-        if self.stopping:
-            self._move(name, SlotState.IDLE)
+        outcome = run_outcome(result.outcome, self.stopping)
+        self.board.move(name, AFTER_RUN[outcome])
+        if outcome is RunOutcome.STOPPING:
             return actions + self._dispatch(now)
-        if result.outcome is StageState.SUCCEEDED:
-            self._move(name, SlotState.IDLE)
+        if outcome is RunOutcome.SUCCEEDED:
             slot.entry_mtime = result.entry_mtime
-            self._recovered(name, actions)
-            for downstream in self.stages[name].downstream:
-                self._touch_quietly(downstream)
-        elif result.outcome is StageState.CANCELLED:
-            # Restarted, or stopped by a reload: the key decides again. A run cut short says
-            # nothing of what its own writes do.
-            slot.trigger = Trigger.NONE
-            self._candidate(name)
+            self._recovered(name)
+            for downstream in self.board.stages[name].downstream:
+                if downstream in self.slots:
+                    self._nudge(downstream, Nudge.RECHECK)
+        elif outcome is RunOutcome.CANCELLED:
+            slot.guard.trigger = Trigger.NONE  # a run cut short says nothing of its own writes
         else:
-            self._fail(name, key=result.key, now=now, actions=actions)
+            self._fail(name, result.key, now, actions)
         if slot.dirty:
             slot.dirty = False
-            self._candidate(name)
-        if slot.loop_confirming:
-            # The run after the pause has ended: its own change, if it comes, holds it now.
-            slot.loop_confirming = False
-            slot.loop_confirmed_until = now.mono + LOOP_PAUSE_S
+            self.board.candidate(name)
+        slot.guard.run_ended(now.mono)
         return actions + self._dispatch(now)
 
     def reloaded(self, plan: Plan, changed: Iterable[str], now: Now) -> list[Action]:
         """A new pipeline: removed stages' runs are stopped before anything starts; new and
         changed stages are checked; what a removed or changed stage blocked is checked again."""
         actions: list[Action] = []
-        new = {stage.name: stage for stage in plan.stages}
+        new = {stage.name for stage in plan.stages}
         changed = set(changed)
-        gone = [name for name in self.slots if name not in new]
-        for name in gone:
-            slot = self.slots.pop(name)
-            self.by_state[slot.state].discard(name)
-            self.unchecked.discard(name)
+        for name, slot in self.board.reshape(plan).items():
             if slot.state is SlotState.RUNNING and slot.job is not None:
                 self.retiring[name] = slot.job
                 actions.append(Cancel(name, slot.job))
-        self._use(plan)
-        for name in new:
-            if name not in self.slots:
-                self._add_slot(name)
-        self._recount()
-        for name in changed & new.keys():
+        for name in changed & new:
             slot = self.slots[name]
-            # Its old failure said nothing about its new settings.
-            slot.failures, slot.failed_key, slot.retry_at, slot.self_runs = 0, None, None, 0
-            if slot.state in (SlotState.RUNNING, SlotState.CHECKING):
-                slot.dirty = True
-            else:
-                self._candidate(name)
+            slot.failure.forget()  # its old failure said nothing about its new settings
+            slot.guard.self_runs = 0
+            self._nudge(name, Nudge.RELOAD)
         for name in list(self.by_state[SlotState.BLOCKED]):
             # Its blocker may be gone, changed, or no longer upstream of it.
             slot = self.slots[name]
             if slot.blocked_by not in new or slot.blocked_by in changed:
                 slot.blocked_by = None
-            self._candidate(name)
+            self.board.candidate(name)
         self.busy_since_idle = True
         return actions + self._dispatch(now)
 
@@ -274,204 +393,85 @@ class Coordinator:
 
     def in_state(self, *states: SlotState) -> list[str]:
         """The stages in these states, in graph order."""
-        found = set().union(*(self.by_state[state] for state in states))
-        return sorted(found, key=self.position.__getitem__)
+        return self.board.in_state(*states)
 
     @property
     def settled(self) -> bool:
-        return not self.retiring and not any(self.by_state[state] for state in BUSY)
+        return not self.retiring and self.board.settled()
 
-    # --- transitions ---
+    # --- rules ---
 
-    def _new_job(self) -> int:
-        self._next_job += 1
-        return self._next_job
-
-    def _use(self, plan: Plan) -> None:
-        self.plan = plan
-        self.stages = {stage.name: stage for stage in plan.stages}
-        self.position = {stage.name: index for index, stage in enumerate(plan.stages)}
-        self.ttl_stages = [stage.name for stage in plan.stages if stage.ttl_s is not None]
-
-    def _add_slot(self, name: str) -> None:
-        self.slots[name] = Slot()
-        self.by_state[SlotState.CANDIDATE].add(name)
-        self.unchecked.add(name)
-
-    def _recount(self) -> None:
-        """The indexes over the stages' neighbours, made anew for a new set of stages."""
-        busy = set().union(*(self.by_state[state] for state in BUSY))
-        self._busy_parents = {name: len(self.stages[name].upstream & busy) for name in self.slots}
-        self._free = {name for name in self.by_state[SlotState.CANDIDATE] if not self._busy_parents[name]}
-        self._clear_above: set[str] = set()
-
-    def _move(self, name: str, state: SlotState) -> None:
-        """The one place a slot changes state: the indexes move with it (the stages in each
-        state; how many busy stages each stage reads from directly; the candidates none of
-        whose direct upstream is busy; the stages known to have nothing busy upstream)."""
+    def _nudge(self, name: str, nudge: Nudge) -> None:
         slot = self.slots[name]
-        was_busy, busy = slot.state in BUSY, state in BUSY
-        self.by_state[slot.state].discard(name)
-        self.by_state[state].add(name)
-        slot.state = state
-        if was_busy != busy:
-            if busy:
-                self._clear_above.clear()  # something upstream of them may be busy now
-            for below in self.stages[name].downstream:
-                if below in self.slots:
-                    self._busy_parents[below] = self._busy_parents.get(below, 0) + (1 if busy else -1)
-                    self._refree(below)
-        self._refree(name)
+        effect = ON_NUDGE[nudge][slot.state]
+        if effect is Effect.CHECK:
+            self.board.candidate(name)
+        elif effect is Effect.AFTER:
+            slot.dirty = True
 
-    def _refree(self, name: str) -> None:
-        if self.slots[name].state is SlotState.CANDIDATE and not self._busy_parents.get(name, 0):
-            self._free.add(name)
+    def _touch(self, name: str, touch: Touch, actions: list[Action]) -> None:
+        """Something the stage reads changed: by its own last run, or from outside."""
+        slot = self.slots[name]
+        running = slot.state is SlotState.RUNNING
+        by_self = written_by_own_run(touch, slot.run_started_wall, slot.run_ended_wall, running)
+        slot.guard.changed(touch.path, by_self)
+        restart = running and self.board.stages[name].restart_when_busy
+        if restart and not slot.cancel_sent and slot.job is not None:
+            slot.cancel_sent = True
+            actions.append(Say("info", "stage.restarting", {"stage": name}))
+            actions.append(Cancel(name, slot.job))
+        if slot.state is SlotState.LOOPING and not by_self:
+            actions.append(Say("info", "stage.released", {"stage": name, "path": touch.path}))
+        self._nudge(name, Nudge.OWN if by_self else Nudge.OUTSIDE)
+
+    def _take_check(self, name: str, slot: Slot, verdict: Verdict, now: Now, actions: list[Action]) -> None:
+        job, slot.job = slot.job, None
+        self.board.checked_once(name)
+        if verdict.entry_mtime is not None or not verdict.run:
+            slot.entry_mtime = verdict.entry_mtime
+        held = None
+        if verdict.run and slot.failures and not slot.forced:
+            held = slot.failure.held(verdict.key, self.board.stages[name].ttl_s, now.mono)
+        outcome = check_outcome(verdict, slot.dirty, held is not None)
+        self.board.move(name, AFTER_CHECK[outcome])
+        if outcome is CheckOutcome.ERROR:
+            actions.append(Say("error", "stage.check_failed", {"stage": name, "error": verdict.error}))
+            self._fail(name, None, now, actions)
+        elif outcome is CheckOutcome.CHANGED:
+            slot.dirty = False  # what it hashed may be out of date: hash again
+        elif outcome is CheckOutcome.FRESH:
+            slot.blocked_by, slot.forced = None, False
+            slot.guard.settled()
+            if slot.failures:
+                self._recovered(name)
+        elif outcome is CheckOutcome.HELD:
+            slot.guard.trigger = Trigger.NONE
+            actions.append(Say("debug", "stage.held", {"stage": name, "reason": held}))
         else:
-            self._free.discard(name)
-
-    def _checked_once(self, name: str) -> None:
-        self.slots[name].catching_up = False
-        self.unchecked.discard(name)
-
-    def _candidate(self, name: str) -> None:
-        self._move(name, SlotState.CANDIDATE)
-        self.slots[name].job = None
-
-    def _touch_quietly(self, name: str) -> None:
-        """An upstream run ended: check the stage, which is neither its own nor an outside change."""
-        slot = self.slots.get(name)
-        if slot is None or slot.state is SlotState.LOOPING:
-            return
-        if slot.state in (SlotState.RUNNING, SlotState.CHECKING):
-            slot.dirty = True
-        elif slot.state not in BUSY:
-            self._candidate(name)
-
-    def _touch(self, name: str, touch: Touch) -> list[Action]:
-        """Something the stage reads changed."""
-        slot = self.slots.get(name)
-        if slot is None:
-            return []
-        path = touch.path
-        # Written while its last run was under way: most likely its own doing. (A person
-        # saving during a run looks the same, so it takes several runs in a row to hold it.)
-        # File times, not event times: the events of a run's own writes may arrive after it.
-        end = float("inf") if slot.state is SlotState.RUNNING else slot.run_ended_wall
-        by_self = (
-            slot.run_started_wall is not None
-            and end is not None
-            and touch.written_from is not None
-            and touch.written_to is not None
-            and touch.written_from >= slot.run_started_wall - MTIME_SLACK_S
-            and touch.written_to <= end
-        )
-        if slot.state is SlotState.RUNNING:
-            slot.dirty = True
-        if by_self:
-            if slot.trigger is Trigger.NONE:
-                slot.trigger, slot.trigger_path = Trigger.SELF, path
-        else:
-            slot.trigger, slot.trigger_path = Trigger.OUTSIDE, path
-            slot.self_runs, slot.loop_confirmed_until, slot.loop_check_at = 0, None, None
-        actions: list[Action] = []
-        if slot.state is SlotState.RUNNING:
-            if self.stages[name].restart_when_busy and not slot.cancel_sent and slot.job is not None:
-                slot.cancel_sent = True
-                actions.append(Say("info", "stage.restarting", {"stage": name}))
-                actions.append(Cancel(name, slot.job))
-            return actions
-        if slot.state is SlotState.LOOPING:
-            if by_self:
-                return actions  # held until a change from outside
-            actions.append(Say("info", "stage.released", {"stage": name, "path": path}))
-        if slot.state is SlotState.CHECKING:
-            slot.dirty = True
-        elif slot.state is SlotState.READY:
-            self._candidate(name)  # its prepared key is out of date
-        elif slot.state is not SlotState.CANDIDATE:
-            self._candidate(name)
-        return actions
+            slot.job, slot.blocked_by = job, None
 
     def _fail(self, name: str, key: str | None, now: Now, actions: list[Action]) -> None:
+        """The stage failed (it is FAILED already): its backoff starts, and what is waiting
+        below it is blocked. `forced` is kept: an invalidate during the run still asks for
+        another; the guard's count too: a failing run can loop on itself."""
         slot = self.slots[name]
-        self._move(name, SlotState.FAILED)
-        slot.failures += 1
-        slot.failed_key = key  # `forced` is kept: an invalidate during the run still asks for another
-        slot.trigger = Trigger.NONE  # self_runs is kept: a failing run can loop on itself too
-        ttl_s = self.stages[name].ttl_s
-        slot.retry_at = now.mono + backoff_s(slot.failures, ttl_s)
+        ttl_s = self.board.stages[name].ttl_s
+        retry_in_s = slot.failure.failed(key, ttl_s, now.mono)
+        slot.guard.trigger = Trigger.NONE
         if ttl_s is not None:  # live data may come back: said, so nobody waits a whole ttl for it
-            actions.append(
-                Say(
-                    "info",
-                    "stage.retry_scheduled",
-                    {"stage": name, "retry_in_s": backoff_s(slot.failures, ttl_s)},
-                )
-            )
-        waiting = self._below(name) & self.by_state[SlotState.CANDIDATE]
-        for downstream in sorted(waiting, key=self.position.__getitem__):
+            actions.append(Say("info", "stage.retry_scheduled", {"stage": name, "retry_in_s": retry_in_s}))
+        waiting = self.board.below(name) & self.by_state[SlotState.CANDIDATE]
+        for downstream in self.board.in_order(waiting):
             self._block(downstream, name, actions)
 
     def _block(self, name: str, blocker: str, actions: list[Action]) -> None:
-        slot = self.slots[name]
-        if slot.blocked_by != blocker:  # said once, not at every change while blocked
+        if self.board.block(name, blocker):  # said once, not at every change while blocked
             actions.append(Say("warning", "stage.blocked", {"stage": name, "by": blocker}))
-        self._move(name, SlotState.BLOCKED)
-        slot.blocked_by = blocker
-        self._checked_once(name)
 
-    def _recovered(self, name: str, actions: list[Action]) -> None:
+    def _recovered(self, name: str) -> None:
         """The stage is fresh again: forget its failures, and check what it blocked."""
-        slot = self.slots[name]
-        slot.failures, slot.failed_key, slot.retry_at = 0, None, None
-        for other in list(self.by_state[SlotState.BLOCKED]):
-            if self.slots[other].blocked_by == name:
-                self._candidate(other)
-
-    def _below(self, name: str) -> set[str]:
-        """Every stage downstream of `name`, however far."""
-        found: set[str] = set()
-        pending = [name]
-        while pending:
-            for below in self.stages[pending.pop()].downstream:
-                if below not in found:
-                    found.add(below)
-                    pending.append(below)
-        return found
-
-    def _upstream_busy(self, stage: StagePlan) -> bool:
-        """Whether a stage upstream of this one, however far, may still change what it reads.
-
-        Walked up from the stage, never held as a set of every ancestor (quadratic in a long
-        chain): a busy one ends the walk, and it goes no higher than a stage known to have
-        nothing busy upstream, which every stage it passed is, when it finds nothing.
-        """
-        seen: set[str] = set()
-        pending = list(stage.upstream)
-        while pending:
-            name = pending.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            if self.slots[name].state in BUSY:
-                return True
-            if name not in self._clear_above:
-                pending.extend(self.stages[name].upstream)
-        self._clear_above |= seen
-        self._clear_above.add(stage.name)
-        return False
-
-    def _first_failed_above(self) -> dict[str, str]:
-        """Each stage below a failed one -> the first failed one above it, in graph order."""
-        first: dict[str, str] = {}
-        for failed in sorted(self.by_state[SlotState.FAILED], key=self.position.__getitem__):
-            pending = [failed]
-            while pending:
-                for below in self.stages[pending.pop()].downstream:
-                    if below not in first:  # reached from an earlier failed stage: all below it too
-                        first[below] = failed
-                        pending.append(below)
-        return first
+        self.slots[name].failure.forget()
+        self.board.unblock(name)
 
     def _dispatch(self, now: Now) -> list[Action]:
         actions: list[Action] = []
@@ -480,50 +480,36 @@ class Coordinator:
                 self.exited = True
                 actions.append(Exit())
             return actions
-        in_order = self.position.__getitem__
-        for name in sorted(self.by_state[SlotState.READY], key=in_order):
-            stage, slot = self.stages[name], self.slots[name]
-            if self._upstream_busy(stage):
-                # Something upstream changed since its check: it waits, and is checked again.
-                self._candidate(name)
-                continue
-            # Nothing starts while a removed stage's run is still stopping (it may write the
-            # very files a new stage writes).
-            if len(self.by_state[SlotState.RUNNING]) >= self.plan.jobs or self.retiring or slot.job is None:
-                continue
-            self._move(name, SlotState.RUNNING)
-            slot.run_started = now.mono
-            slot.run_started_wall, slot.run_ended_wall = now.wall, None
-            slot.dirty = False
-            slot.forced = False
-            if slot.trigger is Trigger.SELF:
-                slot.self_runs += 1
-            elif slot.trigger is Trigger.OUTSIDE:
-                slot.self_runs = 0
-            slot.trigger = Trigger.NONE
-            self.busy_since_idle = True
-            actions.append(Start(name, slot.job))
+        for name in self.board.in_order(self.by_state[SlotState.READY]):
+            self._ready_turn(name, now, actions)
         self._hand_out_checks(now, actions)
-        actions.append(Wake(self._next_wake(now)))
+        actions.append(Wake(next_wake(self.board, now)))
         if self.settled and self.busy_since_idle:
             self.busy_since_idle = False
-            actions.append(
-                Idle(
-                    fresh=len(self.by_state[SlotState.IDLE]),
-                    failing=tuple(self.in_state(SlotState.FAILED)),
-                    blocked=tuple(self.in_state(SlotState.BLOCKED)),
-                    looping=tuple(self.in_state(SlotState.LOOPING)),
-                )
-            )
+            actions.append(idle(self.board))
         return actions
+
+    def _ready_turn(self, name: str, now: Now, actions: list[Action]) -> None:
+        slot = self.slots[name]
+        turn = ready_turn(self.board, name, bool(self.retiring))
+        if turn is ReadyTurn.RECHECK:
+            self.board.candidate(name)
+        elif turn is ReadyTurn.START:
+            assert slot.job is not None
+            self.board.move(name, READY_TURN[turn])
+            slot.run_started = now.mono
+            slot.run_started_wall, slot.run_ended_wall = now.wall, None
+            slot.dirty = slot.forced = False
+            slot.guard.run_starts()
+            self.busy_since_idle = True
+            actions.append(Start(name, slot.job))
 
     def _hand_out_checks(self, now: Now, actions: list[Action]) -> None:
         """Candidates with nothing busy upstream are checked, in graph order, up to
         CHECKS_IN_FLIGHT. Only those none of whose direct upstream is busy are looked at (in a
         catch-up of a chain, one); one blocked or held lets those below it be looked at next."""
-        in_order = self.position.__getitem__
-        failed_above = self._first_failed_above() if self.by_state[SlotState.FAILED] else {}
-        fresh = sorted(self._free, key=in_order)
+        failed_above = self.board.first_failed_above() if self.by_state[SlotState.FAILED] else {}
+        fresh = self.board.in_order(self.board.free)
         while fresh:
             # A stage blocked or held is busy no more: those below it, skipped in this pass or
             # freed by it, are looked at again (each pass moves one candidate on at least).
@@ -531,53 +517,38 @@ class Coordinator:
             for name in fresh:
                 if len(self.by_state[SlotState.CHECKING]) >= CHECKS_IN_FLIGHT:
                     return  # the rest wait for a check to come back
-                if name not in self._free:
+                if name not in self.board.free:
                     continue  # moved on since this pass began
-                stage, slot = self.stages[name], self.slots[name]
-                if self._upstream_busy(stage):
-                    continue  # checked once everything upstream of it has settled
-                blocker = failed_above.get(name)
-                if blocker is not None:
-                    self._block(name, blocker, actions)
-                    left_busy = True
-                    continue
-                if slot.trigger is Trigger.SELF and slot.self_runs >= SELF_TRIGGER_RUNS and not slot.forced:
-                    self._move(name, SlotState.LOOPING)
-                    left_busy = True
-                    until = slot.loop_confirmed_until
-                    if until is None or now.mono > until:
-                        slot.loop_check_at = now.mono + LOOP_PAUSE_S
-                        continue
-                    slot.loop_check_at, slot.loop_confirmed_until = None, None
-                    fields = {"stage": name, "path": slot.trigger_path, "runs": slot.self_runs + 1}
-                    actions.append(Say("warning", "stage.self_triggering", fields))
-                    continue
-                self._move(name, SlotState.CHECKING)
-                slot.job = self._new_job()
-                actions.append(Check(name, slot.job, slot.forced, slot.catching_up))
-            fresh = sorted(self._free, key=in_order) if left_busy else []
+                turn = candidate_turn(self.board, name, failed_above, now)
+                left_busy |= turn in (CandidateTurn.BLOCK, CandidateTurn.PAUSE, CandidateTurn.HOLD)
+                self._take_turn(name, turn, failed_above, now, actions)
+            fresh = self.board.in_order(self.board.free) if left_busy else []
 
-    def _next_wake(self, now: Now) -> float:
-        """Seconds until a TTL stage is due or a failed TTL stage's backoff ends (inf: never)."""
-        soonest = float("inf")
-        for name in self.by_state[SlotState.LOOPING]:
-            check_at = self.slots[name].loop_check_at
-            if check_at is not None:
-                soonest = min(soonest, check_at - now.mono)
-        for name in self.ttl_stages:
-            slot, ttl_s = self.slots[name], self.stages[name].ttl_s
-            assert ttl_s is not None
-            if slot.state is SlotState.IDLE:
-                soonest = min(soonest, ttl_due_at(slot.entry_mtime, ttl_s, now.wall) - now.wall)
-            elif slot.state is SlotState.FAILED and slot.retry_at is not None:
-                soonest = min(soonest, slot.retry_at - now.mono)
-        return max(0.0, soonest)
+    def _take_turn(
+        self, name: str, turn: CandidateTurn, failed_above: Mapping[str, str], now: Now, actions: list[Action]
+    ) -> None:
+        slot = self.slots[name]
+        if turn is CandidateTurn.WAIT:
+            return
+        if turn is CandidateTurn.BLOCK:
+            self._block(name, failed_above[name], actions)
+            return
+        self.board.move(name, CANDIDATE_TURN[turn])
+        if turn is CandidateTurn.PAUSE:
+            slot.guard.pause(now.mono)
+        elif turn is CandidateTurn.HOLD:
+            slot.guard.hold()
+            fields = {"stage": name, "path": slot.guard.trigger_path, "runs": slot.guard.self_runs + 1}
+            actions.append(Say("warning", "stage.self_triggering", fields))
+        else:
+            self._next_job += 1
+            slot.job = self._next_job
+            actions.append(Check(name, slot.job, slot.forced, slot.catching_up))
 
 
 def status_text(coordinator: Coordinator, now: Now) -> str:
     """One line for `systemctl status`: what the daemon is doing now."""
-    slots = coordinator.slots
-    total = len(slots)
+    total = len(coordinator.slots)
     unchecked = len(coordinator.unchecked)
     running = coordinator.running()
     failing = coordinator.in_state(SlotState.FAILED)
@@ -597,21 +568,3 @@ def status_text(coordinator: Coordinator, now: Now) -> str:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
-def plan_for(pipeline: Pipeline, jobs: int) -> Plan:
-    """The coordinator's view of a pipeline."""
-    graph = pipeline.graph
-    return Plan(
-        tuple(
-            StagePlan(
-                name,
-                graph.upstream[name],
-                graph.downstream[name],
-                pipeline.stage(name).ttl_s,
-                pipeline.on_busy_for(pipeline.stage(name)) is OnBusy.RESTART,
-            )
-            for name in graph.order
-        ),
-        jobs,
-    )

@@ -1,4 +1,4 @@
-"""The values the coordinator speaks in: a stage's slot, the facts events carry in, the actions
+"""The values the coordinator speaks in: a slot's states, the facts events carry in, the actions
 it returns. Plain frozen data, no behaviour."""
 
 from __future__ import annotations
@@ -52,10 +52,6 @@ class Plan:
 
     stages: tuple[StagePlan, ...]
     jobs: int
-
-    @property
-    def order(self) -> tuple[str, ...]:
-        return tuple(stage.name for stage in self.stages)
 
 
 # --- What the shell reports back. ---
@@ -151,37 +147,3 @@ class Exit:
 
 
 Action = Check | Start | Cancel | Wake | Say | Idle | Exit
-
-
-class Trigger(enum.Enum):
-    """Who made a stage a candidate, as far as timing tells."""
-
-    NONE = 0
-    SELF = 1  # only changes seen while it ran, or just after
-    OUTSIDE = 2
-
-
-@dataclass(slots=True)
-class Slot:
-    """One stage: its state, and the few facts that the state alone does not say."""
-
-    state: SlotState = SlotState.CANDIDATE
-    job: int | None = None  # the check or run under way
-    forced: bool = False  # an invalidate: run whatever the key says
-    dirty: bool = False  # changed while checking or running: check again afterwards
-    catching_up: bool = True  # not checked since the daemon (or this stage) started
-    failures: int = 0
-    failed_key: str | None = None
-    retry_at: float | None = None  # monotonic
-    blocked_by: str | None = None
-    entry_mtime: float | None = None
-    run_started: float | None = None  # monotonic
-    run_started_wall: float | None = None
-    run_ended_wall: float | None = None
-    cancel_sent: bool = False
-    trigger: Trigger = Trigger.NONE
-    trigger_path: str | None = None
-    self_runs: int = 0
-    loop_check_at: float | None = None  # monotonic: the one more run before holding it for good
-    loop_confirming: bool = False  # that run is under way
-    loop_confirmed_until: float | None = None  # monotonic: its own change again until then holds it

@@ -1,22 +1,12 @@
-"""Decide when things are due, as pure arithmetic on times: failure backoff and debounce (a TTL
-stage's due time is freshness.ttl_due_at, the one rule build and the daemon share)."""
+"""When a burst of changes is acted on, as pure arithmetic on monotonic times: the debounce.
+(A failed stage's wait is backoff.py's; a TTL stage's due time is freshness.ttl_due_at, the one
+rule build and the daemon share.)"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stagewatch.durations import format_duration
-
-BACKOFF_FIRST_S = 30.0
 DEBOUNCE_CAP_S = 2.0
-
-
-def backoff_s(failures: int, ttl_s: float | None) -> float:
-    """Wait after the n-th failure in a row: 30 s, 1 min, 2 min, ... capped at ttl (if any)."""
-    if failures <= 0:
-        return 0.0
-    delay = BACKOFF_FIRST_S * 2.0 ** min(failures - 1, 32)
-    return min(delay, ttl_s) if ttl_s is not None else delay
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,25 +26,3 @@ class Burst:
 
 def start_burst(now: float) -> Burst:
     return Burst(now, now)
-
-
-def hold_back(
-    failed_key: str | None,
-    key: str | None,
-    ttl_s: float | None,
-    retry_at: float | None,
-    now: float,
-) -> str | None:
-    """Why a stale stage that failed last time should not run yet, or None to run it.
-
-    Only a stage whose inputs and code are what they were when it failed is held: with no
-    ttl until something changes (the same run would fail the same way); with a ttl until its
-    backoff ends (live data may come back). Called only for stages that failed last time.
-    """
-    if key != failed_key:
-        return None
-    if ttl_s is None:
-        return "failed last time; waiting for a change to its inputs or code"
-    if retry_at is not None and now < retry_at:
-        return f"failed last time; retrying in {format_duration(retry_at - now)}"
-    return None

@@ -22,7 +22,7 @@ import structlog
 from stagewatch.attempt import Attempts, Prepared
 from stagewatch.cache import Workspace
 from stagewatch.daemon.changes import Batch, Debounce, folder_identity, read_batch
-from stagewatch.daemon.coordinator import Coordinator, plan_for, status_text
+from stagewatch.daemon.coordinator import Coordinator, status_text
 from stagewatch.daemon.events import (
     Action,
     Cancel,
@@ -38,6 +38,7 @@ from stagewatch.daemon.events import (
 )
 from stagewatch.daemon.impact import ImpactMap
 from stagewatch.daemon.listener import DaemonListener
+from stagewatch.daemon.plan import plan_for
 from stagewatch.daemon.reload import Reread, config_digest, reread, stage_changes
 from stagewatch.daemon.runs import CheckResult, StageWork
 from stagewatch.daemon.systemd import Notifier
