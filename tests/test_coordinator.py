@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import ast
+import copy
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 
-from stagewatch.daemon.coordinator import LOOP_PAUSE_S, SELF_TRIGGER_RUNS, Coordinator, next_wake, status_text
+import stagewatch
+from stagewatch.daemon.coordinator import (
+    AFTER_CHECK,
+    AFTER_RUN,
+    CANDIDATE_TURN,
+    LOOP_PAUSE_S,
+    ON_NUDGE,
+    READY_TURN,
+    SELF_TRIGGER_RUNS,
+    CandidateTurn,
+    CheckOutcome,
+    Coordinator,
+    Effect,
+    Nudge,
+    ReadyTurn,
+    RunOutcome,
+    next_wake,
+    status_text,
+)
 from stagewatch.daemon.events import (
     Action,
     Cancel,
@@ -404,3 +425,231 @@ def test_status_text_says_what_happens() -> None:
     assert status_text(coordinator, clock.now()) == "1 stage failing: a"
     job = run_to_start(coordinator, clock, "a", coordinator.invalidated("a", clock.now()))
     assert status_text(coordinator, clock.advance(3)) == "running a (3 s)"
+
+
+# --- the tables: every row, driven through the coordinator's events ---
+#
+# Each state is reached through events alone, with a stage "s" that has run once (so that a
+# change written during its last run can be told from one from outside), below a stage "up"
+# and beside a stage "other" (one job: a running "other" keeps a stale "s" ready).
+
+
+def table_plan(state: SlotState) -> Plan:
+    """A ready "s" reads nothing from "up": a rescan nudges "up" too, which would send any
+    stage below it back to be checked when its turn comes."""
+    below = state is not SlotState.READY
+    stages = (
+        StagePlan("other", frozenset(), frozenset()),
+        StagePlan("up", frozenset(), frozenset({"s"} if below else ())),
+        StagePlan("s", frozenset({"up"} if below else ()), frozenset()),
+    )
+    return Plan(stages, jobs=1)
+
+
+def outside(*names: str) -> dict[str, Touch]:
+    """A change to files written long before any run."""
+    return {name: Touch(f"{name}.in", 1.0, 1.0) for name in names}
+
+
+def run(
+    coordinator: Coordinator, clock: Clock, name: str, actions: list[Action], result: Finished
+) -> list[Action]:
+    job = run_to_start(coordinator, clock, name, actions)
+    return coordinator.finished(name, job, result, clock.advance(1.0))
+
+
+def ran_once(state: SlotState = SlotState.IDLE) -> tuple[Coordinator, Clock, list[Action]]:
+    clock, coordinator = Clock(), Coordinator(table_plan(state))
+    started = coordinator.start(clock.now())
+    coordinator.checked("other", job_of(started, "other"), FRESH, clock.now())
+    actions = started + coordinator.checked("up", job_of(started, "up"), FRESH, clock.now())
+    actions = run(coordinator, clock, "s", actions, OK)
+    assert coordinator.slots["s"].state is SlotState.IDLE
+    return coordinator, clock, actions
+
+
+def into(state: SlotState) -> tuple[Coordinator, Clock]:
+    """A coordinator whose stage "s" is in `state`, reached through events."""
+    coordinator, clock, _ = ran_once(state)
+    now = clock.advance(1.0)
+    if state is SlotState.CANDIDATE:  # waiting for the check of "up"
+        coordinator.changed(outside("up", "s"), now)
+    elif state is SlotState.CHECKING:
+        coordinator.changed(outside("s"), now)
+    elif state is SlotState.READY:  # stale, while "other" has the one job
+        actions = coordinator.changed(outside("other", "s"), now)
+        coordinator.checked("other", job_of(actions, "other"), STALE, clock.now())
+        coordinator.checked("s", job_of(actions, "s"), STALE, clock.now())
+    elif state is SlotState.RUNNING:
+        actions = coordinator.changed(outside("s"), now)
+        run_to_start(coordinator, clock, "s", actions)
+    elif state is SlotState.FAILED:
+        run(coordinator, clock, "s", coordinator.changed(outside("s"), now), FAILED)
+    elif state is SlotState.BLOCKED:  # "up" failed, and is being checked again after a change
+        run(coordinator, clock, "up", coordinator.changed(outside("up", "s"), now), FAILED)
+        coordinator.changed(outside("up"), clock.advance(1.0))
+    elif state is SlotState.LOOPING:  # paused: its runs keep changing what it reads
+        actions = coordinator.changed(outside("s"), now)
+        for _ in range(SELF_TRIGGER_RUNS + 1):
+            job = run_to_start(coordinator, clock, "s", actions)
+            coordinator.changed(
+                {"s": Touch("s.in", clock.wall + 0.01, clock.wall + 0.01)}, clock.advance(0.02)
+            )
+            actions = coordinator.finished("s", job, OK, clock.advance(0.01))
+        clock.advance(LOOP_PAUSE_S / 2)  # its pause half over: a new one would show in its wake-up
+    assert coordinator.slots["s"].state is state
+    return coordinator, clock
+
+
+def nudge(coordinator: Coordinator, clock: Clock, kind: Nudge, state: SlotState) -> list[Action]:
+    now, slot = clock.now(), coordinator.slots["s"]
+    if kind is Nudge.OUTSIDE:
+        return coordinator.changed(outside("s"), now)
+    if kind is Nudge.OWN:  # written while its last (or current) run was under way
+        assert slot.run_started_wall is not None
+        written = slot.run_started_wall + 0.005
+        return coordinator.changed({"s": Touch("s.in", written, written)}, now)
+    if kind is Nudge.RECHECK:
+        return coordinator.rescan(now)
+    if kind is Nudge.INVALIDATE:
+        return coordinator.invalidated("s", now)
+    return coordinator.reloaded(table_plan(state), ["s"], now)
+
+
+@pytest.mark.parametrize(
+    ("kind", "state", "effect"),
+    [(kind, state, effect) for kind, row in ON_NUDGE.items() for state, effect in row.items()],
+    ids=lambda value: value.name.lower(),
+)
+def test_each_nudge_in_each_state_does_what_the_table_says(
+    kind: Nudge, state: SlotState, effect: Effect
+) -> None:
+    coordinator, clock = into(state)
+    before = copy.deepcopy(coordinator.slots["s"])
+    actions = nudge(coordinator, clock, kind, state)
+    slot = coordinator.slots["s"]
+    checks = [check for check in of(Check, actions) if check.name == "s"]
+    if effect is Effect.CHECK:  # a candidate: checked now, or once "up" has settled
+        assert (slot.state, bool(checks)) in {(SlotState.CHECKING, True), (SlotState.CANDIDATE, False)}
+        assert not slot.dirty
+    elif effect is Effect.AFTER:
+        assert slot.state is state and slot.dirty and not checks
+    else:
+        assert slot == before and not checks
+
+
+def test_the_nudge_table_has_a_row_for_every_nudge_and_a_column_for_every_state() -> None:
+    assert set(ON_NUDGE) == set(Nudge)
+    assert all(set(row) == set(SlotState) for row in ON_NUDGE.values())
+    assert set(AFTER_CHECK) == set(CheckOutcome) and set(AFTER_RUN) == set(RunOutcome)
+    assert set(CANDIDATE_TURN) == set(CandidateTurn) and set(READY_TURN) == set(ReadyTurn)
+
+
+def settles(state: SlotState) -> set[SlotState]:
+    """The state a slot moved to, or what the dispatch after it makes of it at once."""
+    return {
+        SlotState.CANDIDATE: {SlotState.CANDIDATE, SlotState.CHECKING},
+        SlotState.READY: {SlotState.READY, SlotState.RUNNING},
+    }.get(state, {state})
+
+
+@pytest.mark.parametrize("outcome", list(CheckOutcome), ids=lambda outcome: outcome.name.lower())
+def test_each_check_outcome_moves_the_slot_where_the_table_says(outcome: CheckOutcome) -> None:
+    coordinator, clock, _ = ran_once()
+    if outcome is CheckOutcome.HELD:  # failed with the key it has now
+        run(coordinator, clock, "s", coordinator.changed(outside("s"), clock.advance(1.0)), FAILED)
+    actions = coordinator.changed(outside("s"), clock.advance(1.0))
+    job = job_of(actions, "s")
+    if outcome is CheckOutcome.CHANGED:
+        coordinator.changed(outside("s"), clock.advance(0.1))
+    verdict = {
+        CheckOutcome.ERROR: Verdict(run=True, key=None, error="cannot read s.in: Permission denied"),
+        CheckOutcome.CHANGED: FRESH,
+        CheckOutcome.FRESH: FRESH,
+        CheckOutcome.HELD: STALE,
+        CheckOutcome.STALE: STALE,
+    }[outcome]
+    actions = coordinator.checked("s", job, verdict, clock.now())
+    assert coordinator.slots["s"].state in settles(AFTER_CHECK[outcome])
+    if outcome is CheckOutcome.ERROR:  # a failed attempt, said as an error
+        assert [say.fields["error"] for say in said(actions, "stage.check_failed")] == [verdict.error]
+        assert coordinator.slots["s"].failures == 1
+    if outcome is CheckOutcome.HELD:
+        assert said(actions, "stage.held") and coordinator.slots["s"].failures == 1
+
+
+@pytest.mark.parametrize("outcome", list(RunOutcome), ids=lambda outcome: outcome.name.lower())
+def test_each_run_outcome_moves_the_slot_where_the_table_says(outcome: RunOutcome) -> None:
+    coordinator, clock, _ = ran_once()
+    job = run_to_start(coordinator, clock, "s", coordinator.changed(outside("s"), clock.advance(1.0)))
+    if outcome is RunOutcome.STOPPING:
+        assert Cancel("s", job) in coordinator.stop(clock.now())
+    result = {
+        RunOutcome.STOPPING: CANCELLED,
+        RunOutcome.SUCCEEDED: OK,
+        RunOutcome.CANCELLED: CANCELLED,
+        RunOutcome.FAILED: FAILED,
+    }[outcome]
+    actions = coordinator.finished("s", job, result, clock.advance(1.0))
+    assert coordinator.slots["s"].state in settles(AFTER_RUN[outcome])
+    assert bool(of(Exit, actions)) is (outcome is RunOutcome.STOPPING)
+
+
+def test_a_rescan_checks_every_stage_again_and_a_running_one_after_its_run() -> None:
+    coordinator, clock = into(SlotState.RUNNING)
+    actions = coordinator.rescan(clock.now())
+    assert sorted(check.name for check in of(Check, actions)) == ["other", "up"]
+    assert coordinator.slots["s"].dirty
+
+
+COORDINATOR_MODULES = ("coordinator", "board", "loops", "backoff", "events")
+# Modules that read or write files, sockets, processes, threads or clocks, or log.
+DOES_IO = {
+    "asyncio", "fcntl", "glob", "io", "logging", "multiprocessing", "pathlib", "select", "shutil",
+    "signal", "socket", "sqlite3", "subprocess", "sys", "tempfile", "threading", "time", "concurrent",
+    "aiohttp", "structlog", "watchdog", "importlib", "webbrowser", "urllib", "http",
+}  # fmt: skip
+# `os` only for its pure names (a path's separator, a path-like's string).
+PURE_OS_NAMES = {"fspath", "sep", "PathLike"}
+
+
+def test_the_coordinator_imports_nothing_that_does_io() -> None:
+    """Its modules, and every stagewatch module they import however far, import no module that
+    does I/O, and use `os` only for its pure names: the law in coordinator.py's header."""
+    package = Path(stagewatch.__file__).parent
+    seen: set[str] = set()
+    pending = [f"stagewatch.daemon.{name}" for name in COORDINATOR_MODULES]
+    found: list[str] = []
+    while pending:
+        module = pending.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        tree = ast.parse((package.parent / (module.replace(".", "/") + ".py")).read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            for name in names:
+                if name.startswith("stagewatch"):
+                    pending.append(name)
+                elif name.split(".")[0] in DOES_IO:
+                    found.append(f"{module} imports {name}")
+            on_os = (
+                isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os"
+            )
+            if on_os and node.attr not in PURE_OS_NAMES:
+                found.append(f"{module} uses os.{node.attr}")
+    assert "stagewatch.daemon.coordinator" in seen and found == []
+
+
+def test_the_readme_shows_the_nudge_table_as_it_is() -> None:
+    readme = (Path(stagewatch.__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### How the daemon decides", 1)[1].split("\n## ", 1)[0]
+    shown = {}
+    for line in (line for line in section.splitlines() if line.startswith("| `")):
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        shown[Nudge(cells[0].split("`")[1])] = [Effect(cell) for cell in cells[1:]]
+    assert shown == {kind: list(row.values()) for kind, row in ON_NUDGE.items()}

@@ -74,7 +74,7 @@ class Effect(enum.Enum):
 
     CHECK = "check"  # a candidate: its key decides (a check or a run it prepared is dropped)
     AFTER = "after"  # checked again once its check or run is over
-    KEEP = "keep"  # nothing: it is about to be checked anyway, or held until another nudge
+    KEEP = "keep"  # nothing: its key or its hold stands
 
 
 _C, _A, _K = Effect.CHECK, Effect.AFTER, Effect.KEEP
@@ -83,17 +83,18 @@ ON_NUDGE: dict[Nudge, dict[SlotState, Effect]] = {
     nudge: dict(zip(SlotState, row, strict=True))
     for nudge, row in (
         # columns:        idle cand check ready run fail block loop
-        (Nudge.OUTSIDE,    (_C, _K, _A, _C, _A, _C, _C, _C)),
-        (Nudge.OWN,        (_C, _K, _A, _C, _A, _C, _C, _K)),
-        (Nudge.RECHECK,    (_C, _K, _A, _K, _A, _C, _C, _K)),
+        (Nudge.OUTSIDE,    (_C, _C, _A, _C, _A, _C, _C, _C)),
+        (Nudge.OWN,        (_C, _C, _A, _C, _A, _C, _C, _K)),
+        (Nudge.RECHECK,    (_C, _C, _A, _K, _A, _C, _C, _K)),
         (Nudge.INVALIDATE, (_C, _C, _A, _C, _A, _C, _C, _C)),
         (Nudge.RELOAD,     (_C, _C, _A, _C, _A, _C, _C, _C)),
     )
 }  # fmt: skip
-"""Every state a nudge can meet, and what it does there. A candidate is about to be checked,
-so only an invalidate or new settings (which change what its check must do) reach it; a
-ready stage's prepared key is kept when only a stage above it ran (it is checked again if
-that one is still busy when its turn comes); a looping stage waits for a change from outside."""
+"""Every state a nudge can meet, and what it does there. A stage being checked or run is
+checked again after it (what it hashed may be out of date); any other stage is a candidate,
+except that a ready stage keeps its prepared key when only a stage above it ran (it is
+checked again if that one is still busy when its turn comes), and a looping stage waits for
+a change from outside (its own writes, and a rescan, say nothing new)."""
 
 
 class CheckOutcome(enum.Enum):
