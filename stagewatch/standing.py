@@ -35,8 +35,8 @@ def recorded_standing(
 
 _SLOT_STANDING: dict[SlotState, StageState] = {
     # Its last check found nothing to do: its entry vouches for its outputs. A failed run leaves
-    # its entry pending, so an idle slot is fresh even when state.json's last attempt failed
-    # (after an accept, say), as `status` says when the decision is not to run.
+    # its entry pending, so an idle slot whose last attempt failed has had its entry recorded
+    # since (an accept): fresh, as `status` says whenever the decision is not to run.
     SlotState.IDLE: StageState.FRESH,
     # A change touched what it reads, and nothing vouches for it until its key is computed:
     # saying fresh would claim what nobody has checked yet.
