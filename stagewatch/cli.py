@@ -6,18 +6,16 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import stat
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from types import FrameType
 from typing import Any, TextIO
 
 import structlog
 
 from stagewatch.build import BuildRound, plan, require_stages, select_stages
+from stagewatch.build_signals import OutputGone, Stopped, stopped_by_signals_and_lost_output
 from stagewatch.cache import Workspace, check_cache_dir
 from stagewatch.codedeps import function_problem, nearby_module, resolve_module_source, stdlib_shadowed
 from stagewatch.commandline import parser
@@ -25,9 +23,9 @@ from stagewatch.config import load_pipeline, locate_config
 from stagewatch.daemon.listener import DaemonListener
 from stagewatch.durations import format_duration
 from stagewatch.errors import ConfigError, LockHeldError, StagewatchError, UsageError
-from stagewatch.failure import explanation
-from stagewatch.freshness import CorruptEntry, Decision, Entry, LastRunUnfinished, shadowing
+from stagewatch.freshness import Decision, shadowing
 from stagewatch.graph import Graph
+from stagewatch.graph_render import render_graph
 from stagewatch.launch import restore_defaults, say_stopped, stop_status, take_stop
 from stagewatch.layout import CacheLayout
 from stagewatch.lock import DAEMON_ROLES, PipelineLock, lock_owner
@@ -35,7 +33,6 @@ from stagewatch.log import (
     Resolved,
     configure_logging,
     line_sink,
-    on_output_gone,
     output_gone,
     resolve_format,
     say_failure,
@@ -45,9 +42,9 @@ from stagewatch.paths import PathKind, absolute, classify, glob_base, is_within,
 from stagewatch.pipeline import Pipeline
 from stagewatch.regular import kind_of
 from stagewatch.runner import StageRunner
-from stagewatch.stage import StageState
-from stagewatch.state import Attempt, StateRecorder, read_state, running_stages
-from stagewatch.terminal import has_controlling_terminal, sighup_stops
+from stagewatch.state import StateRecorder, read_state, running_stages
+from stagewatch.status_report import explain_lines, status_document, status_lines, status_row
+from stagewatch.terminal import has_controlling_terminal
 
 log = structlog.get_logger(__name__)
 
@@ -55,17 +52,6 @@ Command = Callable[[argparse.Namespace, Pipeline, Graph, Resolved, TextIO], int]
 
 # Commands whose output *is* the log go to stdout; the others keep stdout for their data.
 _LOGS_ON_STDOUT = {"build", "watch", "serve"}
-
-
-class Stopped(Exception):
-    """SIGTERM (or a terminal's hangup) arrived: unwind like Ctrl-C so running stages are stopped."""
-
-
-class OutputGone(BaseException):
-    """The log's stream went away during a build: unwind like Ctrl-C so running stages are stopped.
-
-    A BaseException, as KeyboardInterrupt is: no `except Exception` on the way may swallow it.
-    """
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,7 +196,7 @@ def cmd_build(
             return 0
         with PipelineLock(pipeline.output_dir) as lock:
             lock.acquire("build")
-            with _stopped_by_signals_and_lost_output():
+            with stopped_by_signals_and_lost_output():
                 state = StateRecorder(pipeline.output_dir, "build")
                 try:
                     sink = line_sink(fmt, stream, quiet=_verbosity(args) < 0)
@@ -237,40 +223,6 @@ def _preview(args: argparse.Namespace, pipeline: Pipeline) -> DaemonListener:
     return Preview(sock, url_of(sock, bind), find_site_root(pipeline), bind, args.open)
 
 
-@contextlib.contextmanager
-def _stopped_by_signals_and_lost_output() -> Iterator[None]:
-    """While a build round runs: SIGTERM, a terminal's hangup and a lost stdout all unwind the
-    main thread like Ctrl-C, so BuildRound stops its stages' process groups on the way out."""
-    main_thread = threading.main_thread().ident
-    assert main_thread is not None
-
-    def unwind(signum: int, _frame: FrameType | None) -> None:
-        if output_gone() is not None:
-            raise OutputGone()
-        raise Stopped(signal.Signals(signum).name)
-
-    def wake_main(_reason: str) -> None:
-        # The log may fail on a stage's output thread while the main thread waits for runs: a
-        # signal to the main thread interrupts that wait, and `unwind` raises there.
-        signal.pthread_kill(main_thread, signal.SIGTERM)
-
-    handled = [signal.SIGTERM]
-    if sighup_stops():
-        handled.append(signal.SIGHUP)
-    previous = {signum: signal.signal(signum, unwind) for signum in handled}
-    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
-    forget = on_output_gone(wake_main)
-    try:
-        asked = take_stop()  # a stop asked for while the build got ready: acted on now
-        if asked is not None:
-            raise KeyboardInterrupt if asked == "SIGINT" else Stopped(asked)
-        yield
-    finally:
-        forget()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def _print_plan(decisions: list[tuple[str, Decision]]) -> None:
     width = max((len(name) for name, _ in decisions), default=0)
     for name, decision in decisions:
@@ -280,38 +232,6 @@ def _print_plan(decisions: list[tuple[str, Decision]]) -> None:
             print(f"fresh  {name}")
     count = sum(1 for _, d in decisions if d.run)
     print(f"{count} of {len(decisions)} stages would run")
-
-
-def _ago(iso: str | None, now: datetime) -> str:
-    """How long ago a recorded time was; a time written by hand without a zone is UTC (as
-    stagewatch writes them), and one that is no time at all is shown as it is, if it fits."""
-    if not iso:
-        return "-"
-    try:
-        then = datetime.fromisoformat(iso)
-        if then.tzinfo is None:
-            then = then.replace(tzinfo=UTC)
-        seconds = (now - then).total_seconds()
-        return format_duration(seconds) + " ago" if seconds >= 0 else "in the future"
-    except (ValueError, OverflowError):
-        return iso if len(iso) <= 13 and iso.isprintable() else "?"
-
-
-def _stage_status(
-    decision: Decision, entry: Entry | CorruptEntry | None, attempt: Attempt | None, locked: bool
-) -> tuple[StageState, list[str]]:
-    reasons = [str(reason) for reason in decision.reasons]
-    if attempt is not None and attempt.result is StageState.RUNNING and locked:
-        return StageState.RUNNING, reasons
-    if attempt is not None and attempt.result is StageState.FAILED and decision.run:
-        said = explanation(attempt.error, attempt.tail)
-        failed = f"last run failed: {attempt.error}" + (f": {said}" if said else "")
-        # "its last run failed or was interrupted" says again what the first reason says better.
-        others = [str(reason) for reason in decision.reasons if not isinstance(reason, LastRunUnfinished)]
-        return StageState.FAILED, [failed, *others]
-    if entry is None and decision.run:
-        return StageState.NEVER_RUN, reasons
-    return (StageState.STALE if decision.run else StageState.FRESH), reasons
 
 
 def cmd_status(
@@ -327,50 +247,14 @@ def cmd_status(
             stage = pipeline.stage(name)
             entry = workspace.read_entry(name)
             decision = workspace.decide_with(stage, workspace.fingerprint(stage), entry=entry)
-            attempt = state.stages.get(name)
-            failure = state.failures.get(name)
-            state_name, reasons = _stage_status(decision, entry, attempt, owner is not None)
-            ttl_left = decision.ttl_left_s
-            rows.append({
-                "name": name,
-                "state": state_name.value,
-                "reasons": reasons,
-                "last_success": entry.finished if isinstance(entry, Entry) else None,
-                "ttl_left_s": None if ttl_left is None else max(0.0, round(ttl_left, 1)),
-                "last_attempt": None if attempt is None else {
-                    "result": attempt.result.value, "started": attempt.started, "finished": attempt.finished,
-                    "duration_s": attempt.duration_s, "error": attempt.error,
-                },
-                "last_failure": None if failure is None else {
-                    "finished": failure.finished, "error": failure.error, "tail": list(failure.tail),
-                },
-            })  # fmt: skip
+            attempt, failure = state.stages.get(name), state.failures.get(name)
+            rows.append(status_row(name, decision, entry, attempt, failure, owner is not None))
     finally:
         workspace.close()
-    running_owner = {"pid": owner[0], "mode": owner[1]} if owner else None
     if args.json:
-        print(
-            json.dumps(
-                {"config": str(pipeline.config_path), "locked_by": running_owner, "stages": rows}, indent=1
-            )
-        )
-        return 0
-    if owner is not None:
-        print(f"stagewatch {owner[1] or '?'} running (pid {owner[0]})")
+        print(json.dumps(status_document(pipeline.config_path, owner, rows), indent=1))
     else:
-        print("no daemon watching this pipeline")
-    table = []
-    for row in rows:
-        ttl = row["ttl_left_s"]
-        ttl_text = "-" if ttl is None else ("due" if ttl <= 0 else format_duration(ttl))
-        why = "; ".join(row["reasons"]) if row["state"] != "fresh" else ""
-        table.append((row["name"], row["state"], _ago(row["last_success"], now), ttl_text, why))
-    # Columns as wide as their widest value: "26d 22h 58m ago" fits.
-    head = ("STAGE", "STATE", "LAST SUCCESS", "TTL LEFT", "WHY")
-    widths = [max(len(line[column]) for line in (head, *table)) for column in range(4)]
-    for line in (head, *table):
-        cells = [f"{cell:<{width}}" for cell, width in zip(line, widths, strict=False)]
-        print("  ".join([*cells, line[4]]).rstrip())
+        print("\n".join(status_lines(rows, owner, now)))
     return 0
 
 
@@ -386,36 +270,8 @@ def cmd_explain(
         entry = workspace.read_entry(name)
     finally:
         workspace.close()
-    print(f"stage {name} ({stage.code_label})")
-    if decision.run:
-        print("  would run:")
-        for reason in decision.reasons:
-            print(f"    - {reason}")
-    else:
-        print("  fresh: inputs, code and outputs match the last successful run")
-    if isinstance(entry, Entry):
-        took = f", took {format_duration(entry.duration_s)}" if entry.duration_s is not None else ""
-        print(f"  last successful run: {entry.finished or 'unknown time'}{took}")
-        print(f"  recorded key: {entry.key}" + ("  (legacy entry: key only)" if entry.legacy else ""))
-    problems = "; ".join(str(problem) for problem in fingerprint.problems)
-    print(f"  current key:  {fingerprint.key or '(none: ' + problems + ')'}")
-    counts = f"{len(fingerprint.inputs)} input files, {len(fingerprint.deps)} code dependencies"
-    print(f"  reads: {counts}")
-    if stage.ttl_s is not None:
-        if decision.age_s is None:
-            print(f"  ttl: {format_duration(stage.ttl_s)}, no entry yet: due now")
-        elif decision.age_s < 0:
-            ahead = format_duration(-decision.age_s)
-            print(f"  ttl: {format_duration(stage.ttl_s)}, entry dated {ahead} in the future: due now")
-        else:
-            left = decision.ttl_left_s or 0.0
-            due = f"{format_duration(left)} left" if left > 0 else "due now"
-            print(
-                f"  ttl: {format_duration(stage.ttl_s)}, entry age {format_duration(decision.age_s)}: {due}"
-            )
     upstream = sorted(graph.upstream[name])
-    if upstream:
-        print(f"  after: {', '.join(upstream)} (checked again when they run)")
+    print("\n".join(explain_lines(stage, decision, entry, fingerprint, upstream)))
     return 0
 
 
@@ -506,41 +362,9 @@ def cmd_accept(
 def cmd_graph(
     args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
 ) -> int:
-    if args.format == "json":
-        data = {
-            "order": list(graph.order),
-            "stages": [
-                {"name": n, "upstream": sorted(graph.upstream[n]), "downstream": sorted(graph.downstream[n])}
-                for n in graph.order
-            ],
-            "edges": [
-                {"from": e.upstream, "to": e.downstream, "via": e.via, "order_only": e.order_only}
-                for e in graph.edges
-            ],
-        }
-        print(json.dumps(data, indent=1))
-    elif args.format == "dot":
-        print("digraph stagewatch {\n  rankdir=LR;")
-        for name in graph.order:
-            print(f"  {json.dumps(name)};")
-        for e in graph.edges:
-            style = ", style=dashed" if e.order_only else ""
-            ends = f"{json.dumps(e.upstream)} -> {json.dumps(e.downstream)}"
-            print(f"  {ends} [label={json.dumps(e.via)}{style}];")
-        print("}")
-    else:
-        for name in graph.order:
-            edges = [e for e in graph.edges if e.downstream == name]
-            print(name)
-            for e in edges:
-                print(f"  <- {e.upstream}  ({'after' if e.order_only else _via(e.via)})")
+    for line in render_graph(graph, args.format):
+        print(line)
     return 0
-
-
-def _via(via: str) -> str:
-    """'"x" -> "x"' says the same path twice: once is enough."""
-    written, _, read = via.partition(" -> ")
-    return written if written == read else via
 
 
 def cmd_check(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -91,6 +92,29 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     """The whole command line: the common options, and each command with its own."""
+    common = _common_options()
+    parser = _Parser(
+        prog="stagewatch", parents=[common],
+        description="Keep a pipeline of stages up to date by content hash.",
+        epilog="`stagewatch COMMAND --help` says what a command does, its options and examples.",
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"stagewatch {__version__}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser
+    )
+    for name, add_options in _COMMAND_OPTIONS.items():
+        words = COMMAND_HELP[name]
+        command = commands.add_parser(
+            name, parents=[common], help=words.summary, description=textwrap.fill(words.description, 78),
+            epilog="examples:\n" + "\n".join(f"  {line}" for line in words.examples),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        add_options(command)
+    return parser
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
@@ -122,57 +146,68 @@ def parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="only warnings and errors",
     )
-    parser = _Parser(
-        prog="stagewatch", parents=[common],
-        description="Keep a pipeline of stages up to date by content hash.",
-        epilog="`stagewatch COMMAND --help` says what a command does, its options and examples.",
-    )  # fmt: skip
-    parser.add_argument("--version", action="version", version=f"stagewatch {__version__}")
-    commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser
-    )
+    return common
 
-    def command(name: str) -> argparse.ArgumentParser:
-        words = COMMAND_HELP[name]
-        return commands.add_parser(
-            name, parents=[common], help=words.summary, description=textwrap.fill(words.description, 78),
-            epilog="examples:\n" + "\n".join(f"  {line}" for line in words.examples),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )  # fmt: skip
 
-    watch = command("watch")
-    watch.add_argument("--jobs", "-j", type=_positive_int, metavar="N", help="stages at once")
+def _jobs_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--jobs", "-j", type=_positive_int, metavar="N", help="stages at once")
+
+
+def _watch_options(watch: argparse.ArgumentParser) -> None:
+    _jobs_option(watch)
     watch.add_argument("--serve", action="store_true", help="and serve the site, live (as `serve`)")
     _preview_options(watch)
 
-    serve = command("serve")
-    serve.add_argument("--jobs", "-j", type=_positive_int, metavar="N", help="stages at once")
+
+def _serve_options(serve: argparse.ArgumentParser) -> None:
+    _jobs_option(serve)
     _preview_options(serve)
 
-    build = command("build")
+
+def _build_options(build: argparse.ArgumentParser) -> None:
     build.add_argument("stages", nargs="*", metavar="STAGE", help="these stages and what they depend on")
     build.add_argument("--force", action="store_true", help="run the selected stages even if fresh")
     build.add_argument("--dry-run", action="store_true", help="print what would run and why")
-    build.add_argument("--jobs", "-j", type=_positive_int, metavar="N", help="stages at once")
+    _jobs_option(build)
 
-    status = command("status")
+
+def _status_options(status: argparse.ArgumentParser) -> None:
     status.add_argument("--json", action="store_true", help="machine-readable")
 
-    explain = command("explain")
+
+def _explain_options(explain: argparse.ArgumentParser) -> None:
     explain.add_argument("stage", metavar="STAGE")
 
-    invalidate = command("invalidate")
+
+def _invalidate_options(invalidate: argparse.ArgumentParser) -> None:
     invalidate.add_argument("stages", nargs="*", metavar="STAGE")
     invalidate.add_argument("--all", action="store_true", help="every stage")
 
-    accept = command("accept")
+
+def _accept_options(accept: argparse.ArgumentParser) -> None:
     accept.add_argument("stages", nargs="+", metavar="STAGE")
 
-    graph = command("graph")
+
+def _graph_options(graph: argparse.ArgumentParser) -> None:
     graph.add_argument("--format", choices=("text", "dot", "json"), default="text")
 
-    command("check")
-    return parser
+
+def _no_options(command: argparse.ArgumentParser) -> None:
+    """A command that takes only the common options."""
+
+
+_COMMAND_OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "watch": _watch_options,
+    "serve": _serve_options,
+    "build": _build_options,
+    "status": _status_options,
+    "explain": _explain_options,
+    "invalidate": _invalidate_options,
+    "accept": _accept_options,
+    "graph": _graph_options,
+    "check": _no_options,
+}
+"""Each command's own options, in the order `stagewatch --help` lists the commands."""
 
 
 def _preview_options(parser: argparse.ArgumentParser) -> None:

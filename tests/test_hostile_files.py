@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from stagewatch.cli import _ago
 from stagewatch.stage import StageState
 from stagewatch.state import Attempt, PipelineState, read_state, write_state
+from stagewatch.status_report import ago as _ago
 from tests.conftest import Project
 from tests.daemon_support import SYNC_STAGE, RunningDaemon
 

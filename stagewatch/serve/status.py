@@ -11,6 +11,7 @@ from stagewatch.daemon.events import SlotState
 from stagewatch.failure import headline
 from stagewatch.pipeline import Pipeline
 from stagewatch.stage import StageState
+from stagewatch.standing import slot_standing
 from stagewatch.state import Attempt
 
 TAIL_LINES = 30
@@ -63,6 +64,7 @@ def status_rows(
         rows.append({
             "name": name,
             "state": state.value if state is not None else "unknown",
+            "status": _standing(state, attempt),
             "code": stage.code_label,
             "writes": list(stage.outputs),
             "last_run": None if attempt is None else {
@@ -75,6 +77,14 @@ def status_rows(
             },
         })  # fmt: skip
     return rows
+
+
+def _standing(state: SlotState | None, attempt: Attempt | None) -> str:
+    """The row's word for people, as `stagewatch status` says it; "state" keeps the daemon's own.
+    A stage with no slot (a reload adds it a moment later) is "unknown" in both."""
+    if state is None:
+        return "unknown"
+    return slot_standing(state, None if attempt is None else attempt.result).value
 
 
 def resolved(attempt: Attempt | None, failing: bool) -> bool:
@@ -127,6 +137,13 @@ def _pipeline_problems(problems: Sequence[str]) -> str:
     )
 
 
+def _row_classes(row: dict[str, Any]) -> str:
+    """The daemon's word and the people's, both: the colours follow what the row says ("never
+    run" is one class, "never-run")."""
+    said = row["status"].replace(" ", "-")
+    return row["state"] if said == row["state"] else f"{row['state']} {said}"
+
+
 def status_page(rows: list[dict[str, Any]], site: str, pipeline_problems: Sequence[str] = ()) -> str:
     """The rows as a page that refreshes itself, as wide as the window and no wider: long
     commands, outputs and output lines wrap, and a failure has the table's whole width."""
@@ -140,8 +157,8 @@ def status_page(rows: list[dict[str, Any]], site: str, pipeline_problems: Sequen
         failure = row["last_failure"]
         duration = "" if run.get("duration_s") is None else f"{run['duration_s']:.3f} s"
         body.append(
-            f'<tr class="{html.escape(row["state"])}{" has-failure" if failure else ""}">'
-            + cell(row["name"], "name") + cell(row["state"], "state") + cell(row["code"], "code")
+            f'<tr class="{html.escape(_row_classes(row))}{" has-failure" if failure else ""}">'
+            + cell(row["name"], "name") + cell(row["status"], "state") + cell(row["code"], "code")
             + cell(shown_time(run.get("finished") or run.get("started")), "when") + cell(duration, "took")
             + cell(", ".join(row["writes"]), "writes") + "</tr>"
         )  # fmt: skip
