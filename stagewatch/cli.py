@@ -24,9 +24,10 @@ from stagewatch.commandline import parser
 from stagewatch.config import load_pipeline, locate_config
 from stagewatch.daemon.listener import DaemonListener
 from stagewatch.durations import format_duration
+from stagewatch.entry import CorruptEntry, Entry
 from stagewatch.errors import ConfigError, LockHeldError, StagewatchError, UsageError
 from stagewatch.failure import explanation
-from stagewatch.freshness import CorruptEntry, Decision, Entry, LastRunUnfinished, shadowing
+from stagewatch.freshness import Decision, LastRunUnfinished, shadowing
 from stagewatch.graph import Graph
 from stagewatch.launch import restore_defaults, say_stopped, stop_status, take_stop
 from stagewatch.layout import CacheLayout

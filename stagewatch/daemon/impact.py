@@ -9,9 +9,9 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from stagewatch.entry import invalidated_stage
 from stagewatch.graph import ReadIndex
 from stagewatch.hashing import RACY_WINDOW_NS
-from stagewatch.layout import stage_of_entry
 from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, glob_base, is_within, split
 from stagewatch.pipeline import Pipeline
 from stagewatch.stage import Change
@@ -114,14 +114,12 @@ class ImpactMap:
         return (
             not change.is_dir
             and is_within(change.path, self.cache_dir)
-            and not (change.gone and stage_of_entry(change.path, self.cache_dir) is not None)
+            and invalidated_stage(change.path, change.gone, self.cache_dir) is None
         )
 
     def invalidated(self, change: Change) -> str | None:
         """The stage whose entry this change removed (a `stagewatch invalidate`), if any."""
-        if not change.gone:
-            return None
-        name = stage_of_entry(change.path, self.cache_dir)
+        name = invalidated_stage(change.path, change.gone, self.cache_dir)
         return name if name is not None and self.pipeline.has_stage(name) else None
 
     def affected(self, change: Change) -> set[str]:
