@@ -8,7 +8,6 @@ import os
 import secrets
 import stat
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -28,7 +27,6 @@ from stagewatch.entry import (
     Digests,
     Entry,
     entry_path,
-    entry_text,
     format_entry,
     format_invalidation,
     format_pending,
@@ -47,7 +45,7 @@ from stagewatch.inputs import expand, missing_outputs
 from stagewatch.layout import CacheLayout, write_atomic
 from stagewatch.paths import IgnoreRules, label, posix
 from stagewatch.regular import NotRegularFile, kind_of
-from stagewatch.stage import DEFAULT_FUNCTION, RunResult, Stage
+from stagewatch.stage import DEFAULT_FUNCTION, Stage
 
 log = structlog.get_logger(__name__)
 
@@ -230,32 +228,6 @@ class Workspace:
         """Write the entry of a successful run: the key it started from, details if they match."""
         text = format_entry(key, fingerprint, datetime.now(UTC), duration_s)
         write_atomic(self.entry_path(stage.name), text, within=self.output_dir)
-
-    def record_run(
-        self, stage: Stage, fingerprint: Fingerprint, result: RunResult, marker: str | None = None
-    ) -> tuple[RunResult, bool]:
-        """After a run: its verdict, and whether a success's entry (the key from before it) was written.
-
-        Exit 0 with a declared file missing is still a failure, and a failure of a module named
-        like a standard-library one says so. An entry that cannot be
-        written turns the success into the stage's failure, never a crash of the round. When
-        the pending entry that began the run (`marker`) is gone, a person invalidated the
-        stage while it ran: the success is not recorded, so the stage runs again.
-        """
-        if result.ok and fingerprint.problems:
-            error = "exit 0 but " + "; ".join(str(problem) for problem in fingerprint.problems)
-            return replace(result, ok=False, error=error), False
-        if not result.ok or fingerprint.key is None:
-            return result, False
-        if marker is not None and entry_text(self.entry_path(stage.name)) != marker:
-            return result, False
-        try:
-            self.record_success(stage, fingerprint.key, fingerprint, result.duration_s)
-        except OSError as exc:
-            where = f" {exc.filename}" if exc.filename else ""
-            error = f"ran, but its cache entry{where} could not be written: {exc.strerror or exc}"
-            return replace(result, ok=False, error=error), False
-        return result, True
 
     def begin_run(self, stage: Stage) -> str | None:
         """Before a run touches the outputs, make the stage's entry a pending one (no key).
