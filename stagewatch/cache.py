@@ -19,7 +19,6 @@ from stagewatch.codedeps import (
     Resolvers,
     find_code_dependencies,
     read_imports,
-    stdlib_shadowed,
 )
 from stagewatch.entry import (
     ARGV_LABEL,
@@ -45,6 +44,7 @@ from stagewatch.inputs import expand, missing_outputs
 from stagewatch.layout import CacheLayout, write_atomic
 from stagewatch.paths import IgnoreRules, label, posix
 from stagewatch.regular import NotRegularFile, kind_of
+from stagewatch.runnable import ModuleProblem, ModuleTrouble, module_problems
 from stagewatch.stage import DEFAULT_FUNCTION, Stage
 
 log = structlog.get_logger(__name__)
@@ -104,6 +104,13 @@ def _unhashable(path: str, error: OSError) -> FileProblem:
     return FileProblem(path, Trouble.UNREADABLE, error.strerror or str(error))
 
 
+def _module_file_problem(problem: ModuleProblem) -> FileProblem:
+    """A reason the module cannot run, as one of the reasons its key cannot be made."""
+    if problem.trouble is ModuleTrouble.SHADOWED:
+        return FileProblem(problem.module, Trouble.MODULE_SHADOWED, problem.sentence)
+    return FileProblem(problem.module, Trouble.MODULE_NOT_FOUND)
+
+
 class Workspace:
     """One output_dir's cache: fingerprints of stages, and the entry files in _build/.cache."""
 
@@ -145,12 +152,8 @@ class Workspace:
         dep_paths: list[str] = []
         if stage.module is not None:
             code_path = self.module_source(stage)
-            shadowed = stdlib_shadowed(stage.module)
-            if shadowed is not None:
-                problems.append(FileProblem(stage.module, Trouble.MODULE_SHADOWED, shadowed))
-            if code_path is None:
-                problems.append(FileProblem(stage.module, Trouble.MODULE_NOT_FOUND))
-            else:
+            problems += [_module_file_problem(problem) for problem in self._module_problems(stage, code_path)]
+            if code_path is not None:
                 resolver = self._resolvers.for_path(self.search_path(stage))
                 dep_paths = find_code_dependencies(stage.module, resolver, self._python_imports)
         sources = expand(stage.sources, self.root, rules)
@@ -182,6 +185,10 @@ class Workspace:
             key = stage_key(stage.name, code[1], deps, input_digests, stage.called)
         unique = tuple(dict.fromkeys(problems))
         return Fingerprint(key, code, deps, input_digests, unique, stage.called)
+
+    def _module_problems(self, stage: Stage, code_path: str | None) -> list[ModuleProblem]:
+        assert stage.module is not None
+        return module_problems(stage.module, code_path, self.search_path(stage))
 
     def _python_imports(self, path: str) -> tuple[ImportStatement, ...]:
         return self.digests.python_imports(path, read_imports)

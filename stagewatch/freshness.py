@@ -74,7 +74,8 @@ class Trouble(enum.Enum):
 class FileProblem:
     """A declared file the key cannot be made without, and what is wrong with it: no key, so the
     stage runs and its failure is reported (DESIGN §1). `path` is as declared (or the module's
-    name); `detail` is the kind of file, the error, or the standard-library module."""
+    name); `detail` is the kind of file, the error, or what is wrong with the module (in
+    runnable's words)."""
 
     path: str
     trouble: Trouble = Trouble.MISSING
@@ -97,15 +98,7 @@ class FileProblem:
             case Trouble.MODULE_NOT_FOUND:
                 return f"module not found on python_path: {self.path}"
             case Trouble.MODULE_SHADOWED:
-                return f"module {self.path} {shadowing(self.detail)}"
-
-
-def shadowing(stdlib: str) -> str:
-    """What is wrong with a stage module whose top-level name is a standard-library module's."""
-    return (
-        f"is named like the standard library's {stdlib}: the run would import Python's own {stdlib};"
-        " rename it"
-    )
+                return f"module {self.path} {self.detail}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,13 @@ from pathlib import Path
 import structlog
 
 from stagewatch.capture import OutputCapture, StageLog, open_log
-from stagewatch.codedeps import resolve_module_source, stdlib_shadowed
-from stagewatch.freshness import shadowing
+from stagewatch.codedeps import resolve_module_source
 from stagewatch.inputs import missing_outputs
 from stagewatch.layout import CacheLayout
 from stagewatch.outcome import RunFacts, judge
 from stagewatch.output_folders import OutputFolders, make_output_folders, remove_left_empty
 from stagewatch.paths import posix
+from stagewatch.runnable import module_problems
 from stagewatch.runrecord import (
     TOKEN_VAR,
     CorruptRecord,
@@ -73,6 +73,24 @@ def stage_env(stage: Stage, output_dir: Path, base: dict[str, str] | None = None
         env["PYTHONPATH"] = os.pathsep.join(search)
         env["PYTHONUNBUFFERED"] = "1"  # lines reach the log as they are printed
     return env
+
+
+def start_problem(stage: Stage, output_dir: Path, env: dict[str, str]) -> str | None:
+    """Why a stage cannot be started, said in one line before trying (not in a traceback)."""
+    if stage.module is not None:
+        search = stage.search_path(posix(output_dir))
+        source = resolve_module_source(stage.module, search)
+        problems = module_problems(stage.module, source, search)
+        return str(problems[0]) if problems else None
+    assert stage.command is not None
+    program = stage.command[0]
+    if "/" in program:
+        found = os.path.join(output_dir, program)
+        usable = os.path.isfile(found) and os.access(found, os.X_OK)
+        return None if usable else f"could not start {program!r}: no executable file there"
+    if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        return f"could not start {program!r}: not found on PATH"
+    return None
 
 
 @dataclass
@@ -174,7 +192,7 @@ class StageRunner:
             message = f"could not write its log {log_path}: {exc.strerror or exc}"
             return RunFacts.refusal(message, time.monotonic() - started)
         with run_log:
-            problem = self._unstartable(stage, env) or self._stop_earlier_run(stage)
+            problem = start_problem(stage, self.output_dir, env) or self._stop_earlier_run(stage)
             folders = OutputFolders()
             if problem is None:
                 folders = make_output_folders(stage.outputs, posix(self.layout.output_dir))
@@ -230,26 +248,6 @@ class StageRunner:
                     self._running.pop(process.pid, None)
                     self._by_stage.pop(stage.name, None)
                     self._cancelled.discard(process.pid)
-
-    def _unstartable(self, stage: Stage, env: dict[str, str]) -> str | None:
-        """Why a stage cannot be started, said in one line before trying (not in a traceback)."""
-        if stage.module is not None:
-            search = stage.search_path(posix(self.output_dir))
-            if resolve_module_source(stage.module, search) is None:
-                return f"module {stage.module!r} not found on python_path ({', '.join(search)})"
-            shadowed = stdlib_shadowed(stage.module)
-            if shadowed is not None:  # the run would import the standard library's, not this one
-                return f"module {stage.module} {shadowing(shadowed)}"
-            return None
-        assert stage.command is not None
-        program = stage.command[0]
-        if "/" in program:
-            found = os.path.join(self.output_dir, program)
-            usable = os.path.isfile(found) and os.access(found, os.X_OK)
-            return None if usable else f"could not start {program!r}: no executable file there"
-        if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
-            return f"could not start {program!r}: not found on PATH"
-        return None
 
     def _stop_earlier_run(self, stage: Stage) -> str | None:
         """Stop what is left of an earlier run of the stage: it must never write over this one's outputs.
