@@ -16,8 +16,9 @@ import stagewatch.entry
 from stagewatch import Stage, compute_key, invalidate, mark_done, should_skip
 from stagewatch.cache import Workspace
 from stagewatch.entry import CorruptEntry, Entry, parse_entry
+from stagewatch.file_identity import RACY_WINDOW_NS
 from stagewatch.freshness import FileProblem, Trouble
-from stagewatch.hashing import RACY_WINDOW_NS, DigestCache, _Known
+from stagewatch.hashing import DigestCache, _Known
 from stagewatch.layout import write_atomic
 from stagewatch.regular import NotRegularFile
 

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from stagewatch.entry import invalidated_stage
+from stagewatch.file_identity import FileIdentity, identity_of, settled
 from stagewatch.graph import ReadIndex
-from stagewatch.hashing import RACY_WINDOW_NS
 from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, glob_base, is_within, split
 from stagewatch.pipeline import Pipeline
 from stagewatch.stage import Change
@@ -157,7 +157,7 @@ class ImpactMap:
 class _Listing:
     """What a walk needs of one folder, and the folder as it was when read."""
 
-    identity: tuple[int, int, int]  # st_dev, st_ino, st_mtime_ns
+    identity: FileIdentity
     folders: tuple[str, ...]
     links: tuple[str, ...]
 
@@ -216,7 +216,7 @@ class FolderLinks:
             st = os.stat(folder)
         except OSError:
             return None
-        identity = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        identity = identity_of(st)
         known = self._listings.get(folder)
         if known is not None and known.identity == identity:
             return known
@@ -237,7 +237,7 @@ class FolderLinks:
             self._listings.pop(folder, None)
             return None
         listing = _Listing(identity, tuple(folders), tuple(links))
-        if read_at_ns - st.st_mtime_ns > RACY_WINDOW_NS:
+        if settled(st.st_mtime_ns, read_at_ns):
             self._listings[folder] = listing
         else:
             self._listings.pop(folder, None)
