@@ -2,8 +2,9 @@
 
 Prepare takes the fingerprint and decides (the key recorded is the one taken *before* the
 run: DESIGN §1). Run turns the entry into a pending one, records the start in state.json and
-runs the process. Settle applies the whole success rule, writes the entry, records the end
-and says `stage.succeeded`, `stage.failed` or `stage.cancelled`.
+runs the process, which reports what it did. Settle has the success rule (outcome.judge) turn
+that into the verdict, writes the entry it allows, records the end and says `stage.succeeded`,
+`stage.failed` or `stage.cancelled`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 import structlog
 
 from stagewatch.cache import Workspace
+from stagewatch.entry import entry_text
 from stagewatch.freshness import Decision, Fingerprint
+from stagewatch.outcome import RunFacts, entry_unwritten, judge
 from stagewatch.runner import RunTicket, StageRunner
 from stagewatch.stage import RunResult, Stage
 from stagewatch.state import StateRecorder
@@ -57,26 +60,38 @@ class Attempts:
             marker = self.workspace.begin_run(stage)
         except OSError as exc:
             where = f" {exc.filename}" if exc.filename else ""
-            result = RunResult.not_started(
+            facts = RunFacts.refusal(
                 f"its cache entry{where} could not be replaced before the run: {exc.strerror or exc}"
             )
         else:
             try:
-                result = self.runner.run(stage, ticket)
+                facts = self.runner.observe(stage, ticket)
             except Exception as exc:  # an error boundary: the run must end, and say so
                 log.exception("stage.internal_error", stage=stage.name)
-                result = RunResult.not_started(f"stagewatch could not run it: {exc!r}")
-        return self.settle(prepared, result, marker)
+                facts = RunFacts.refusal(f"stagewatch could not run it: {exc!r}")
+        return self.settle(prepared, facts, marker)
 
-    def settle(self, prepared: Prepared, result: RunResult, marker: str | None = None) -> RunResult:
+    def settle(self, prepared: Prepared, facts: RunFacts, marker: str | None = None) -> RunResult:
+        """Judge the run, write the entry the verdict allows, and say how it ended. `marker` is
+        the pending entry that began the run: gone or replaced, a person invalidated the stage
+        while it ran."""
         stage = prepared.stage
-        result, recorded = self.workspace.record_run(stage, prepared.fingerprint, result, marker)
+        still_ours = marker is None or entry_text(self.workspace.entry_path(stage.name)) == marker
+        outcome = judge(facts, prepared.fingerprint, still_ours)
+        result = outcome.result
+        if outcome.record_key is not None:
+            try:
+                self.workspace.record_success(
+                    stage, outcome.record_key, prepared.fingerprint, result.duration_s
+                )
+            except OSError as exc:
+                result = entry_unwritten(result, exc)
         if self.recorder is not None:
             self.recorder.finished(stage.name, result)
         duration_s = round(result.duration_s, 3)
         if result.ok:
             log.info("stage.succeeded", stage=stage.name, duration_s=duration_s)
-            if not recorded:
+            if outcome.record_key is None:
                 log.info("stage.invalidated_while_running", stage=stage.name)
         elif result.cancelled:
             log.info("stage.cancelled", stage=stage.name, duration_s=duration_s)

@@ -1,14 +1,13 @@
-"""The content-hash cache: stage keys, entry files, and the library API (compute_key & co.)."""
+"""The content-hash cache: stage keys, a workspace's fingerprints and entries, and the library API
+(compute_key & co.)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import secrets
 import stat
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -20,14 +19,21 @@ from stagewatch.codedeps import (
     Resolvers,
     find_code_dependencies,
     read_imports,
-    stdlib_shadowed,
+)
+from stagewatch.entry import (
+    ARGV_LABEL,
+    CorruptEntry,
+    Digests,
+    Entry,
+    entry_path,
+    format_entry,
+    format_invalidation,
+    format_pending,
+    read_entry,
 )
 from stagewatch.errors import StagewatchError
 from stagewatch.freshness import (
-    CorruptEntry,
     Decision,
-    Digests,
-    Entry,
     FileProblem,
     Fingerprint,
     Trouble,
@@ -37,16 +43,11 @@ from stagewatch.hashing import DigestCache, sha256_bytes
 from stagewatch.inputs import expand, missing_outputs
 from stagewatch.layout import CacheLayout, write_atomic
 from stagewatch.paths import IgnoreRules, label, posix
-from stagewatch.regular import NotRegularFile, kind_of, read_regular
-from stagewatch.stage import DEFAULT_FUNCTION, RunResult, Stage
+from stagewatch.regular import NotRegularFile, kind_of
+from stagewatch.runnable import ModuleProblem, ModuleTrouble, module_problems
+from stagewatch.stage import DEFAULT_FUNCTION, Stage
 
 log = structlog.get_logger(__name__)
-
-ENTRY_VERSION = 2
-# An entry is a line per input file: 64 MiB is a million files, far beyond any stage.
-MAX_ENTRY_BYTES = 64 * 1024 * 1024
-ARGV_LABEL = "(argv)"
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def stage_key(name: str, code_hex: str, deps: Digests, inputs: Digests, function: str | None = None) -> str:
@@ -73,132 +74,8 @@ def _utf8(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
 
 
-_ESCAPED = re.compile(r"[%\n\r\udc80-\udcff]")
-_ESCAPE = re.compile(r"%(25|0A|0D|[89A-F][0-9A-F])")
-
-
-def escape_path(path: str) -> str:
-    """A path fit for one line of an entry in UTF-8: "%", newline and carriage return are
-    %-escaped, and so is each byte of a file name that is not UTF-8 (%FF)."""
-    return _ESCAPED.sub(lambda match: f"%{_byte_of(match[0]):02X}", path)
-
-
-def _byte_of(char: str) -> int:
-    code = ord(char)
-    return code - 0xDC00 if code >= 0xDC80 else code  # os.fsdecode keeps a byte as U+DC80..U+DCFF
-
-
-def unescape_path(text: str) -> str:
-    return _ESCAPE.sub(lambda match: _char_of(int(match[1], 16)), text)
-
-
-def _char_of(byte: int) -> str:
-    return chr(0xDC00 + byte) if byte >= 0x80 else chr(byte)
-
-
 def command_code_hex(argv: tuple[str, ...]) -> str:
     return sha256_bytes("\0".join(argv).encode())
-
-
-# --- Entry files: format and parse are pure; the Workspace does the I/O. ---
-
-
-def format_entry(
-    key: str, fingerprint: Fingerprint | None, finished: datetime, duration_s: float | None
-) -> str:
-    lines = [f"version={ENTRY_VERSION}", f"key={key}"]
-    if fingerprint is not None and fingerprint.key == key and fingerprint.code is not None:
-        code_label, code_hex = fingerprint.code
-        lines.append(f"code={code_hex} {escape_path(code_label)}")
-        lines += _function_line(fingerprint.function)
-        lines += [f"dep={digest} {escape_path(rel)}" for rel, digest in fingerprint.deps]
-        lines += [f"in={digest} {escape_path(rel)}" for rel, digest in fingerprint.inputs]
-    lines.append("finished=" + finished.astimezone(UTC).isoformat(timespec="seconds"))
-    if duration_s is not None:
-        lines.append(f"duration_s={duration_s:.3f}")
-    return "\n".join(lines) + "\n"
-
-
-def _function_line(function: str | None) -> list[str]:
-    """The `function=` line: only for a function other than the default, whose entries keep the
-    lines they always had."""
-    return [] if function is None or function == DEFAULT_FUNCTION else [f"function={function}"]
-
-
-def _digest_line(value: str) -> tuple[str, str]:
-    digest, sep, rel = value.partition(" ")
-    if not _HEX64.fullmatch(digest) or not sep or not rel:
-        raise ValueError(f"expected '<64 hex> <path>', got {value!r}")
-    return unescape_path(rel), digest
-
-
-def parse_entry(text: str, path: str, mtime: float) -> Entry | CorruptEntry:
-    """Read an entry: the key=value format, or a legacy file holding only the key."""
-    stripped = text.strip()
-    if _HEX64.fullmatch(stripped):
-        return Entry(key=stripped, mtime=mtime, legacy=True)
-    fields: dict[str, str] = {}
-    deps: list[tuple[str, str]] = []
-    inputs: list[tuple[str, str]] = []
-    code: tuple[str, str] | None = None
-    duration_s = None
-    try:
-        # Only "\n" ends a line: str.splitlines would also split on \x1c, \u2028 and others.
-        for number, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            name, sep, value = line.partition("=")
-            if not sep:
-                raise ValueError(f"line {number} is not key=value")
-            if name == "dep":
-                deps.append(_digest_line(value))
-            elif name == "in":
-                inputs.append(_digest_line(value))
-            elif name == "code":
-                code = _digest_line(value)
-            else:
-                fields[name] = value
-        version = fields.get("version", str(ENTRY_VERSION))
-        if version != str(ENTRY_VERSION):
-            # A newer format may mean more than these lines say: never vouch for it.
-            raise ValueError(f"version={version} is not {ENTRY_VERSION}, the version this stagewatch writes")
-        key = fields.get("key", "")
-        pending = "pending" in fields
-        if not pending and not _HEX64.fullmatch(key):
-            raise ValueError("no valid key= line")
-        if "duration_s" in fields:
-            duration_s = float(fields["duration_s"])
-    except ValueError as exc:
-        return CorruptEntry(path, str(exc))
-    return Entry(
-        key="" if pending else key,
-        mtime=mtime,
-        code=code,
-        deps=tuple(sorted(deps)),
-        inputs=tuple(sorted(inputs)),
-        finished=fields.get("finished"),
-        duration_s=duration_s,
-        pending=pending,
-        function=None if code is None or code[0] == ARGV_LABEL else fields.get("function", DEFAULT_FUNCTION),
-    )
-
-
-def format_pending(previous: Entry, started: datetime, token: str) -> str:
-    """An entry for a run under way: no key (nothing may take it as fresh), the last success's
-    details kept so that `explain` can still say what changed, and a token naming this run."""
-    lines = [
-        f"version={ENTRY_VERSION}",
-        "pending=" + started.astimezone(UTC).isoformat(timespec="seconds"),
-        f"run={token}",
-    ]
-    if previous.code is not None:
-        lines.append(f"code={previous.code[1]} {escape_path(previous.code[0])}")
-        lines += _function_line(previous.function)  # None for a command's entry
-    lines += [f"dep={digest} {escape_path(rel)}" for rel, digest in previous.deps]
-    lines += [f"in={digest} {escape_path(rel)}" for rel, digest in previous.inputs]
-    if previous.finished:
-        lines.append(f"finished={previous.finished}")
-    return "\n".join(lines) + "\n"
 
 
 def check_cache_dir(layout: CacheLayout) -> None:
@@ -225,6 +102,13 @@ def _unhashable(path: str, error: OSError) -> FileProblem:
     if isinstance(error, NotRegularFile):
         return FileProblem(path, Trouble.NOT_REGULAR, error.kind)
     return FileProblem(path, Trouble.UNREADABLE, error.strerror or str(error))
+
+
+def _module_file_problem(problem: ModuleProblem) -> FileProblem:
+    """A reason the module cannot run, as one of the reasons its key cannot be made."""
+    if problem.trouble is ModuleTrouble.SHADOWED:
+        return FileProblem(problem.module, Trouble.MODULE_SHADOWED, problem.sentence)
+    return FileProblem(problem.module, Trouble.MODULE_NOT_FOUND)
 
 
 class Workspace:
@@ -268,12 +152,8 @@ class Workspace:
         dep_paths: list[str] = []
         if stage.module is not None:
             code_path = self.module_source(stage)
-            shadowed = stdlib_shadowed(stage.module)
-            if shadowed is not None:
-                problems.append(FileProblem(stage.module, Trouble.MODULE_SHADOWED, shadowed))
-            if code_path is None:
-                problems.append(FileProblem(stage.module, Trouble.MODULE_NOT_FOUND))
-            else:
+            problems += [_module_file_problem(problem) for problem in self._module_problems(stage, code_path)]
+            if code_path is not None:
                 resolver = self._resolvers.for_path(self.search_path(stage))
                 dep_paths = find_code_dependencies(stage.module, resolver, self._python_imports)
         sources = expand(stage.sources, self.root, rules)
@@ -306,6 +186,10 @@ class Workspace:
         unique = tuple(dict.fromkeys(problems))
         return Fingerprint(key, code, deps, input_digests, unique, stage.called)
 
+    def _module_problems(self, stage: Stage, code_path: str | None) -> list[ModuleProblem]:
+        assert stage.module is not None
+        return module_problems(stage.module, code_path, self.search_path(stage))
+
     def _python_imports(self, path: str) -> tuple[ImportStatement, ...]:
         return self.digests.python_imports(path, read_imports)
 
@@ -313,20 +197,10 @@ class Workspace:
         return missing_outputs(stage.outputs, self.root)
 
     def entry_path(self, name: str) -> Path:
-        return self.layout.entry(name)
+        return entry_path(self.cache_dir, name)
 
     def read_entry(self, name: str) -> Entry | CorruptEntry | None:
-        path = self.entry_path(name)
-        try:
-            mtime = path.stat().st_mtime
-            text = read_regular(path, MAX_ENTRY_BYTES).decode("utf-8", errors="surrogateescape")
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            # A FIFO or a device under the entry's name is refused unopened: never a wait.
-            entry: Entry | CorruptEntry = CorruptEntry(str(path), exc.strerror or str(exc))
-        else:
-            entry = parse_entry(text, str(path), mtime)
+        entry = read_entry(self.entry_path(name))
         if isinstance(entry, CorruptEntry):
             log.warning("cache.entry_corrupt", stage=name, path=entry.path, problem=entry.problem)
         return entry
@@ -362,38 +236,6 @@ class Workspace:
         text = format_entry(key, fingerprint, datetime.now(UTC), duration_s)
         write_atomic(self.entry_path(stage.name), text, within=self.output_dir)
 
-    def record_run(
-        self, stage: Stage, fingerprint: Fingerprint, result: RunResult, marker: str | None = None
-    ) -> tuple[RunResult, bool]:
-        """After a run: its verdict, and whether a success's entry (the key from before it) was written.
-
-        Exit 0 with a declared file missing is still a failure, and a failure of a module named
-        like a standard-library one says so. An entry that cannot be
-        written turns the success into the stage's failure, never a crash of the round. When
-        the pending entry that began the run (`marker`) is gone, a person invalidated the
-        stage while it ran: the success is not recorded, so the stage runs again.
-        """
-        if result.ok and fingerprint.problems:
-            error = "exit 0 but " + "; ".join(str(problem) for problem in fingerprint.problems)
-            return replace(result, ok=False, error=error), False
-        if not result.ok or fingerprint.key is None:
-            return result, False
-        if marker is not None and self._entry_text(stage.name) != marker:
-            return result, False
-        try:
-            self.record_success(stage, fingerprint.key, fingerprint, result.duration_s)
-        except OSError as exc:
-            where = f" {exc.filename}" if exc.filename else ""
-            error = f"ran, but its cache entry{where} could not be written: {exc.strerror or exc}"
-            return replace(result, ok=False, error=error), False
-        return result, True
-
-    def _entry_text(self, name: str) -> str | None:
-        try:
-            return self.entry_path(name).read_text(encoding="utf-8", errors="surrogateescape")
-        except OSError:
-            return None
-
     def begin_run(self, stage: Stage) -> str | None:
         """Before a run touches the outputs, make the stage's entry a pending one (no key).
 
@@ -414,7 +256,7 @@ class Workspace:
     def announce_invalidation(self, name: str) -> None:
         """Write an entry with no key and remove it again: a running daemon sees the removal
         (an `invalidate`) even when the stage had no entry to remove."""
-        text = f"version={ENTRY_VERSION}\npending={datetime.now(UTC).isoformat(timespec='seconds')}\n"
+        text = format_invalidation(datetime.now(UTC))
         write_atomic(self.entry_path(name), text, within=self.output_dir)
         self.remove_entry(name)
 

@@ -17,13 +17,13 @@ import structlog
 from stagewatch.build import BuildRound, plan, require_stages, select_stages
 from stagewatch.build_signals import OutputGone, Stopped, stopped_by_signals_and_lost_output
 from stagewatch.cache import Workspace, check_cache_dir
-from stagewatch.codedeps import function_problem, nearby_module, resolve_module_source, stdlib_shadowed
+from stagewatch.codedeps import nearby_module, resolve_module_source
 from stagewatch.commandline import parser
 from stagewatch.config import load_pipeline, locate_config
 from stagewatch.daemon.listener import DaemonListener
 from stagewatch.durations import format_duration
 from stagewatch.errors import ConfigError, LockHeldError, StagewatchError, UsageError
-from stagewatch.freshness import Decision, shadowing
+from stagewatch.freshness import Decision
 from stagewatch.graph import Graph
 from stagewatch.graph_render import render_graph
 from stagewatch.launch import restore_defaults, say_stopped, stop_status, take_stop
@@ -41,6 +41,7 @@ from stagewatch.log import (
 from stagewatch.paths import PathKind, absolute, classify, glob_base, is_within, label, posix
 from stagewatch.pipeline import Pipeline
 from stagewatch.regular import kind_of
+from stagewatch.runnable import ModuleTrouble, module_problems
 from stagewatch.runner import StageRunner
 from stagewatch.state import StateRecorder, read_state, running_stages
 from stagewatch.status_report import explain_lines, status_document, status_lines, status_row
@@ -395,21 +396,19 @@ def _runnable_problems(pipeline: Pipeline) -> tuple[list[str], list[str]]:
     made = {absolute(output, root) for stage in pipeline.stages for output in stage.outputs}
     for stage in pipeline.stages:
         where = f'{pipeline.config_path}: stage "{stage.name}"'
-        search = stage.search_path(root)
-        shadowed = stdlib_shadowed(stage.module) if stage.module is not None else None
-        if stage.module is not None and shadowed is not None:
-            problems.append(f'{where}: "module": {stage.module} {shadowing(shadowed)}')
-        elif stage.module is not None:
+        if stage.module is not None:
+            search = stage.search_path(root)
             source = resolve_module_source(stage.module, search)
-            if source is None:
-                near = nearby_module(stage.module, search)
-                hint = f' (did you mean "{near}"?)' if near is not None else ""
-                problems.append(
-                    f'{where}: "module": {stage.module} not found on python_path ({", ".join(search)}){hint}'
-                )
-            elif (wrong := function_problem(source, stage.function)) is not None:
-                key, sentence = wrong
-                problems.append(f'{where}: "{key}": {stage.module} {sentence} ({label(source, root)})')
+            found = module_problems(stage.module, source, search, stage.function)
+            if found:  # the weightiest alone: the others follow from it, or wait for its fix
+                problem = found[0]
+                said = f'{where}: "{problem.key}": {stage.module} {problem.sentence}'
+                if problem.trouble is ModuleTrouble.NOT_FOUND:
+                    near = nearby_module(stage.module, search)
+                    said += f' (did you mean "{near}"?)' if near is not None else ""
+                elif problem.source is not None:
+                    said += f" ({label(problem.source, root)})"
+                problems.append(said)
         for pattern in stage.inputs:
             path = absolute(pattern, root)
             if classify(pattern) is PathKind.GLOB:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib.machinery import PathFinder
 
-from stagewatch.hashing import RACY_WINDOW_NS
+from stagewatch.file_identity import FileIdentity, identity_at, settled
 from stagewatch.regular import open_regular
 from stagewatch.suggest import closest
 
@@ -49,14 +49,14 @@ class ModuleResolver:
         """Whether every folder looked in is as it was, and was not changed so close to then
         that a later change within its timestamp tick could hide (as for digests)."""
         for folder, state in self._folders.items():
-            if state != _folder_state(folder) or (state is not None and state[2] > now_ns - RACY_WINDOW_NS):
+            if state != identity_at(folder) or (state is not None and not settled(state.mtime_ns, now_ns)):
                 return False
         return True
 
     def _look_in(self, folders: Sequence[str]) -> None:
         for folder in folders:
             if folder not in self._folders:
-                self._folders[folder] = _folder_state(folder)
+                self._folders[folder] = identity_at(folder)
 
     def find(self, name: str) -> ModuleFile | None:
         if name in self._found:
@@ -90,17 +90,9 @@ class ModuleResolver:
         return [module for module in found if module is not None]
 
 
-# A folder's (st_dev, st_ino, st_mtime_ns, st_ctime_ns); None while it is not there (or not
-# searchable): as long as that stays so, nothing is found in it.
-FolderState = tuple[int, int, int, int] | None
-
-
-def _folder_state(folder: str) -> FolderState:
-    try:
-        st = os.stat(folder)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns
+# A folder as it was; None while it is not there (or not searchable): as long as that stays
+# so, nothing is found in it.
+FolderState = FileIdentity | None
 
 
 class Resolvers:

@@ -6,9 +6,8 @@ import enum
 from dataclasses import dataclass
 
 from stagewatch.durations import format_duration
+from stagewatch.entry import CorruptEntry, Digests, Entry
 from stagewatch.stage import Stage
-
-Digests = tuple[tuple[str, str], ...]  # (label, sha256 hex), sorted by label
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,30 +20,6 @@ class Fingerprint:
     inputs: Digests
     problems: tuple[FileProblem, ...]
     function: str | None = None  # what a module stage calls; None for a command
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A cache entry as read back: the last successful run's key, details when the file has them."""
-
-    key: str
-    mtime: float
-    legacy: bool = False
-    code: tuple[str, str] | None = None
-    deps: Digests = ()
-    inputs: Digests = ()
-    finished: str | None = None
-    duration_s: float | None = None
-    pending: bool = False  # a run began and did not succeed: never fresh
-    function: str | None = None  # what the run called: "run" when the entry names none
-
-
-@dataclass(frozen=True, slots=True)
-class CorruptEntry:
-    """An entry file that could not be read or parsed: the stage is stale, never a crash."""
-
-    path: str
-    problem: str
 
 
 # --- Reasons: each is a value; str() is the sentence people read. ---
@@ -99,7 +74,8 @@ class Trouble(enum.Enum):
 class FileProblem:
     """A declared file the key cannot be made without, and what is wrong with it: no key, so the
     stage runs and its failure is reported (DESIGN §1). `path` is as declared (or the module's
-    name); `detail` is the kind of file, the error, or the standard-library module."""
+    name); `detail` is the kind of file, the error, or what is wrong with the module (in
+    runnable's words)."""
 
     path: str
     trouble: Trouble = Trouble.MISSING
@@ -122,15 +98,7 @@ class FileProblem:
             case Trouble.MODULE_NOT_FOUND:
                 return f"module not found on python_path: {self.path}"
             case Trouble.MODULE_SHADOWED:
-                return f"module {self.path} {shadowing(self.detail)}"
-
-
-def shadowing(stdlib: str) -> str:
-    """What is wrong with a stage module whose top-level name is a standard-library module's."""
-    return (
-        f"is named like the standard library's {stdlib}: the run would import Python's own {stdlib};"
-        " rename it"
-    )
+                return f"module {self.path} {self.detail}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from stagewatch.file_identity import FileIdentity, identity_of, settled
 from stagewatch.regular import kind_of, open_regular
 
 if TYPE_CHECKING:
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# A digest taken while the file's mtime was this close to the moment of hashing is not
-# trusted next time ("racy git"): a same-size edit inside one timestamp tick is invisible
-# to stat. Two seconds covers the coarsest filesystems still in use (FAT).
-RACY_WINDOW_NS = 2_000_000_000
 _CHUNK = 1 << 20
 _PARALLEL_FROM = 4
 _SCHEMA = """
@@ -89,13 +86,18 @@ class _Known:
     hashed_at_ns: int
     digest: str
 
+    @classmethod
+    def of(cls, identity: FileIdentity, hashed_at_ns: int, digest: str) -> _Known:
+        return cls(identity.size, identity.mtime_ns, identity.ino, identity.ctime_ns, hashed_at_ns, digest)
+
+    @property
+    def identity(self) -> FileIdentity:
+        return FileIdentity(self.ino, self.size, self.mtime_ns, self.ctime_ns)
+
     def still_valid(self, st: os.stat_result) -> bool:
-        return (
-            st.st_size == self.size
-            and st.st_mtime_ns == self.mtime_ns
-            and st.st_ino == self.ino
-            and st.st_ctime_ns == self.ctime_ns
-            and self.mtime_ns < self.hashed_at_ns - RACY_WINDOW_NS
+        # Without the device: the database outlives a reboot, which may renumber devices.
+        return identity_of(st, with_device=False) == self.identity and settled(
+            self.mtime_ns, self.hashed_at_ns
         )
 
 
@@ -171,20 +173,9 @@ def _hash_stable(path: str, stop: threading.Event | None = None) -> tuple[str, _
             after = os.stat(path)
         except OSError as exc:
             return exc
-        if (before.st_mtime_ns, before.st_size, before.st_ino) == (
-            after.st_mtime_ns,
-            after.st_size,
-            after.st_ino,
-        ):
-            known = _Known(
-                before.st_size,
-                before.st_mtime_ns,
-                before.st_ino,
-                before.st_ctime_ns,
-                hashed_at_ns,
-                digest,
-            )
-            return digest, known
+        identity = identity_of(before, with_device=False)
+        if identity == identity_of(after, with_device=False):
+            return digest, _Known.of(identity, hashed_at_ns, digest)
     return digest, _Known(0, 0, 0, 0, 0, digest)  # still moving: use it, never trust it again
 
 

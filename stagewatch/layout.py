@@ -1,17 +1,19 @@
-"""Every name under <output_dir>/_build/.cache, and the atomic write that puts files there."""
+"""Every name under <output_dir>/_build/.cache but an entry's (stagewatch.entry), and the atomic
+write that puts files there."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
-import posixpath
 import tempfile
 from pathlib import Path
 
+# An entry's name is stagewatch.entry's; the suffix stays importable here for name limits
+# still derived from it (stagewatch.entry.MAX_STAGE_NAME is that limit).
+from stagewatch.entry import ENTRY_SUFFIX as ENTRY_SUFFIX
 from stagewatch.paths import CACHE_DIR
 
-ENTRY_SUFFIX = ".hash"
 LOG_SUFFIX = ".log"
 RUN_SUFFIX = ".run"
 STATE_NAME = "state.json"
@@ -28,10 +30,6 @@ class CacheLayout:
     def __init__(self, output_dir: Path | str) -> None:
         self.output_dir = Path(os.path.abspath(output_dir))
         self.dir = self.output_dir / CACHE_DIR
-
-    def entry(self, stage: str) -> Path:
-        """The stage's cache entry: its last successful run (DESIGN §1)."""
-        return self.dir / f"{stage}{ENTRY_SUFFIX}"
 
     def log(self, stage: str) -> Path:
         """The output of the stage's last run."""
@@ -52,16 +50,6 @@ class CacheLayout:
     @property
     def lock(self) -> Path:
         return self.dir / LOCK_NAME
-
-
-def stage_of_entry(path: str, cache_dir: str) -> str | None:
-    """The stage name an entry path belongs to (any name; the caller checks it is a stage)."""
-    if posixpath.dirname(path) != cache_dir:
-        return None
-    name = posixpath.basename(path)
-    if not name.endswith(ENTRY_SUFFIX) or name == ENTRY_SUFFIX:
-        return None
-    return name[: -len(ENTRY_SUFFIX)]
 
 
 def write_atomic(path: Path, text: str, within: Path | None = None, durable: bool = True) -> None:

@@ -1,4 +1,5 @@
-"""Run one stage under its keeper, in its own process group: environment, timeout, output -> RunResult."""
+"""Run one stage under its keeper, in its own process group: environment, timeout, output -> the
+run's facts (RunFacts; outcome.judge turns them into its verdict)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ from pathlib import Path
 import structlog
 
 from stagewatch.capture import OutputCapture, StageLog, open_log
-from stagewatch.codedeps import resolve_module_source, stdlib_shadowed
-from stagewatch.durations import format_duration
-from stagewatch.freshness import shadowing
+from stagewatch.codedeps import resolve_module_source
 from stagewatch.inputs import missing_outputs
 from stagewatch.layout import CacheLayout
+from stagewatch.outcome import RunFacts, judge
 from stagewatch.output_folders import OutputFolders, make_output_folders, remove_left_empty
 from stagewatch.paths import posix
+from stagewatch.runnable import module_problems
 from stagewatch.runrecord import (
     TOKEN_VAR,
     CorruptRecord,
@@ -45,15 +46,6 @@ ORPHAN_WAIT_S = 5.0
 KILL_WAIT_S = 2.0  # for a SIGKILLed tree to be reaped by its keeper (a process in D state takes its time)
 
 log = structlog.get_logger(__name__)
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit {code}"
 
 
 # No run may outlive stagewatch, however it dies (DESIGN §4): every stage is started through the
@@ -83,23 +75,30 @@ def stage_env(stage: Stage, output_dir: Path, base: dict[str, str] | None = None
     return env
 
 
+def start_problem(stage: Stage, output_dir: Path, env: dict[str, str]) -> str | None:
+    """Why a stage cannot be started, said in one line before trying (not in a traceback)."""
+    if stage.module is not None:
+        search = stage.search_path(posix(output_dir))
+        source = resolve_module_source(stage.module, search)
+        problems = module_problems(stage.module, source, search)
+        return str(problems[0]) if problems else None
+    assert stage.command is not None
+    program = stage.command[0]
+    if "/" in program:
+        found = os.path.join(output_dir, program)
+        usable = os.path.isfile(found) and os.access(found, os.X_OK)
+        return None if usable else f"could not start {program!r}: no executable file there"
+    if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        return f"could not start {program!r}: not found on PATH"
+    return None
+
+
 @dataclass
 class RunTicket:
     """One run's handle: a cancel through it reaches that run and no other, even one not started."""
 
     cancelled: bool = False
     process: subprocess.Popen[bytes] | None = None
-
-
-def leftovers_error(code: int, stopped: tuple[str, ...], grace_s: float, timed_out_s: float | None) -> str:
-    """Why a run whose main process ended, leaving `stopped` running, is a failure; `timed_out_s`
-    when its timeout, not the grace period, was up first."""
-    shown = ", ".join(stopped[:3]) + (f" and {len(stopped) - 3} more" if len(stopped) > 3 else "")
-    what = "a process it started was" if len(stopped) == 1 else "processes it started were"
-    when = "when its time was up" if timed_out_s is not None else f"{format_duration(grace_s)} after it ended"
-    error = f"{describe_exit(code)}, but {what} still running {when} and had to be killed: {shown}"
-    error += "; a stage must wait for what it starts"
-    return error if timed_out_s is None else f"timed out after {format_duration(timed_out_s)}: {error}"
 
 
 def _describe(pid: int) -> str:
@@ -175,7 +174,12 @@ class StageRunner:
         return self.layout.log(stage.name)
 
     def run(self, stage: Stage, ticket: RunTicket | None = None) -> RunResult:
-        """Run the stage to its end; `ticket` lets cancel_run reach this run, and only this one."""
+        """Run the stage to its end and judge it alone (no fingerprint, no entry)."""
+        return judge(self.observe(stage, ticket)).result
+
+    def observe(self, stage: Stage, ticket: RunTicket | None = None) -> RunFacts:
+        """Run the stage to its end and say what it did; `ticket` lets cancel_run reach this
+        run, and only this one."""
         ticket = ticket if ticket is not None else RunTicket()
         started = time.monotonic()
         token = new_token()
@@ -186,20 +190,20 @@ class StageRunner:
             run_log = StageLog(stage.name, log_path, open_log(log_path, self.output_dir))
         except OSError as exc:
             message = f"could not write its log {log_path}: {exc.strerror or exc}"
-            return RunResult.not_started(message, time.monotonic() - started)
+            return RunFacts.refusal(message, time.monotonic() - started)
         with run_log:
-            problem = self._unstartable(stage, env) or self._stop_earlier_run(stage)
+            problem = start_problem(stage, self.output_dir, env) or self._stop_earlier_run(stage)
             folders = OutputFolders()
             if problem is None:
                 folders = make_output_folders(stage.outputs, posix(self.layout.output_dir))
                 problem = folders.problem
             if problem is not None:
                 run_log.write(problem)
-                return RunResult.not_started(problem, time.monotonic() - started)
+                return RunFacts.refusal(problem, time.monotonic() - started)
             try:
                 return self._start(stage, ticket, env, token, run_log, folders.made, started)
             finally:
-                # Done before the success rule too; done again, it does nothing.
+                # Done before the outputs are looked at too; done again, it does nothing.
                 remove_left_empty(folders.made, posix(self.layout.output_dir))
 
     def _start(
@@ -211,14 +215,14 @@ class StageRunner:
         run_log: StageLog,
         made: tuple[str, ...],
         started: float,
-    ) -> RunResult:
+    ) -> RunFacts:
         """Start the keeper (unless the run is cancelled already) and supervise it to its end."""
         ours, keepers = socket.socketpair()
         with ours:
             with keepers, self._lock:
                 # Started and registered under the lock, so no cancel can ever miss a run.
                 if self._closing or ticket.cancelled:
-                    return RunResult(False, None, 0.0, "stopped by stagewatch", cancelled=True)
+                    return RunFacts(0.0, cancelled=True)
                 try:
                     process = subprocess.Popen(
                         stage_argv(stage, keepers.fileno()),
@@ -233,7 +237,7 @@ class StageRunner:
                 except OSError as exc:
                     message = f"could not start {sys.executable!r}: {exc.strerror or exc}"
                     run_log.write(message)
-                    return RunResult.not_started(message, time.monotonic() - started)
+                    return RunFacts.refusal(message, time.monotonic() - started)
                 self._running[process.pid] = process
                 self._by_stage[stage.name] = process.pid
                 ticket.process = process
@@ -244,26 +248,6 @@ class StageRunner:
                     self._running.pop(process.pid, None)
                     self._by_stage.pop(stage.name, None)
                     self._cancelled.discard(process.pid)
-
-    def _unstartable(self, stage: Stage, env: dict[str, str]) -> str | None:
-        """Why a stage cannot be started, said in one line before trying (not in a traceback)."""
-        if stage.module is not None:
-            search = stage.search_path(posix(self.output_dir))
-            if resolve_module_source(stage.module, search) is None:
-                return f"module {stage.module!r} not found on python_path ({', '.join(search)})"
-            shadowed = stdlib_shadowed(stage.module)
-            if shadowed is not None:  # the run would import the standard library's, not this one
-                return f"module {stage.module} {shadowing(shadowed)}"
-            return None
-        assert stage.command is not None
-        program = stage.command[0]
-        if "/" in program:
-            found = os.path.join(self.output_dir, program)
-            usable = os.path.isfile(found) and os.access(found, os.X_OK)
-            return None if usable else f"could not start {program!r}: no executable file there"
-        if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
-            return f"could not start {program!r}: not found on PATH"
-        return None
 
     def _stop_earlier_run(self, stage: Stage) -> str | None:
         """Stop what is left of an earlier run of the stage: it must never write over this one's outputs.
@@ -296,7 +280,7 @@ class StageRunner:
         run_log: StageLog,
         made: tuple[str, ...],
         started: float,
-    ) -> RunResult:
+    ) -> RunFacts:
         capture = OutputCapture(stage.name, run_log, self.on_line)
         assert process.stdout is not None and process.stderr is not None
         capture.start(process.stdout, process.stderr)
@@ -310,53 +294,55 @@ class StageRunner:
             process.wait()
             capture.finish(1.0)
             run_log.write(problem)
-            return RunResult.not_started(problem, time.monotonic() - started)
+            return RunFacts.refusal(problem, time.monotonic() - started)
+        status, timed_out, linger_s = self._go_and_wait(stage, process, keeper)
+        ending = self._end_group(process, status, linger_s)
+        self._end_record(stage, record, clean=ending.clean)
+        tail = capture.finish(1.0)
+        duration_s = time.monotonic() - started
+        with self._lock:
+            cancelled = process.pid in self._cancelled
+        # An output folder made for the run must have been filled by it.
+        remove_left_empty(made, posix(self.layout.output_dir))
+        cut = bool(ending.stopped) and linger_s is not None and linger_s < self.grace_s  # by the timeout
+        return RunFacts(
+            duration_s,
+            status.code if status is not None else process.returncode,
+            tail,
+            cancelled=cancelled,
+            timed_out_after_s=stage.timeout_s if timed_out else None,
+            leftovers=ending.stopped,
+            grace_s=self.grace_s,
+            leftovers_cut_s=stage.timeout_s if cut else None,
+            missing_outputs=missing_outputs(stage.outputs, posix(self.output_dir)),
+        )
+
+    def _go_and_wait(
+        self, stage: Stage, process: subprocess.Popen[bytes], keeper: socket.socket
+    ) -> tuple[_Status | None, bool, float | None]:
+        """Give the keeper its go and wait for its report within the stage's timeout: the report,
+        whether the timeout came first, and how long what the main process left running may
+        still linger (None: no longer, the time is up)."""
         went = time.monotonic()  # what the timeout counts from
         with self._lock, contextlib.suppress(OSError):
             if process.pid not in self._cancelled:
                 keeper.sendall(b"g")
             else:  # cancelled already: no go, and the keeper, reading the end of the stream, leaves
                 keeper.shutdown(socket.SHUT_WR)
-        timed_out = False
-        status: _Status | None = None
         try:
-            status = _read_status(keeper, stage.timeout_s)
+            return _read_status(keeper, stage.timeout_s), False, self._linger_s(stage, went)
         except TimeoutError:
-            timed_out = True
-            self._stop_group(process)
-            with contextlib.suppress(TimeoutError):  # the keeper is gone: what it said, or EOF, is there
-                status = _read_status(keeper, 1.0)
-        # What the main process leaves running gets the grace period, within the stage's timeout.
-        linger_s = None if timed_out else self.grace_s
-        if linger_s is not None and stage.timeout_s is not None:
-            linger_s = max(0.0, min(linger_s, went + stage.timeout_s - time.monotonic()))
-        ending = self._end_group(process, status, linger_s)
-        self._end_record(stage, record, clean=ending.clean)
-        tail = capture.finish(1.0)
-        duration_s = time.monotonic() - started
-        code = status.code if status is not None else process.returncode
-        with self._lock:
-            cancelled = process.pid in self._cancelled
-        if cancelled:
-            return RunResult(False, code, duration_s, "stopped by stagewatch", tail, cancelled=True)
-        if timed_out:
-            assert stage.timeout_s is not None
-            error = f"timed out after {format_duration(stage.timeout_s)}"
-            return RunResult(False, code, duration_s, error, tail, timed_out=True)
-        if ending.stopped:
-            # Its outputs may be half-written by what was stopped: never a success.
-            cut = linger_s is not None and linger_s < self.grace_s  # by the timeout
-            error = leftovers_error(code, ending.stopped, self.grace_s, stage.timeout_s if cut else None)
-            return RunResult(False, code, duration_s, error, tail, timed_out=cut)
-        if code != 0:
-            return RunResult(False, code, duration_s, describe_exit(code), tail)
-        # An output folder made for the run must have been filled by it.
-        remove_left_empty(made, posix(self.layout.output_dir))
-        missing = missing_outputs(stage.outputs, posix(self.output_dir))
-        if missing:
-            error = "exit 0 but declared output missing: " + ", ".join(missing)
-            return RunResult(False, code, duration_s, error, tail)
-        return RunResult(True, code, duration_s, None, tail)
+            pass
+        self._stop_group(process)
+        with contextlib.suppress(TimeoutError):  # the keeper is gone: what it said, or EOF, is there
+            return _read_status(keeper, 1.0), True, None
+        return None, True, None
+
+    def _linger_s(self, stage: Stage, went: float) -> float:
+        """What the main process leaves running gets the grace period, within the stage's timeout."""
+        if stage.timeout_s is None:
+            return self.grace_s
+        return max(0.0, min(self.grace_s, went + stage.timeout_s - time.monotonic()))
 
     def _end_group(
         self, process: subprocess.Popen[bytes], status: _Status | None, linger_s: float | None
@@ -465,8 +451,3 @@ class StageRunner:
             thread.start()
         for thread in threads:
             thread.join()
-
-    @property
-    def running_count(self) -> int:
-        with self._lock:
-            return len(self._running)

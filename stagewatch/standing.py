@@ -8,8 +8,9 @@ never run, running, failed, blocked, looping.
 from __future__ import annotations
 
 from stagewatch.daemon.events import SlotState
+from stagewatch.entry import CorruptEntry, Entry
 from stagewatch.failure import explanation
-from stagewatch.freshness import CorruptEntry, Decision, Entry, LastRunUnfinished
+from stagewatch.freshness import Decision, LastRunUnfinished
 from stagewatch.stage import StageState
 from stagewatch.state import Attempt
 

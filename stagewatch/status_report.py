@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from stagewatch.durations import format_duration
-from stagewatch.freshness import CorruptEntry, Decision, Entry, Fingerprint
+from stagewatch.entry import CorruptEntry, Entry
+from stagewatch.freshness import Decision, Fingerprint
 from stagewatch.stage import Stage
 from stagewatch.standing import recorded_standing
 from stagewatch.state import Attempt

@@ -12,10 +12,13 @@ import pytest
 from structlog.testing import capture_logs
 
 import stagewatch.cache
+import stagewatch.entry
 from stagewatch import Stage, compute_key, invalidate, mark_done, should_skip
-from stagewatch.cache import Workspace, parse_entry
-from stagewatch.freshness import CorruptEntry, Entry, FileProblem, Trouble
-from stagewatch.hashing import RACY_WINDOW_NS, DigestCache, _Known
+from stagewatch.cache import Workspace
+from stagewatch.entry import CorruptEntry, Entry, parse_entry
+from stagewatch.file_identity import RACY_WINDOW_NS
+from stagewatch.freshness import FileProblem, Trouble
+from stagewatch.hashing import DigestCache, _Known
 from stagewatch.layout import write_atomic
 from stagewatch.regular import NotRegularFile
 
@@ -463,7 +466,7 @@ def test_an_entry_of_another_version_is_stale_and_said(tmp_path: Path, version: 
     "path", ["plain/a.md", "per%cent", "new\nline", "cr\rx", "bad\udcffbyte", "%FF literally", "é ü \u2028"]
 )
 def test_a_path_is_one_line_of_utf8_in_an_entry_and_comes_back_whole(path: str) -> None:
-    escaped = stagewatch.cache.escape_path(path)
+    escaped = stagewatch.entry.escape_path(path)
     assert "\n" not in escaped and "\r" not in escaped
     escaped.encode("utf-8")  # no lone surrogate left: it is UTF-8 text
-    assert stagewatch.cache.unescape_path(escaped) == path
+    assert stagewatch.entry.unescape_path(escaped) == path

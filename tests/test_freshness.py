@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from stagewatch.entry import Entry
 from stagewatch.freshness import (
-    Entry,
     EntryFromTheFuture,
     Fingerprint,
     TtlExpired,

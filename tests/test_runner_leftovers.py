@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from stagewatch.runner import StageRunner, leftovers_error
+from stagewatch.outcome import leftovers_error
+from stagewatch.runner import StageRunner
 from stagewatch.stage import Stage
 from tests.conftest import Project
 from tests.daemon_support import RunningDaemon

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stagewatch.freshness import Decision, Entry, Fingerprint, NeverBuilt, TtlExpired
+from stagewatch.entry import Entry
+from stagewatch.freshness import Decision, Fingerprint, NeverBuilt, TtlExpired
 from stagewatch.stage import Stage, StageState
 from stagewatch.state import Attempt
 from stagewatch.status_report import explain_lines, status_document, status_lines, status_row

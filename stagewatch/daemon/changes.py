@@ -10,8 +10,8 @@ from pathlib import Path
 from stagewatch.daemon.events import Touch
 from stagewatch.daemon.impact import ImpactMap
 from stagewatch.daemon.scheduler import Burst, start_burst
+from stagewatch.entry import invalidated_stage
 from stagewatch.inputs import walk_files
-from stagewatch.layout import stage_of_entry
 from stagewatch.paths import is_within
 from stagewatch.stage import Change
 
@@ -83,7 +83,7 @@ def read_batch(
     invalidated: list[str] = []
     # Before folding events by path: a deletion followed by a rewrite must not hide it.
     for change in changes:
-        name = stage_of_entry(change.path, impact.cache_dir) if change.gone else None
+        name = invalidated_stage(change.path, change.gone, impact.cache_dir)
         if name is not None and has_stage(name):
             invalidated.append(name)
     reload = any(impact.is_config(change) for change in changes)

@@ -9,9 +9,9 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from stagewatch.entry import invalidated_stage
+from stagewatch.file_identity import FileIdentity, identity_of, settled
 from stagewatch.graph import ReadIndex
-from stagewatch.hashing import RACY_WINDOW_NS
-from stagewatch.layout import stage_of_entry
 from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, glob_base, is_within, split
 from stagewatch.pipeline import Pipeline
 from stagewatch.stage import Change
@@ -114,14 +114,12 @@ class ImpactMap:
         return (
             not change.is_dir
             and is_within(change.path, self.cache_dir)
-            and not (change.gone and stage_of_entry(change.path, self.cache_dir) is not None)
+            and invalidated_stage(change.path, change.gone, self.cache_dir) is None
         )
 
     def invalidated(self, change: Change) -> str | None:
         """The stage whose entry this change removed (a `stagewatch invalidate`), if any."""
-        if not change.gone:
-            return None
-        name = stage_of_entry(change.path, self.cache_dir)
+        name = invalidated_stage(change.path, change.gone, self.cache_dir)
         return name if name is not None and self.pipeline.has_stage(name) else None
 
     def affected(self, change: Change) -> set[str]:
@@ -159,7 +157,7 @@ class ImpactMap:
 class _Listing:
     """What a walk needs of one folder, and the folder as it was when read."""
 
-    identity: tuple[int, int, int]  # st_dev, st_ino, st_mtime_ns
+    identity: FileIdentity
     folders: tuple[str, ...]
     links: tuple[str, ...]
 
@@ -218,7 +216,7 @@ class FolderLinks:
             st = os.stat(folder)
         except OSError:
             return None
-        identity = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        identity = identity_of(st)
         known = self._listings.get(folder)
         if known is not None and known.identity == identity:
             return known
@@ -239,7 +237,7 @@ class FolderLinks:
             self._listings.pop(folder, None)
             return None
         listing = _Listing(identity, tuple(folders), tuple(links))
-        if read_at_ns - st.st_mtime_ns > RACY_WINDOW_NS:
+        if settled(st.st_mtime_ns, read_at_ns):
             self._listings[folder] = listing
         else:
             self._listings.pop(folder, None)

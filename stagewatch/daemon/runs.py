@@ -17,6 +17,7 @@ import structlog
 from stagewatch.attempt import Attempts, Prepared
 from stagewatch.daemon.events import Cancel, Check, Finished, Start, Verdict
 from stagewatch.daemon.workers import Workers
+from stagewatch.entry import entry_mtime
 from stagewatch.hashing import HashingStopped
 from stagewatch.pipeline import Pipeline
 from stagewatch.runner import RunTicket, StageRunner
@@ -49,10 +50,7 @@ class StageWork:
         self.saved_at = time.monotonic()
 
     def entry_mtime(self, name: str) -> float | None:
-        try:
-            return self.attempts.workspace.entry_path(name).stat().st_mtime
-        except OSError:
-            return None
+        return entry_mtime(self.attempts.workspace.entry_path(name))
 
     def forget(self, name: str) -> None:
         """A stage removed or changed by a reload: what was prepared for it is out of date."""

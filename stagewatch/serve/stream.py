@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
+from stagewatch.file_identity import FileIdentity, identity_of
 from stagewatch.serve.rules import cache_headers, content_type, reply_for
 
 log = structlog.get_logger(__name__)
@@ -32,13 +33,15 @@ class Opened:
 
     fd: int
     size: int
-    version: tuple[int, int, int, int]  # inode, size, mtime, ctime: any write or replacement changes it
+    version: FileIdentity  # any write or replacement changes it
 
     @property
     def etag(self) -> str:
         # Not a digest (that reads the whole file); the ctime changes with every write, and no
         # tool can set it back, so another version never has this tag.
-        return '"' + "-".join(f"{number:x}" for number in self.version) + '"'
+        version = self.version
+        numbers = (version.ino, version.size, version.mtime_ns, version.ctime_ns)
+        return '"' + "-".join(f"{number:x}" for number in numbers) + '"'
 
 
 def open_file(path: str) -> Opened:
@@ -48,20 +51,16 @@ def open_file(path: str) -> Opened:
     except OSError:
         os.close(fd)
         raise
-    return Opened(fd, info.st_size, _version(info))
+    return Opened(fd, info.st_size, identity_of(info))
 
 
 def read_at(opened: Opened, offset: int, count: int) -> bytes | None:
     """`count` bytes at `offset`, or None when the file is no longer the version opened (cut,
     rewritten, grown): checked after the read, so no byte of another version is ever sent."""
     data = os.pread(opened.fd, count, offset)
-    if len(data) != count or _version(os.fstat(opened.fd)) != opened.version:
+    if len(data) != count or identity_of(os.fstat(opened.fd)) != opened.version:
         return None
     return data
-
-
-def _version(info: os.stat_result) -> tuple[int, int, int, int]:
-    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def reset(transport: asyncio.Transport) -> None:

@@ -7,18 +7,16 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from stagewatch.file_identity import FileIdentity, identity_of, settled
 from stagewatch.serve.rules import is_stylesheet
 
 MISSING = "missing"
 # What a tab shown a file still being written has of it: no file's identity, so it reloads
 # once the stage is done, even into the same bytes (and its banner goes).
 UNFINISHED = "unfinished"
-# A file written within this long of being read may change again within the same mtime tick
-# without its stat showing it ("racy git"): its identity is not reused.
-RACY_S = 2.0
 
 
 def identity(path: str, data: bytes) -> str:
@@ -58,16 +56,12 @@ def after_round(tab: Tab, now: Mapping[str, str]) -> Reload | SwapStylesheets | 
     return SwapStylesheets(changed)
 
 
-def tracked(tabs: Iterable[Tab]) -> set[str]:
-    return {url for tab in tabs for url in tab.seen}
-
-
 class Identities:
-    """File identities, reused while a file's (size, mtime, inode, ctime) is unchanged; called
-    from worker threads."""
+    """File identities, reused while a file's stat identity is unchanged (and was settled when
+    read); called from worker threads."""
 
     def __init__(self) -> None:
-        self._known: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+        self._known: dict[str, tuple[FileIdentity, str]] = {}
         self._lock = threading.Lock()
 
     def of(self, path: str) -> str:
@@ -75,7 +69,7 @@ class Identities:
             info = os.stat(path)
         except OSError:
             return MISSING
-        key = (info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)
+        key = identity_of(info)
         with self._lock:
             known = self._known.get(path)
         if known is not None and known[0] == key:
@@ -89,8 +83,8 @@ class Identities:
         self.remember(path, key, found)
         return found
 
-    def remember(self, path: str, key: tuple[int, int, int, int], found: str) -> None:
-        if time.time() - key[1] / 1e9 < RACY_S:
-            return
+    def remember(self, path: str, key: FileIdentity, found: str) -> None:
+        if not settled(key.mtime_ns, time.time_ns()):
+            return  # written so lately that a change within the same mtime tick would not show
         with self._lock:
             self._known[path] = (key, found)
