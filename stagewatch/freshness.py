@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from stagewatch.durations import format_duration
 from stagewatch.entry import CorruptEntry, Digests, Entry
 from stagewatch.stage import Stage
+from stagewatch.ttl import ttl_expired
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,26 +198,6 @@ class Decision:
     key: str | None
     age_s: float | None = None  # now - the entry's mtime; negative for an entry dated in the future
     ttl_left_s: float | None = None
-
-
-def ttl_due_at(entry_mtime: float | None, ttl_s: float, now: float) -> float:
-    """When a TTL stage is next due (wall clock): entry mtime + ttl; with no entry, now.
-
-    An entry dated in the future means the clock stepped back: its age is unknown, so it is
-    due now (DESIGN §1.4), never after the step plus a whole ttl.
-    """
-    if entry_mtime is None or entry_mtime > now:
-        return now
-    return entry_mtime + ttl_s
-
-
-def ttl_expired(entry_mtime: float, ttl_s: float, now: float) -> bool:
-    """Whether a TTL stage's entry has expired: it is `ttl_s` old, or dated in the future.
-
-    An entry from the future means the clock stepped back since the run: trusting it would
-    keep the stage fresh for its whole ttl plus the step, so it counts as expired (DESIGN §1.4).
-    """
-    return ttl_due_at(entry_mtime, ttl_s, now) <= now
 
 
 def _diff(role: str, recorded: Digests, observed: Digests) -> list[Reason]:

@@ -10,9 +10,9 @@ from stagewatch.freshness import (
     Fingerprint,
     TtlExpired,
     decide,
-    ttl_expired,
 )
 from stagewatch.stage import Stage
+from stagewatch.ttl import ttl_expired
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -6,7 +6,7 @@ import pytest
 
 from stagewatch.daemon.backoff import backoff_s, hold_back
 from stagewatch.daemon.scheduler import Burst, start_burst
-from stagewatch.freshness import ttl_due_at
+from stagewatch.ttl import ttl_due_at
 
 
 def test_ttl_stage_is_due_ttl_after_its_entry() -> None:

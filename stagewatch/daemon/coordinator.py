@@ -48,8 +48,8 @@ from stagewatch.daemon.events import (
     Wake,
 )
 from stagewatch.daemon.loops import LOOP_PAUSE_S, SELF_TRIGGER_RUNS, Trigger, written_by_own_run
-from stagewatch.freshness import ttl_due_at
 from stagewatch.stage import StageState
+from stagewatch.ttl import ttl_due_at
 
 __all__ = ["LOOP_PAUSE_S", "SELF_TRIGGER_RUNS", "Coordinator", "status_text"]
 

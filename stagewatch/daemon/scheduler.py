@@ -1,5 +1,5 @@
 """When a burst of changes is acted on, as pure arithmetic on monotonic times: the debounce.
-(A failed stage's wait is backoff.py's; a TTL stage's due time is freshness.ttl_due_at, the one
+(A failed stage's wait is backoff.py's; a TTL stage's due time is ttl.py's, the one
 rule build and the daemon share.)"""
 
 from __future__ import annotations
