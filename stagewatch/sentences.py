@@ -161,7 +161,8 @@ _STAGES: dict[str, Sentence] = {
     "stage.internal_error": _stage_internal_error,
     "ttl.due": lambda f, p: f"{p.cyan('⏲')} {f.get('stage', '')}: ttl expired",
     "run_record.corrupt": _template(
-        "{stage}: its run record {path} is damaged ({problem}); what it names is stopped all the same"
+        "{stage}: its run record {path} is damaged ({problem});"
+        " what an earlier run left running is looked for and stopped all the same"
     ),
 }
 
