@@ -6,6 +6,7 @@ import os
 import posixpath
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,9 +155,58 @@ def _table(problems: list[str], file: str, where: str, value: object) -> Mapping
     return {}
 
 
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    """The [pipeline] table, read: each value valid, or its default beside a recorded problem."""
+
+    output_dir: Path
+    root: str  # output_dir as a POSIX string: what stages' relative paths resolve against
+    python_path: tuple[str, ...]
+    ignore: tuple[str, ...]
+    jobs: int
+    debounce_s: float
+    rescan_s: float
+    on_busy: OnBusy
+    watcher: WatcherKind
+
+
 def parse_pipeline(data: Mapping[str, Any], path: Path) -> Pipeline:
     """Validate parsed TOML into a Pipeline; relative paths resolve against output_dir."""
     file = str(path)
+    problems = _top_level_problems(data, file)
+    settings = _parse_settings(problems, file, data.get("pipeline", {}), path)
+    serve = _parse_serve(problems, file, data.get("serve", {}), settings.root)
+    raw_stages = _stage_tables(problems, file, data.get("stage", []))
+    stages = _parse_stages(problems, file, raw_stages, settings)
+    declared = [
+        raw["name"] for raw in raw_stages if isinstance(raw, dict) and isinstance(raw.get("name"), str)
+    ]
+    _check_references(problems, file, stages, declared, settings.root)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        graph = build_graph(stages, settings.output_dir.as_posix(), settings.ignore)
+    except CycleError as exc:
+        via = "; ".join(f"{e.upstream} -> {e.downstream}: {e.via}" for e in exc.edges)
+        raise ConfigError(f'{file}: stage "{exc.cycle[0]}": cycle {" -> ".join(exc.cycle)} ({via})') from None
+    return Pipeline(
+        config_path=Path(os.path.abspath(path)),
+        output_dir=settings.output_dir,
+        stages=tuple(stages),
+        graph=graph,
+        jobs=settings.jobs,
+        debounce_s=settings.debounce_s,
+        ignore=settings.ignore,
+        on_busy=settings.on_busy,
+        rescan_s=settings.rescan_s,
+        watcher=settings.watcher,
+        python_path=settings.python_path,
+        serve=serve,
+    )
+
+
+def _top_level_problems(data: Mapping[str, Any], file: str) -> list[str]:
+    """Keys and tables outside [pipeline], [[stage]] and [serve], each with the likely fix."""
     problems: list[str] = []
     for key, value in data.items():
         if key in TOP_KEYS:
@@ -169,66 +219,68 @@ def parse_pipeline(data: Mapping[str, Any], path: Path) -> Pipeline:
         if key == "stages":
             hint = ' (did you mean "[[stage]]"?)'
         problems.append(f'{file}: unknown table "{key}"{hint}')
-    pipeline_table = _table(problems, file, "[pipeline]", data.get("pipeline", {}))
-    settings = _Reader(problems, file, "[pipeline]", pipeline_table)
+    return problems
+
+
+def _parse_settings(problems: list[str], file: str, raw: object, path: Path) -> _Settings:
+    """The [pipeline] table; output_dir is relative to the pipeline file's folder."""
+    settings = _Reader(problems, file, "[pipeline]", _table(problems, file, "[pipeline]", raw))
     settings.unknown_keys(PIPELINE_KEYS)
     config_dir = Path(os.path.abspath(path)).parent
-    output_dir = config_dir / (settings.string("output_dir") or ".")
-    output_dir = Path(os.path.normpath(output_dir))
+    output_dir = Path(os.path.normpath(config_dir / (settings.string("output_dir") or ".")))
     if output_dir.exists() and not output_dir.is_dir():
         settings.problem(f'"output_dir" is not a folder: {output_dir}')
-    root = posix(output_dir)
     python_path = settings.strings("python_path") if "python_path" in settings.table else (".",)
     ignore = settings.strings("ignore")
+    jobs = _jobs(settings)
+    debounce_s = settings.duration("debounce", 0.1, positive=False)
+    rescan_s = settings.duration("rescan", 600.0, positive=False)
+    return _Settings(
+        output_dir=output_dir,
+        root=posix(output_dir),
+        python_path=python_path,
+        ignore=ignore,
+        jobs=jobs,
+        debounce_s=debounce_s or 0.0,
+        rescan_s=rescan_s or 0.0,
+        on_busy=settings.choice("on_busy", OnBusy) or OnBusy.QUEUE,
+        watcher=settings.choice("watcher", WatcherKind) or WatcherKind.NATIVE,
+    )
+
+
+def _jobs(settings: _Reader) -> int:
     jobs = settings.table.get("jobs", 2)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         settings.problem(f'"jobs" must be a whole number >= 1, got {_show(jobs)}')
-        jobs = 2
-    debounce_s = settings.duration("debounce", 0.1, positive=False)
-    rescan_s = settings.duration("rescan", 600.0, positive=False)
-    on_busy = settings.choice("on_busy", OnBusy) or OnBusy.QUEUE
-    watcher = settings.choice("watcher", WatcherKind) or WatcherKind.NATIVE
+        return 2
+    return jobs
 
-    serve = _parse_serve(problems, file, data.get("serve", {}), root)
 
-    raw_stages = data.get("stage", [])
-    if not isinstance(raw_stages, list):
+def _stage_tables(problems: list[str], file: str, raw: object) -> list[Any]:
+    """The [[stage]] array as written; an empty one is a problem only of a file with no other."""
+    if not isinstance(raw, list):
         problems.append(f'{file}: "stage" must be an array of tables: write each stage as [[stage]]')
-        raw_stages = []
-    if not raw_stages and not problems:
+        raw = []
+    if not raw and not problems:
         problems.append(f"{file}: no stages: add at least one [[stage]] table")
-    stages: list[Stage] = []
+    return raw
+
+
+def _parse_stages(problems: list[str], file: str, raw_stages: list[Any], settings: _Settings) -> list[Stage]:
+    context = _StageContext(
+        file=file,
+        root=settings.root,
+        python_path=settings.python_path,
+        ignore=settings.ignore,
+        rules=IgnoreRules(settings.root, settings.ignore),
+    )
     seen: dict[str, int] = {}
-    rules = IgnoreRules(root, ignore)
+    stages: list[Stage] = []
     for index, raw in enumerate(raw_stages, start=1):
-        stage = _parse_stage(problems, file, index, raw, root, python_path, ignore, seen, rules)
+        stage = _parse_stage(problems, context, index, raw, seen)
         if stage is not None:
             stages.append(stage)
-    declared = [
-        raw["name"] for raw in raw_stages if isinstance(raw, dict) and isinstance(raw.get("name"), str)
-    ]
-    _check_references(problems, file, stages, declared, root)
-    if problems:
-        raise ConfigError(problems)
-    try:
-        graph = build_graph(stages, output_dir.as_posix(), ignore)
-    except CycleError as exc:
-        via = "; ".join(f"{e.upstream} -> {e.downstream}: {e.via}" for e in exc.edges)
-        raise ConfigError(f'{file}: stage "{exc.cycle[0]}": cycle {" -> ".join(exc.cycle)} ({via})') from None
-    return Pipeline(
-        config_path=Path(os.path.abspath(path)),
-        output_dir=output_dir,
-        stages=tuple(stages),
-        graph=graph,
-        jobs=jobs,
-        debounce_s=debounce_s or 0.0,
-        ignore=ignore,
-        on_busy=on_busy,
-        rescan_s=rescan_s or 0.0,
-        watcher=watcher,
-        python_path=python_path,
-        serve=serve,
-    )
+    return stages
 
 
 def _parse_serve(problems: list[str], file: str, raw: object, root: str) -> ServeSettings:
@@ -254,71 +306,31 @@ def _parse_serve(problems: list[str], file: str, raw: object, root: str) -> Serv
     )
 
 
-def _parse_stage(
-    problems: list[str],
-    file: str,
-    index: int,
-    raw: object,
-    root: str,
-    python_path: tuple[str, ...],
-    ignore: tuple[str, ...],
-    seen: dict[str, int],
-    rules: IgnoreRules,
-) -> Stage | None:
-    table = _table(problems, file, f"stage #{index}", raw)
-    name = table.get("name")
-    too_long = isinstance(name, str) and len(name.encode()) > MAX_STAGE_NAME
-    if not isinstance(name, str) or not name:
-        where = f"stage #{index}"
-    elif too_long:
-        where = f'stage #{index} ("{name[:20]}...")'  # the whole name would bury the message
-    else:
-        where = f'stage "{name}"'
+@dataclass(frozen=True, slots=True)
+class _StageContext:
+    """What every stage's table is read against: the file, output_dir, the shared settings."""
 
-    reader = _Reader(problems, file, where, table)
+    file: str
+    root: str
+    python_path: tuple[str, ...]
+    ignore: tuple[str, ...]
+    rules: IgnoreRules
+
+
+def _parse_stage(
+    problems: list[str], context: _StageContext, index: int, raw: object, seen: dict[str, int]
+) -> Stage | None:
+    """One [[stage]] table, or None when it has a problem (each recorded); `seen` gathers names."""
+    table = _table(problems, context.file, f"stage #{index}", raw)
+    name = table.get("name")
+    reader = _Reader(problems, context.file, _stage_where(index, name), table)
     before = len(problems)
     reader.unknown_keys(STAGE_KEYS)
-    if "name" not in table:
-        reader.problem('missing "name"')
-    elif not isinstance(name, str) or not STAGE_NAME.fullmatch(name):
-        reader.problem(f'"name" {_show(name)} is invalid: use letters, digits, "_", "-" and "."')
-    elif too_long:
-        longest = f".{name[:20]}...{ENTRY_SUFFIX}{_TEMP_TAIL}"
-        reader.problem(
-            f'"name" is {len(name)} characters long; at most {MAX_STAGE_NAME} fit in the file names'
-            f' stagewatch keeps for it (the longest is "{longest}")'
-        )
-    elif name in seen:
-        reader.problem(f'duplicate name (stage #{seen[name]} is also "{name}")')
-    else:
-        seen[name] = index
+    _check_name(reader, index, seen)
     module = reader.string("module")
     function = reader.string("function")
-    command: tuple[str, ...] | None = None
-    if "command" in table:
-        value = table["command"]
-        if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
-            command = tuple(value)
-        elif isinstance(value, str):
-            reader.problem(
-                f'"command" must be a list of strings (argv, no shell), got a string; for a shell'
-                f' write ["sh", "-c", {_show(value)}]'
-            )
-        else:
-            reader.problem(f'"command" must be a non-empty list of strings, got {_show(value)}')
-    if "module" in table and "command" in table:
-        reader.problem('give either "module" or "command", not both')
-    elif "module" not in table and "command" not in table:
-        misspelled = any(did_you_mean(key, ("module", "command")) for key in table if key not in STAGE_KEYS)
-        if not misspelled:  # "comand" was already pointed out
-            reader.problem('missing "module" or "command": say what the stage runs')
-    if module is not None and not MODULE_NAME.fullmatch(module):
-        reader.problem(f'"module" {_show(module)} is not a dotted Python module name')
-    if function is not None:
-        if "command" in table:
-            reader.problem('"function" only goes with "module", not with "command"')
-        elif not function.isidentifier():
-            reader.problem(f'"function" {_show(function)} is not a Python identifier')
+    command = _command(reader)
+    _check_runs_what(reader, module, function)
     inputs = reader.strings("inputs")
     outputs = reader.strings("outputs")
     after = reader.strings("after")
@@ -326,32 +338,11 @@ def _parse_stage(
     ttl_s = reader.duration("ttl", None, positive=True)
     timeout_s = reader.duration("timeout", None, positive=True)
     on_busy = reader.choice("on_busy", OnBusy)
-    cache = posix(absolute(CACHE_DIR, root))
-    for output in outputs:
-        target = absolute(output, root)
-        if classify(output) is PathKind.GLOB:
-            reader.problem(f'"outputs": "{output}" is a glob; outputs must be files or folders ending in "/"')
-        elif target == root:
-            reader.problem(f'"outputs": "{output}" is output_dir itself; name a file or folder inside it')
-        elif not is_within(target, root):
-            reader.problem(f'"outputs": "{output}" is outside output_dir ({root})')
-        elif is_within(target, cache) or is_within(cache, target):
-            reader.problem(f'"outputs": "{output}" overlaps stagewatch\'s own cache ({CACHE_DIR}/)')
+    _check_outputs(reader, outputs, context.root)
     if len(problems) > before or not isinstance(name, str):
         return None
-    for output in outputs:
-        for read in inputs + sources:
-            if output_feeds(output, read, root, rules):
-                key = "inputs" if read in inputs else "sources"
-                reader.problem(
-                    f'"{key}": "{read}" reads the stage\'s own output "{output}"'
-                    + (
-                        " (add the output folder to [pipeline] ignore if it never holds inputs)"
-                        if classify(read) is PathKind.GLOB
-                        else ""
-                    )
-                )
-                break
+    # Only of outputs that are themselves sound: their problems above say more.
+    _check_own_outputs_unread(reader, outputs, inputs, sources, context)
     if len(problems) > before:
         return None
     return Stage(
@@ -365,10 +356,112 @@ def _parse_stage(
         timeout_s=timeout_s,
         after=after,
         sources=sources,
-        python_path=python_path,
-        ignore=ignore,
+        python_path=context.python_path,
+        ignore=context.ignore,
         on_busy=on_busy,
     )
+
+
+def _stage_where(index: int, name: object) -> str:
+    """How a stage's problems name it: by its name when it has a usable one, else by position."""
+    if not isinstance(name, str) or not name:
+        return f"stage #{index}"
+    if len(name.encode()) > MAX_STAGE_NAME:
+        return f'stage #{index} ("{name[:20]}...")'  # the whole name would bury the message
+    return f'stage "{name}"'
+
+
+def _check_name(reader: _Reader, index: int, seen: dict[str, int]) -> None:
+    """A name is present, well formed, short enough for the files named after it, and unique."""
+    table = reader.table
+    name = table.get("name")
+    if "name" not in table:
+        reader.problem('missing "name"')
+    elif not isinstance(name, str) or not STAGE_NAME.fullmatch(name):
+        reader.problem(f'"name" {_show(name)} is invalid: use letters, digits, "_", "-" and "."')
+    elif len(name.encode()) > MAX_STAGE_NAME:
+        longest = f".{name[:20]}...{ENTRY_SUFFIX}{_TEMP_TAIL}"
+        reader.problem(
+            f'"name" is {len(name)} characters long; at most {MAX_STAGE_NAME} fit in the file names'
+            f' stagewatch keeps for it (the longest is "{longest}")'
+        )
+    elif name in seen:
+        reader.problem(f'duplicate name (stage #{seen[name]} is also "{name}")')
+    else:
+        seen[name] = index
+
+
+def _command(reader: _Reader) -> tuple[str, ...] | None:
+    """ "command" as an argv list; a string is refused with the shell form it likely meant."""
+    if "command" not in reader.table:
+        return None
+    value = reader.table["command"]
+    if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    if isinstance(value, str):
+        reader.problem(
+            f'"command" must be a list of strings (argv, no shell), got a string; for a shell'
+            f' write ["sh", "-c", {_show(value)}]'
+        )
+    else:
+        reader.problem(f'"command" must be a non-empty list of strings, got {_show(value)}')
+    return None
+
+
+def _check_runs_what(reader: _Reader, module: str | None, function: str | None) -> None:
+    """Exactly one of "module" and "command"; "function" only beside "module"."""
+    table = reader.table
+    if "module" in table and "command" in table:
+        reader.problem('give either "module" or "command", not both')
+    elif "module" not in table and "command" not in table:
+        misspelled = any(did_you_mean(key, ("module", "command")) for key in table if key not in STAGE_KEYS)
+        if not misspelled:  # "comand" was already pointed out
+            reader.problem('missing "module" or "command": say what the stage runs')
+    if module is not None and not MODULE_NAME.fullmatch(module):
+        reader.problem(f'"module" {_show(module)} is not a dotted Python module name')
+    if function is not None:
+        if "command" in table:
+            reader.problem('"function" only goes with "module", not with "command"')
+        elif not function.isidentifier():
+            reader.problem(f'"function" {_show(function)} is not a Python identifier')
+
+
+def _check_outputs(reader: _Reader, outputs: tuple[str, ...], root: str) -> None:
+    """Each output a file or folder inside output_dir, clear of stagewatch's own cache."""
+    cache = posix(absolute(CACHE_DIR, root))
+    for output in outputs:
+        target = absolute(output, root)
+        if classify(output) is PathKind.GLOB:
+            reader.problem(f'"outputs": "{output}" is a glob; outputs must be files or folders ending in "/"')
+        elif target == root:
+            reader.problem(f'"outputs": "{output}" is output_dir itself; name a file or folder inside it')
+        elif not is_within(target, root):
+            reader.problem(f'"outputs": "{output}" is outside output_dir ({root})')
+        elif is_within(target, cache) or is_within(cache, target):
+            reader.problem(f'"outputs": "{output}" overlaps stagewatch\'s own cache ({CACHE_DIR}/)')
+
+
+def _check_own_outputs_unread(
+    reader: _Reader,
+    outputs: tuple[str, ...],
+    inputs: tuple[str, ...],
+    sources: tuple[str, ...],
+    context: _StageContext,
+) -> None:
+    """No stage reads what it writes: each of its runs would make the next one due."""
+    for output in outputs:
+        for read in inputs + sources:
+            if output_feeds(output, read, context.root, context.rules):
+                key = "inputs" if read in inputs else "sources"
+                reader.problem(
+                    f'"{key}": "{read}" reads the stage\'s own output "{output}"'
+                    + (
+                        " (add the output folder to [pipeline] ignore if it never holds inputs)"
+                        if classify(read) is PathKind.GLOB
+                        else ""
+                    )
+                )
+                break
 
 
 def _check_references(

@@ -14,16 +14,14 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
-from stagewatch.durations import format_duration
 from stagewatch.failure import exception_place, explanation
+from stagewatch.sentences import RED, YELLOW, Paint, sentence
 from stagewatch.stage import LineSink
 
 LogFormat = Literal["auto", "console", "json"]
 Resolved = Literal["console", "json"]
 
-_RESET, _DIM, _BOLD = "\033[0m", "\033[2m", "\033[1m"
-_RED, _GREEN, _YELLOW, _CYAN = "\033[31m", "\033[32m", "\033[33m", "\033[36m"
-_LEVEL_COLORS = {"warning": _YELLOW, "error": _RED, "critical": _RED}
+_LEVEL_COLORS = {"warning": YELLOW, "error": RED, "critical": RED}
 
 
 def resolve_format(requested: LogFormat, stream: TextIO, environ: Mapping[str, str] = os.environ) -> Resolved:
@@ -75,19 +73,13 @@ class JournalPriorityPrefix:
         return f"<{priority}>{self.render(logger, name, event_dict)}"
 
 
-def _count(value: object, noun: str) -> str:
-    return f"{value} {noun}" if value == 1 else f"{value} {noun}s"
-
-
-def _seconds(value: object) -> str:
-    return format_duration(float(value)) if isinstance(value, int | float) else str(value)
-
-
 class StoryRenderer:
-    """Renders known events as sentences a person reads at a glance; others as `event key=value`."""
+    """Renders events as the catalogue's sentences a person reads at a glance; an event the
+    catalogue does not know as `event key=value`."""
 
     def __init__(self, colors: bool, output_shown: bool = True) -> None:
         self.colors = colors
+        self.paint = Paint(colors)
         # A stage's lines are shown as they come ("stage | ..."), so a failure names its
         # exception and is not told twice; under -q they are not, so the failure shows its tail.
         self.output_shown = output_shown
@@ -95,14 +87,11 @@ class StoryRenderer:
         with contextlib.suppress(OSError):
             self.cwd = os.getcwd()
 
-    def _c(self, color: str, text: str) -> str:
-        return f"{color}{text}{_RESET}" if self.colors else text
-
     def __call__(self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> str:
         fields = dict(event_dict)
         event = str(fields.pop("event", ""))
-        if event == "stage.output":
-            return f"{self._c(_DIM, str(fields.get('stage')) + ' |')} {fields.get('line', '')}"
+        if event == "stage.output":  # the stage's own line: no time, no level, as it printed it
+            return sentence(event, fields, self.paint) or ""
         level = str(fields.pop("level", "info"))
         stamp = str(fields.pop("timestamp", ""))
         tail = fields.pop("tail", None)
@@ -111,145 +100,19 @@ class StoryRenderer:
             fields["place"] = exception_place(tail or (), self.cwd)
             if self.output_shown:
                 tail = None
-        text = self._sentence(event, fields, len(tail or ()))
+            fields["tail_lines"] = len(tail or ())
+        text = sentence(event, fields, self.paint)
         if text is None:
             rest = " ".join(f"{key}={value}" for key, value in fields.items())
-            text = f"{self._c(_BOLD, event)} {rest}".rstrip()
+            text = f"{self.paint.bold(event)} {rest}".rstrip()
         if level in _LEVEL_COLORS:
-            text = self._c(_LEVEL_COLORS[level], f"{level}: ") + text
-        line = f"{self._c(_DIM, stamp)} {text}" if stamp else text
+            text = self.paint(_LEVEL_COLORS[level], f"{level}: ") + text
+        line = f"{self.paint.dim(stamp)} {text}" if stamp else text
         if tail:
-            marker = self._c(_DIM, "  ---")
+            marker = self.paint.dim("  ---")
             lines = "\n".join(f"  | {entry}" for entry in tail)
             line += f"\n{lines}\n{marker}"
         return line
-
-    def _sentence(self, event: str, f: dict[str, Any], tail_lines: int) -> str | None:
-        stage = f.get("stage", "")
-        if event == "stage.started":
-            why = "; ".join(f.get("reasons", ())) or "stale"
-            return f"{self._c(_CYAN, '▶')} {self._c(_BOLD, stage)} runs: {why}"
-        if event == "stage.succeeded":
-            return f"{self._c(_GREEN, '✓')} {self._c(_BOLD, stage)} done in {_seconds(f.get('duration_s'))}"
-        if event == "stage.failed":
-            lines = "line" if tail_lines == 1 else f"{tail_lines} lines"
-            where = f"; last {lines} of its output:" if tail_lines else ""
-            exception, place = f.get("exception"), f.get("place")
-            said = f": {self._c(_BOLD, exception)}" if exception else ""
-            if said and place:
-                said += f" (at {place})"
-            return (
-                f'{self._c(_RED, "✗")} stage "{stage}" failed ({f.get("error")})'
-                f" after {_seconds(f.get('duration_s'))}{said}{where}"
-            )
-        if event == "stage.log_unwritable":
-            return (
-                f"{stage}: cannot write its log {f.get('path')} ({f.get('error')}); its output is still shown"
-            )
-        if event == "stage.orphans_killed":
-            pids = ", ".join(str(pid) for pid in f.get("pids", ()))
-            return f"{stage}: stopped what an earlier run of it left running (pid {pids}) before running it"
-        if event == "stage.blocked":
-            return f"{self._c(_YELLOW, '⊘')} {self._c(_BOLD, stage)} not run: upstream {f.get('by')} failed"
-        if event == "stage.skipped":
-            return f"{self._c(_DIM, '·')} {stage} fresh"
-        if event == "watch.started":
-            return (
-                f"{self._c(_BOLD, 'watching')} {_count(f.get('folders'), 'folder')}"
-                f" for {_count(f.get('stages'), 'stage')}"
-                f" ({f.get('watcher')}); catching up"
-            )
-        if event == "watch.changed":
-            paths = ", ".join(f.get("paths", ()))
-            more = (
-                f" and {f['count'] - len(f['paths'])} more"
-                if f.get("count", 0) > len(f.get("paths", ()))
-                else ""
-            )
-            return f"{self._c(_CYAN, '~')} {paths}{more} changed: checking {', '.join(f.get('stages', ()))}"
-        if event == "watch.idle":
-            troubles = [
-                f"{word}: {', '.join(f[key])}{why}"
-                for key, word, why in (
-                    ("failing", "failing", ""),
-                    ("blocked", "blocked", ""),
-                    ("looping", "held", " (each keeps changing what it reads)"),
-                )
-                if f.get(key)
-            ]
-            fresh = f.get("fresh")
-            if troubles:
-                return f"{self._c(_YELLOW, 'idle')}: {fresh} fresh; " + "; ".join(troubles)
-            every = "the stage is fresh" if fresh == 1 else f"all {fresh} stages fresh"
-            return f"{self._c(_GREEN, 'idle')}: {every}"
-        if event == "ttl.due":
-            return f"{self._c(_CYAN, '⏲')} {stage}: ttl expired"
-        if event == "stage.cancelled":
-            return f"{self._c(_YELLOW, '■')} {stage} stopped after {_seconds(f.get('duration_s'))}"
-        if event == "stage.retry_scheduled":
-            return f"{self._c(_YELLOW, '⏲')} {stage}: trying again in {_seconds(f.get('retry_in_s'))}"
-        if event == "stage.self_triggering":
-            return (
-                f"{self._c(_YELLOW, '⟲')} {self._c(_BOLD, stage)} keeps changing what it reads"
-                f" ({f.get('path')}, {f.get('runs')} runs in a row): held until something else changes it"
-            )
-        if event == "stage.released":
-            return f"{self._c(_CYAN, '~')} {stage}: {f.get('path')} changed from outside; checking it again"
-        if event == "stage.invalidated":
-            return f"{self._c(_CYAN, '~')} {self._c(_BOLD, stage)} invalidated: runs again"
-        if event == "stage.invalidated_while_running":
-            return f"{stage}: invalidated while it ran, so this run is not recorded; it runs again"
-        if event == "watch.output_dir_gone":
-            gone = self._c(_RED, "the output folder is gone")
-            return f"{gone}: {f.get('path')} was deleted or moved; stopping"
-        if event == "stage.restarting":
-            return f"{self._c(_YELLOW, '↻')} {stage}: its inputs changed while it ran; restarting it"
-        if event == "config.reloaded":
-            parts = [f"{k} {', '.join(f[k])}" for k in ("added", "changed", "removed") if f.get(k)]
-            what = "; ".join(parts) or "settings changed"
-            return f"{self._c(_GREEN, 'config reloaded')} ({f.get('why')}): {what}"
-        if event == "config.restored":
-            return f"{self._c(_GREEN, 'config valid again')}: the same as the running one"
-        if event == "config.unchanged":
-            return f"config unchanged ({f.get('why')})"
-        if event == "config.invalid":
-            problems = "\n  ".join(f.get("problems", ()))
-            return f"{self._c(_RED, 'config invalid')}, keeping the running one:\n  {problems}"
-        if event == "watch.distrusted":
-            return f"the watcher may have missed changes ({f.get('reason')}): checking every stage"
-        if event == "watch.limit":
-            return (
-                f"cannot watch {f.get('path')} ({f.get('error')}): polling it instead;"
-                f" raise the limit with: {f.get('raise_it_with')}"
-            )
-        if event == "watch.stopping":
-            running = f.get("running") or []
-            return f"stopping ({f.get('signal')})" + (f": stopping {', '.join(running)}" if running else "")
-        if event == "watch.stopped":
-            return "stopped"
-        if event == "serve.listening":
-            url = self._c(_BOLD, str(f.get("url")))
-            return f"{self._c(_GREEN, 'serving')} {f.get('root')} at {url} ({f.get('why')})"
-        if event == "serve.exposed":
-            return f"listening on {f.get('bind')}: {f.get('problem')}"
-        if event == "serve.no_index":
-            return f"{f.get('root')} holds no index.html (yet): {f.get('hint')}"
-        if event == "serve.refused":
-            refused = (
-                f"Host {f.get('host')}" if f.get("reason") == "host" else f.get("origin") or f.get("path")
-            )
-            return f"refused a request ({f.get('reason')}): {refused}"
-        if event == "serve.waited":
-            stages = ", ".join(f.get("stages", ()))
-            return f"{f.get('path')}: served after {_seconds(f.get('waited_s'))} although {stages} still run"
-        if event == "build.started":
-            return f"checking {_count(f.get('stages'), 'stage')} ({f.get('jobs')} at once)"
-        if event == "build.finished":
-            parts = [f"{f.get(k, 0)} {k}" for k in ("ran", "fresh", "failed", "blocked") if f.get(k)]
-            summary = ", ".join(parts) or "nothing to do"
-            mark = self._c(_RED, "build failed") if f.get("failed") else self._c(_GREEN, "build done")
-            return f"{mark} in {_seconds(f.get('duration_s'))}: {summary}"
-        return None
 
 
 OnBroken = Callable[[str], object]
