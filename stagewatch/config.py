@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from stagewatch.durations import parse_duration
+from stagewatch.entry import ENTRY_SUFFIX, ENTRY_TEMP_TAIL, MAX_STAGE_NAME
 from stagewatch.errors import ConfigError
 from stagewatch.graph import CycleError, build_graph, output_feeds
-from stagewatch.layout import ENTRY_SUFFIX
 from stagewatch.paths import CACHE_DIR, IgnoreRules, PathKind, absolute, classify, is_within, posix
 from stagewatch.pipeline import Pipeline
 from stagewatch.regular import FileTooLarge, NotRegularFile, read_regular
@@ -23,10 +23,6 @@ from stagewatch.suggest import did_you_mean
 
 DEFAULT_CONFIG = "stagewatch.toml"
 CONFIG_ENV = "STAGEWATCH_CONFIG"
-# The longest file stagewatch names after a stage is its entry's temporary file while it is
-# written (layout.write_atomic): ".<name>.hash.XXXXXXXX.tmp", within NAME_MAX (255 bytes).
-_TEMP_TAIL = ".XXXXXXXX.tmp"
-MAX_STAGE_NAME = 255 - len(".") - len(ENTRY_SUFFIX) - len(_TEMP_TAIL)
 # A pipeline file is a few kilobytes; far more is a mistake (a log, a dump), not a pipeline.
 MAX_CONFIG_BYTES = 10 * 1024 * 1024
 TOP_KEYS = ("pipeline", "stage", "serve")
@@ -380,7 +376,7 @@ def _check_name(reader: _Reader, index: int, seen: dict[str, int]) -> None:
     elif not isinstance(name, str) or not STAGE_NAME.fullmatch(name):
         reader.problem(f'"name" {_show(name)} is invalid: use letters, digits, "_", "-" and "."')
     elif len(name.encode()) > MAX_STAGE_NAME:
-        longest = f".{name[:20]}...{ENTRY_SUFFIX}{_TEMP_TAIL}"
+        longest = f".{name[:20]}...{ENTRY_SUFFIX}{ENTRY_TEMP_TAIL}"
         reader.problem(
             f'"name" is {len(name)} characters long; at most {MAX_STAGE_NAME} fit in the file names'
             f' stagewatch keeps for it (the longest is "{longest}")'

@@ -9,9 +9,6 @@ import os
 import tempfile
 from pathlib import Path
 
-# An entry's name is stagewatch.entry's; the suffix stays importable here for name limits
-# still derived from it (stagewatch.entry.MAX_STAGE_NAME is that limit).
-from stagewatch.entry import ENTRY_SUFFIX as ENTRY_SUFFIX
 from stagewatch.paths import CACHE_DIR
 
 LOG_SUFFIX = ".log"
