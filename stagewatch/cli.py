@@ -28,7 +28,6 @@ from stagewatch.errors import ConfigError, LockHeldError, StagewatchError, Usage
 from stagewatch.failure import explanation
 from stagewatch.freshness import CorruptEntry, Decision, Entry, LastRunUnfinished, shadowing
 from stagewatch.graph import Graph
-from stagewatch.launch import restore_defaults, say_stopped, stop_status, take_stop
 from stagewatch.layout import CacheLayout
 from stagewatch.lock import DAEMON_ROLES, PipelineLock, lock_owner
 from stagewatch.log import (
@@ -45,6 +44,7 @@ from stagewatch.paths import PathKind, absolute, classify, glob_base, is_within,
 from stagewatch.pipeline import Pipeline
 from stagewatch.regular import kind_of
 from stagewatch.runner import StageRunner
+from stagewatch.signals import restore_defaults, say_stopped, stop_status, take_stop
 from stagewatch.stage import StageState
 from stagewatch.state import Attempt, StateRecorder, read_state, running_stages
 from stagewatch.terminal import has_controlling_terminal, sighup_stops

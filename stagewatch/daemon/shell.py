@@ -43,12 +43,12 @@ from stagewatch.daemon.runs import CheckResult, StageWork
 from stagewatch.daemon.systemd import Notifier
 from stagewatch.daemon.watcher import Watcher, plan_watches
 from stagewatch.daemon.workers import Workers
-from stagewatch.launch import reload_asked, take_stop
 from stagewatch.lock import PipelineLock
 from stagewatch.log import Resolved, line_sink, on_output_gone
 from stagewatch.paths import label
 from stagewatch.pipeline import Pipeline
 from stagewatch.runner import GRACE_S, StageRunner
+from stagewatch.signals import reload_asked, take_stop
 from stagewatch.stage import Change
 from stagewatch.state import StateRecorder
 from stagewatch.terminal import sighup_stops
