@@ -6,7 +6,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -240,6 +240,13 @@ class StateRecorder:
             if attempt.result is StageState.FAILED:
                 self.state.failures[name] = attempt
             self._save_soon()
+
+    def snapshot(self) -> PipelineState:
+        """A copy of what is recorded, taken under the lock: runs end on their own threads, and
+        a reader elsewhere (the preview, on the loop) must never see a table mid-change.
+        Attempts are frozen, so copies of the tables are enough."""
+        with self._lock:
+            return replace(self.state, stages=dict(self.state.stages), failures=dict(self.state.failures))
 
     def keep_only(self, names: set[str]) -> None:
         """Forget stages that are no longer in the pipeline (after a reload)."""

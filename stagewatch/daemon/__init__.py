@@ -12,6 +12,7 @@ watcher      watchdog's observers -> changes; the only module importing watchdog
 scheduler    failure backoff and debounce: arithmetic on times
 systemd      sd_notify
 listener     what a companion on the loop hears (stages started and ended, rounds settled)
+view         what a companion may read of the daemon: the pipeline, its stages' states, records
 
 Importing this package loads nothing: `build` and `status` never pay for the daemon.
 """

@@ -41,6 +41,7 @@ from stagewatch.daemon.listener import DaemonListener
 from stagewatch.daemon.reload import Reread, config_digest, reread, stage_changes
 from stagewatch.daemon.runs import CheckResult, StageWork
 from stagewatch.daemon.systemd import Notifier
+from stagewatch.daemon.view import DaemonView
 from stagewatch.daemon.watcher import Watcher, plan_watches
 from stagewatch.daemon.workers import Workers
 from stagewatch.lock import PipelineLock
@@ -137,7 +138,7 @@ class Daemon:
             log.info("watch.stopped", signal=asked)
             return 0
         if self.listener is not None:
-            await self.listener.attached(self)
+            await self.listener.attached(DaemonView(lambda: self.pipeline, self.stage_states, self.recorder))
         # Watch first, then catch up: a change made during the catch-up is not lost.
         self.watcher = Watcher(self._changes_from_thread, self._trouble_from_thread, self.pipeline.watcher)
         self.watcher.start()
