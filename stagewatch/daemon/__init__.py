@@ -6,8 +6,9 @@ shell        the loop, signals, timers, reloads and the stop
 runs         the coordinator's Check, Start and Cancel, on worker threads
 workers      the worker threads, which hand their results back to the loop
 changes      a debounced burst of filesystem changes -> what it means for the stages
-reload       the pipeline file read again while watching, and what changed in it
+reload       the pipeline file read again while watching, what changed, and what to do
 impact       which stages a changed path affects, and which folders to watch
+upkeep       the watches kept in step with the pipeline and its stages' imports
 watcher      watchdog's observers -> changes; the only module importing watchdog
 scheduler    failure backoff and debounce: arithmetic on times
 systemd      sd_notify

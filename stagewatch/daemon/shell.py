@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import posixpath
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -19,7 +18,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from stagewatch.attempt import Attempts, Prepared
+from stagewatch.attempt import Attempts
 from stagewatch.cache import Workspace
 from stagewatch.daemon.changes import Batch, Debounce, folder_identity, read_batch
 from stagewatch.daemon.coordinator import Coordinator, plan_for, status_text
@@ -36,13 +35,22 @@ from stagewatch.daemon.events import (
     Start,
     Wake,
 )
-from stagewatch.daemon.impact import ImpactMap
 from stagewatch.daemon.listener import DaemonListener
-from stagewatch.daemon.reload import Reread, config_digest, reread, stage_changes
+from stagewatch.daemon.reload import (
+    Refused,
+    Replace,
+    Reread,
+    SameBytes,
+    Unchanged,
+    config_digest,
+    judge_reload,
+    reread,
+)
 from stagewatch.daemon.runs import CheckResult, StageWork
 from stagewatch.daemon.systemd import Notifier
+from stagewatch.daemon.upkeep import WatchUpkeep, renewed_after
 from stagewatch.daemon.view import DaemonView
-from stagewatch.daemon.watcher import Watcher, plan_watches
+from stagewatch.daemon.watcher import Watcher
 from stagewatch.daemon.workers import Workers
 from stagewatch.lock import PipelineLock
 from stagewatch.log import Resolved, line_sink, on_output_gone
@@ -61,18 +69,7 @@ log = structlog.get_logger(__name__)
 TTL_TICK_S = 60.0
 # Runs get SIGTERM, a grace period and SIGKILL when stopping; past this, stop without them.
 STOP_DEADLINE_S = GRACE_S * 2 + 5.0
-
-
-def _within_wanted(folder: str, wanted: dict[str, bool]) -> bool:
-    """Whether a folder is one the watches were made for, or lies in one watched recursively."""
-    if folder in wanted:
-        return True
-    above = posixpath.dirname(folder)
-    while above != folder:
-        if wanted.get(above):
-            return True
-        folder, above = above, posixpath.dirname(above)
-    return False
+KEEPING = "keeping the running config"
 
 
 class Daemon:
@@ -101,8 +98,7 @@ class Daemon:
         self.recorder = StateRecorder(pipeline.output_dir, "watch")
         self.config_digest = config_digest(pipeline.config_path)
         self.config_invalid = False
-        self.code_files: dict[str, frozenset[str]] = {}
-        self.impact = ImpactMap(pipeline, self.code_files)
+        self.upkeep = WatchUpkeep(pipeline)
         self.coordinator = Coordinator(plan_for(pipeline, self._jobs(pipeline)))
         self.debounce = Debounce()
         self.replan_queued = False
@@ -111,7 +107,6 @@ class Daemon:
         self.reloading = False
         self.reload_again: str | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self.wanted: dict[str, bool] = {}  # the folders the last watch update wanted
 
     def _jobs(self, pipeline: Pipeline) -> int:
         return self.jobs_override or pipeline.jobs
@@ -215,7 +210,9 @@ class Daemon:
         self._tell(lambda listener: listener.stages_moved())
 
     def _checked(self, results: list[CheckResult]) -> None:
-        self._note_code([prepared for *_, prepared in results if prepared is not None])
+        checked = [prepared for *_, prepared in results if prepared is not None]
+        if self.upkeep.note_code(self.pipeline, checked):
+            self._replan_soon()  # a module in a folder not watched yet
         verdicts = [(name, job, verdict) for name, job, verdict, _ in results]
         self._perform(self.coordinator.checked_many(verdicts, self._now()))
 
@@ -257,29 +254,6 @@ class Daemon:
         """Where each stage stands now, for a listener that answers questions about them."""
         return {name: slot.state for name, slot in self.coordinator.slots.items()}
 
-    def _note_code(self, checked: list[Prepared]) -> None:
-        """Keep the code files of module stages watched as their imports change: one new
-        impact map and one watch update for a whole batch of checks."""
-        changed: list[frozenset[str]] = []
-        for prepared in checked:
-            stage, fingerprint = prepared.stage, prepared.fingerprint
-            if stage.module is None or not self.pipeline.has_stage(stage.name):
-                continue  # a command's code is its argv; a stage a reload removed reads nothing now
-            if self.pipeline.stage(stage.name) != stage:
-                continue  # checked before a reload changed it: its next check says what it imports
-            files = frozenset(
-                str(self.root / rel) if not rel.startswith("/") else rel
-                for rel, _ in (*((fingerprint.code,) if fingerprint.code else ()), *fingerprint.deps)
-            )
-            if self.code_files.get(stage.name) != files:
-                self.code_files[stage.name] = files
-                changed.append(files)
-        if changed:
-            self.impact = self.impact.with_code(self.code_files)
-            folders = {posixpath.dirname(path) for files in changed for path in files}
-            if not all(_within_wanted(folder, self.wanted) for folder in folders):
-                self._replan_soon()  # a module in a folder not watched yet
-
     # --- the watcher and the debounce ---
 
     def _replan_soon(self) -> None:
@@ -298,11 +272,7 @@ class Daemon:
         """On the I/O thread: make the watches match what the pipeline reads now."""
         if self.lock is not None:  # a folder came or went: maybe _build/, with the lock's record
             self.lock.refresh()
-        self.watcher.update(self._watch_plan(), renew)
-
-    def _watch_plan(self) -> dict[str, bool]:
-        self.wanted = self.impact.wanted_watches()  # replaced whole: the loop reads it
-        return plan_watches(self.wanted, within=self.impact.root)
+        self.watcher.update(self.upkeep.plan(), renew)
 
     def _changes_from_thread(self, changes: list[Change]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop has closed: nothing more to do
@@ -316,7 +286,7 @@ class Daemon:
         if self.stopping:
             return
         log.warning("watch.distrusted", reason=reason, action="full rescan")
-        renew = tuple(self.watcher.watched) if reason == "overflow" else ()
+        renew = renewed_after(reason, self.watcher.watched)
 
         def rescan(_: object) -> None:
             self._perform(self.coordinator.rescan(self._now()))
@@ -326,14 +296,14 @@ class Daemon:
     def _on_changes(self, changes: list[Change]) -> None:
         # The daemon's own state.json and digests, written as it goes idle, would otherwise
         # hold a person's next save back by a whole debounce.
-        changes = [change for change in changes if not self.impact.is_bookkeeping(change)]
+        changes = [change for change in changes if not self.upkeep.impact.is_bookkeeping(change)]
         if self.stopping or not changes:
             return
         delay_s = self.debounce.add(changes, self.loop.time(), self.pipeline.debounce_s)
         self._arm("flush", delay_s, self._flush)
 
     def _flush(self) -> None:
-        changes, impact, has_stage = self.debounce.take(), self.impact, self.pipeline.has_stage
+        changes, impact, has_stage = self.debounce.take(), self.upkeep.impact, self.pipeline.has_stage
 
         def work() -> Batch:
             return read_batch(changes, impact, has_stage, self.ground, self._replan)
@@ -390,7 +360,7 @@ class Daemon:
         def work() -> bool:
             if folder_identity(self.root) != self.ground[1]:
                 return False
-            self.watcher.update(self._watch_plan(), retry_failed=True)
+            self.watcher.update(self.upkeep.plan(), retry_failed=True)
             return True
 
         def then(ground: bool) -> None:
@@ -449,39 +419,34 @@ class Daemon:
                 self._reload(again)
 
     def _apply_reload(self, why: str, outcome: Reread) -> None:
-        new = outcome.pipeline
-        keeping = "keeping the running config"
-        if outcome.problems:
-            self.config_invalid = True
-            log.error("config.invalid", why=why, problems=list(outcome.problems), action=keeping)
-            self._tell(lambda listener: listener.pipeline_checked(outcome.problems))
-            return
-        if new is None:
-            if self.config_invalid:  # put back as it was: say the alarm is over
+        decision = judge_reload(outcome, self.pipeline, self.config_invalid)
+        if isinstance(decision, Refused):
+            problems = decision.problems
+            self.config_invalid = self.config_invalid or decision.file_invalid
+            log.error("config.invalid", why=why, problems=list(problems), action=KEEPING)
+            self._tell(lambda listener: listener.pipeline_checked(problems))
+        elif isinstance(decision, SameBytes):
+            if decision.restored:
                 self.config_invalid = False
                 log.info("config.restored", why=why)
                 self._tell(lambda listener: listener.pipeline_checked(()))
-            return  # touched or rewritten with the same bytes
-        if new.output_dir != self.pipeline.output_dir:
-            problem = f"{new.config_path}: output_dir cannot change while watching; restart stagewatch"
-            log.error("config.invalid", why=why, problems=[problem], action=keeping)
-            self._tell(lambda listener: listener.pipeline_checked((problem,)))
-            return
-        self.config_digest = outcome.digest
-        self.config_invalid = False
-        self._tell(lambda listener: listener.pipeline_checked(()))
-        old = self.pipeline
-        if new == old:
-            (log.info if why == "SIGHUP" else log.debug)("config.unchanged", why=why)
-            return
-        changes = stage_changes(old, new)
-        if new.watcher is not old.watcher:
+        else:
+            self.config_digest = decision.digest
+            self.config_invalid = False
+            self._tell(lambda listener: listener.pipeline_checked(()))
+            if isinstance(decision, Unchanged):
+                (log.info if why == "SIGHUP" else log.debug)("config.unchanged", why=why)
+            else:
+                self._replace(why, decision)
+
+    def _replace(self, why: str, decision: Replace) -> None:
+        new, changes = decision.pipeline, decision.changes
+        if decision.watcher_changed:
             log.warning("config.not_applied", key="watcher", reason="takes effect when stagewatch restarts")
-        for name in (*changes.removed, *changes.changed):
-            self.code_files.pop(name, None)
+        for name in decision.forgotten:
             self.work.forget(name)
         self.pipeline = new
-        self.impact = ImpactMap(new, self.code_files)
+        self.upkeep.reloaded(new, decision.forgotten)
         names = set(new.names)
 
         def rewatch() -> None:
