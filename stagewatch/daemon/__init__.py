@@ -2,7 +2,10 @@
 
 coordinator  one slot per stage; events in, actions out (no I/O, no clock)
 events       the values it speaks in: a slot, the facts events bring, the actions
-shell        the loop, signals, timers, reloads and the stop
+shell        the loop and signals; the coordinator's actions carried out; the stop
+timers       the shell's named timers on the loop
+watching     watchdog's changes -> debounced batches; the watches updated on the I/O thread
+reloading    one read of the pipeline file at a time, and its judgment acted on
 runs         the coordinator's Check, Start and Cancel, on worker threads
 workers      the worker threads, which hand their results back to the loop
 changes      a debounced burst of filesystem changes -> what it means for the stages
