@@ -40,7 +40,7 @@ def code_files_of(prepared: Prepared, root: Path) -> frozenset[str]:
 
 def renewed_after(reason: str, watched: Mapping[str, bool]) -> tuple[str, ...]:
     """The watches to make again after the watcher's trouble: an overflow lost events of any
-    of them; other trouble (a watch that died) is mended by the plan alone."""
+    of them; other trouble (a watch that failed, the watch limit) is mended by the plan alone."""
     return tuple(watched) if reason == "overflow" else ()
 
 
