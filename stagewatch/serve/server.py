@@ -1,6 +1,7 @@
 """The preview's HTTP server, on the daemon's own loop: it listens to the daemon
-(daemon/listener.py) and routes requests to the site's files (files.py), the tabs' WebSockets
-(live.py), the live script and the status page. It alone starts and stops aiohttp.
+(daemon/listener.py), reads it through its view (daemon/view.py), and routes requests to the
+site's files (files.py), the tabs' WebSockets (live.py), the live script and the status page.
+It alone starts and stops aiohttp.
 
 Routes and the Host check live here; what a file request gets is files.py's, what a tab is told
 is live.py's. Nothing here waits on a client: a stop cuts off whatever does not keep up.
