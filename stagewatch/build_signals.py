@@ -8,8 +8,8 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-from stagewatch.launch import take_stop
 from stagewatch.log import on_output_gone, output_gone
+from stagewatch.signals import take_stop
 from stagewatch.terminal import sighup_stops
 
 

@@ -26,7 +26,6 @@ from stagewatch.errors import ConfigError, LockHeldError, StagewatchError, Usage
 from stagewatch.freshness import Decision
 from stagewatch.graph import Graph
 from stagewatch.graph_render import render_graph
-from stagewatch.launch import restore_defaults, say_stopped, stop_status, take_stop
 from stagewatch.layout import CacheLayout
 from stagewatch.lock import DAEMON_ROLES, PipelineLock, lock_owner
 from stagewatch.log import (
@@ -43,6 +42,7 @@ from stagewatch.pipeline import Pipeline
 from stagewatch.regular import kind_of
 from stagewatch.runnable import ModuleTrouble, module_problems
 from stagewatch.runner import StageRunner
+from stagewatch.signals import restore_defaults, say_stopped, stop_status, take_stop
 from stagewatch.state import StateRecorder, read_state, running_stages
 from stagewatch.status_report import explain_lines, status_document, status_lines, status_row
 from stagewatch.terminal import has_controlling_terminal

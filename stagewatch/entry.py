@@ -12,13 +12,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from stagewatch.regular import read_regular
 from stagewatch.stage import DEFAULT_FUNCTION
-
-if TYPE_CHECKING:
-    from stagewatch.freshness import Fingerprint
 
 ENTRY_VERSION = 2
 ENTRY_SUFFIX = ".hash"
@@ -144,9 +141,22 @@ def _char_of(byte: int) -> str:
 # --- Format and parse (pure). ---
 
 
-def format_entry(
-    key: str, fingerprint: Fingerprint | None, finished: datetime, duration_s: float | None
-) -> str:
+class Observed(Protocol):
+    """What a success's key was made of, as a fingerprint holds it (freshness.Fingerprint)."""
+
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def code(self) -> tuple[str, str] | None: ...
+    @property
+    def function(self) -> str | None: ...
+    @property
+    def deps(self) -> Digests: ...
+    @property
+    def inputs(self) -> Digests: ...
+
+
+def format_entry(key: str, fingerprint: Observed | None, finished: datetime, duration_s: float | None) -> str:
     """A success's entry: the key it started from, and the details only when they made that key."""
     lines = [f"version={ENTRY_VERSION}", f"key={key}"]
     if fingerprint is not None and fingerprint.key == key and fingerprint.code is not None:

@@ -6,7 +6,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -145,14 +145,21 @@ def running_stages(output_dir: Path) -> set[str]:
 
 
 def write_state(output_dir: Path, state: PipelineState) -> None:
+    _write_text(output_dir, state_text(state))
+
+
+def state_text(state: PipelineState) -> str:
     data = {
         "pid": state.pid,
         "mode": state.mode,
         "stages": {name: _record(attempt) for name, attempt in sorted(state.stages.items())},
         "failures": {name: _record(attempt) for name, attempt in sorted(state.failures.items())},
     }
+    return json.dumps(data, indent=1) + "\n"
+
+
+def _write_text(output_dir: Path, text: str) -> None:
     # Not fsynced: status after a power cut may lose its last lines, never a stage's result.
-    text = json.dumps(data, indent=1) + "\n"
     write_atomic(state_path(output_dir), text, within=output_dir, durable=False)
 
 
@@ -169,12 +176,18 @@ class StateRecorder:
     """Owns state.json for one build or daemon: records each start and each end, on disk
     within SAVE_EVERY_S, and at once at close.
 
-    Runs end on their own threads: every change and its write happen under one lock.
+    Runs end on their own threads. Every change happens under one lock, which is held only
+    while the tables change and are turned into text: a reader (the preview, on the loop)
+    never waits for the disk. The writes take a lock of their own, and a text older than
+    the one already written is dropped.
     """
 
     def __init__(self, output_dir: Path, mode: str) -> None:
         self.output_dir = output_dir
         self._lock = threading.RLock()
+        self._write_lock = threading.Lock()
+        self._saves = 0  # texts made so far; the one written last is _written
+        self._written = 0
         self._saved_at = -SAVE_EVERY_S
         self._pending: threading.Timer | None = None
         self.state = read_state(output_dir)
@@ -190,39 +203,55 @@ class StateRecorder:
                     StageState.CANCELLED, attempt.started, error="stagewatch stopped"
                 )
 
-    def _save_soon(self) -> None:
-        """Under the lock: write now, or once SAVE_EVERY_S has passed since the last write."""
+    def _save_soon(self) -> tuple[int, str] | None:
+        """Under the lock: the text to write now, or None if it waits until SAVE_EVERY_S has
+        passed since the last write."""
         self._as_on_disk = False
         wait_s = self._saved_at + SAVE_EVERY_S - time.monotonic()
         if wait_s <= 0:
-            self._save()
-        elif self._pending is None:
+            return self._save()
+        if self._pending is None:
             self._pending = threading.Timer(wait_s, self._save_pending)
             self._pending.daemon = True
             self._pending.start()
+        return None
 
     def _save_pending(self) -> None:
         with self._lock:
-            if self._pending is not None:
-                self._save()
+            save = self._save() if self._pending is not None else None
+        self._write(save)
 
-    def _save(self) -> None:
+    def _save(self) -> tuple[int, str]:
+        """Under the lock: the text to write, numbered."""
         self._as_on_disk = False  # it now names this stagewatch, until close
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
         self._saved_at = time.monotonic()
-        try:
-            write_state(self.output_dir, self.state)
-        except OSError as exc:  # status loses a line; the build itself goes on
-            log.warning(
-                "state.unwritable", path=str(state_path(self.output_dir)), error=exc.strerror or str(exc)
-            )
+        self._saves += 1
+        return self._saves, state_text(self.state)
+
+    def _write(self, save: tuple[int, str] | None) -> None:
+        """Outside the tables' lock: write a text, unless a newer one is on disk already."""
+        if save is None:
+            return
+        number, text = save
+        with self._write_lock:
+            if number <= self._written:
+                return
+            self._written = number
+            try:
+                _write_text(self.output_dir, text)
+            except OSError as exc:  # status loses a line; the build itself goes on
+                log.warning(
+                    "state.unwritable", path=str(state_path(self.output_dir)), error=exc.strerror or str(exc)
+                )
 
     def started(self, name: str) -> None:
         with self._lock:
             self.state.stages[name] = Attempt(StageState.RUNNING, _now_iso())
-            self._save_soon()
+            save = self._save_soon()
+        self._write(save)
 
     def finished(self, name: str, result: RunResult) -> None:
         with self._lock:
@@ -239,7 +268,15 @@ class StateRecorder:
             self.state.stages[name] = attempt
             if attempt.result is StageState.FAILED:
                 self.state.failures[name] = attempt
-            self._save_soon()
+            save = self._save_soon()
+        self._write(save)
+
+    def snapshot(self) -> PipelineState:
+        """A copy of what is recorded, taken under the lock: runs end on their own threads, and
+        a reader elsewhere (the preview, on the loop) must never see a table mid-change.
+        Attempts are frozen, so copies of the tables are enough."""
+        with self._lock:
+            return replace(self.state, stages=dict(self.state.stages), failures=dict(self.state.failures))
 
     def keep_only(self, names: set[str]) -> None:
         """Forget stages that are no longer in the pipeline (after a reload)."""
@@ -247,7 +284,8 @@ class StateRecorder:
             for table in (self.state.stages, self.state.failures):
                 for name in set(table) - names:
                     del table[name]
-            self._save()
+            save = self._save()
+        self._write(save)
 
     def close(self) -> None:
         """Mark that no stagewatch owns the state any more; a run still marked running never ended."""
@@ -258,5 +296,5 @@ class StateRecorder:
                     self.state.stages[name] = Attempt(
                         StageState.CANCELLED, attempt.started, error="stagewatch stopped"
                     )
-            if not self._as_on_disk:
-                self._save()
+            save = None if self._as_on_disk else self._save()
+        self._write(save)

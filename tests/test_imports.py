@@ -1,10 +1,14 @@
-"""One-shot commands load only what they use: no asyncio, no watchdog (DESIGN §9)."""
+"""The package's imports: one-shot commands load only what they use (no asyncio, no watchdog,
+DESIGN §9), and the imports among stagewatch's own modules flow one way, with no circle."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +17,15 @@ from tests.conftest import Project
 pytestmark = pytest.mark.timeout(60)
 
 DAEMON_ONLY = ("asyncio", "ssl", "watchdog", "aiohttp")
+PACKAGE = Path(__file__).resolve().parent.parent / "stagewatch"
+# What sits on top: the command line, the entry script, the daemon and the preview.
+FACES = (
+    "stagewatch.__main__",
+    "stagewatch.launch",
+    "stagewatch.cli",
+    "stagewatch.daemon",
+    "stagewatch.serve",
+)
 
 
 def imported(project: Project, *argv: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
@@ -82,3 +95,122 @@ def test_the_stand_in_for_asyncio_becomes_asyncio_at_its_first_use(tmp_path: obj
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("42 True <class '_asyncio.Future'>")
+
+
+# --- the import graph, read from the sources ---
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_targets(node: ast.AST, package: str, modules: set[str]) -> Iterator[str]:
+    """The stagewatch modules one import statement loads: "from stagewatch.daemon import runs"
+    is the module stagewatch.daemon.runs, "from ..pipeline import Pipeline" is stagewatch.pipeline."""
+    if isinstance(node, ast.Import):
+        yield from (alias.name for alias in node.names if alias.name.split(".")[0] == "stagewatch")
+    elif isinstance(node, ast.ImportFrom):
+        if node.level:
+            base = package.split(".")[: len(package.split(".")) - node.level + 1]
+            target = ".".join([*base, *([node.module] if node.module else [])])
+        else:
+            target = node.module or ""
+        if target.split(".")[0] == "stagewatch":
+            for alias in node.names:
+                below = f"{target}.{alias.name}"
+                yield below if below in modules else target
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the stagewatch modules it imports anywhere: at its top, inside functions, and
+    under TYPE_CHECKING (a circle there is one an annotation's reader walks, and the first
+    import moved out of TYPE_CHECKING makes it real). A package imported on the way to its
+    module is not an arrow: every __init__ of the package imports nothing at run time."""
+    paths = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        graph[name] = {
+            target
+            for node in ast.walk(tree)
+            for target in imported_targets(node, package, set(paths))
+            if target != name
+        }
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One circle of imports, as the modules along it (the first again at its end), or None."""
+    done: set[str] = set()
+    path: list[str] = []
+    on_path: set[str] = set()
+
+    def visit(name: str) -> list[str] | None:
+        path.append(name)
+        on_path.add(name)
+        for target in sorted(graph.get(name, ())):
+            if target in on_path:
+                return [*path[path.index(target) :], target]
+            if target not in done:
+                found = visit(target)
+                if found is not None:
+                    return found
+        path.pop()
+        on_path.discard(name)
+        done.add(name)
+        return None
+
+    for name in sorted(graph):
+        if name not in done:
+            found = visit(name)
+            if found is not None:
+                return found
+    return None
+
+
+def is_face(name: str) -> bool:
+    return any(name == face or name.startswith(face + ".") for face in FACES)
+
+
+def test_the_graph_is_read_from_every_kind_of_import() -> None:
+    graph = import_graph()
+    assert "stagewatch.daemon.coordinator" in graph["stagewatch.daemon.shell"]  # at the top
+    assert "stagewatch.cli" in graph["stagewatch.launch"]  # inside a function
+    assert "stagewatch.daemon.view" in graph["stagewatch.serve.server"]  # under TYPE_CHECKING
+
+
+def test_the_cycle_finder_names_a_circle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_circle_among_stagewatch_modules() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import circle: " + " -> ".join(cycle or ())
+
+
+def test_the_entry_script_is_imported_by_nothing_but_main() -> None:
+    graph = import_graph()
+    assert sorted(name for name, targets in graph.items() if "stagewatch.launch" in targets) == [
+        "stagewatch.__main__"
+    ]
+
+
+def test_the_core_imports_nothing_of_the_faces_but_two_values() -> None:
+    """The [serve] table's value lives beside the preview, and the daemon's states beside the
+    daemon; the core (config, pipeline, the words of `status`) may import those two: they
+    import nothing of the faces, and the serve package's __init__ nothing at all."""
+    values = {"stagewatch.serve.settings", "stagewatch.daemon.events"}
+    graph = import_graph()
+    reaching_up = {
+        name: sorted(target for target in targets if is_face(target) and target not in values)
+        for name, targets in graph.items()
+        if not is_face(name)
+    }
+    assert {name: up for name, up in reaching_up.items() if up} == {}
+    assert graph["stagewatch.serve.settings"] == set()
+    assert not any(is_face(target) for target in graph["stagewatch.daemon.events"])
+    assert graph["stagewatch.serve"] == set()

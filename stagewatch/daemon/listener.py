@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING, Protocol
 from stagewatch.stage import StageState
 
 if TYPE_CHECKING:
-    from stagewatch.daemon.shell import Daemon
+    from stagewatch.daemon.view import DaemonView
 
 
 class DaemonListener(Protocol):
     """Told what the daemon does, as it does it."""
 
-    async def attached(self, daemon: Daemon) -> None:
-        """On the daemon's loop, before it watches: start what runs beside it."""
+    async def attached(self, daemon: DaemonView) -> None:
+        """On the daemon's loop, before it watches: start what runs beside it, reading the
+        daemon through its view."""
 
     def stage_started(self, name: str) -> None:
         """A run of the stage has started."""

@@ -1,17 +1,18 @@
-"""The shell of `stagewatch watch`: the asyncio loop, signals, timers, the watcher, reloads, stop.
+"""The shell of `stagewatch watch`: the asyncio loop, signals, the coordinator's actions, the stop.
 
 Every decision is the coordinator's (coordinator.py); this module carries its actions out and
-reports back what happened. The loop's thread does nothing slower than a `stat`: hashing,
-folder walks, watch updates, entry and state writes and config parsing run on worker threads
-(workers.py, runs.py), so signals, events and WATCHDOG pings are always handled at once.
+reports back what happened. The watches (watching.py), the reloads (reloading.py) and the
+timers (timers.py) are its parts; a companion reads it through a view (view.py).
+
+The loop's thread does nothing slower than a `stat`: hashing, folder walks, watch updates,
+entry and state writes and config parsing run on worker threads (workers.py, runs.py), so
+signals, events and WATCHDOG pings are always handled at once.
 Watchdog's thread and the workers only hand results to the loop (shared/REFERENCES.md, trap 8).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import posixpath
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -19,9 +20,9 @@ from typing import Any, TextIO
 
 import structlog
 
-from stagewatch.attempt import Attempts, Prepared
+from stagewatch.attempt import Attempts
 from stagewatch.cache import Workspace
-from stagewatch.daemon.changes import Batch, Debounce, folder_identity, read_batch
+from stagewatch.daemon.changes import Batch, folder_identity
 from stagewatch.daemon.coordinator import Coordinator, status_text
 from stagewatch.daemon.events import (
     Action,
@@ -36,21 +37,23 @@ from stagewatch.daemon.events import (
     Start,
     Wake,
 )
-from stagewatch.daemon.impact import ImpactMap
 from stagewatch.daemon.listener import DaemonListener
 from stagewatch.daemon.plan import plan_for
-from stagewatch.daemon.reload import Reread, config_digest, reread, stage_changes
+from stagewatch.daemon.reload import Replace, config_digest
+from stagewatch.daemon.reloading import Reloads
 from stagewatch.daemon.runs import CheckResult, StageWork
 from stagewatch.daemon.systemd import Notifier
-from stagewatch.daemon.watcher import Watcher, plan_watches
+from stagewatch.daemon.timers import Timers
+from stagewatch.daemon.upkeep import WatchUpkeep
+from stagewatch.daemon.view import DaemonView
+from stagewatch.daemon.watching import Watching
 from stagewatch.daemon.workers import Workers
-from stagewatch.launch import reload_asked, take_stop
 from stagewatch.lock import PipelineLock
 from stagewatch.log import Resolved, line_sink, on_output_gone
 from stagewatch.paths import label
 from stagewatch.pipeline import Pipeline
 from stagewatch.runner import GRACE_S, StageRunner
-from stagewatch.stage import Change
+from stagewatch.signals import reload_asked, take_stop
 from stagewatch.state import StateRecorder
 from stagewatch.terminal import sighup_stops
 
@@ -61,18 +64,6 @@ log = structlog.get_logger(__name__)
 TTL_TICK_S = 60.0
 # Runs get SIGTERM, a grace period and SIGKILL when stopping; past this, stop without them.
 STOP_DEADLINE_S = GRACE_S * 2 + 5.0
-
-
-def _within_wanted(folder: str, wanted: dict[str, bool]) -> bool:
-    """Whether a folder is one the watches were made for, or lies in one watched recursively."""
-    if folder in wanted:
-        return True
-    above = posixpath.dirname(folder)
-    while above != folder:
-        if wanted.get(above):
-            return True
-        folder, above = above, posixpath.dirname(above)
-    return False
 
 
 class Daemon:
@@ -99,19 +90,11 @@ class Daemon:
         self.workspace = Workspace(pipeline.output_dir, persistent_digests=True)
         self.runner = StageRunner(pipeline.output_dir, on_line=line_sink(fmt, stream, quiet))
         self.recorder = StateRecorder(pipeline.output_dir, "watch")
-        self.config_digest = config_digest(pipeline.config_path)
-        self.config_invalid = False
-        self.code_files: dict[str, frozenset[str]] = {}
-        self.impact = ImpactMap(pipeline, self.code_files)
+        self.reloads = Reloads(self, self.notifier, config_digest(pipeline.config_path))
+        self.upkeep = WatchUpkeep(pipeline)
         self.coordinator = Coordinator(plan_for(pipeline, self._jobs(pipeline)))
-        self.debounce = Debounce()
-        self.replan_queued = False
         self.stopping = False
         self.exit_code = 0
-        self.reloading = False
-        self.reload_again: str | None = None
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self.wanted: dict[str, bool] = {}  # the folders the last watch update wanted
 
     def _jobs(self, pipeline: Pipeline) -> int:
         return self.jobs_override or pipeline.jobs
@@ -123,13 +106,14 @@ class Daemon:
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         self.workers = Workers(self.loop, self._after_internal_error)
+        self.timers = Timers(self.loop, self.workers.guarded, outlive_stop=("watchdog",))
         self.work = StageWork(Attempts(self.workspace, self.runner, self.recorder), self.runner, self.workers)
         self.loop.set_exception_handler(self._loop_error)
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
         # SIGHUP is a hangup (stop) on a controlling terminal, else a reload (DESIGN §5); a log
         # stream that went away stops the daemon too (cli makes the exit status 1).
-        hup = self.stop if sighup_stops() else self._reload
+        hup = self.stop if sighup_stops() else self.reloads.ask
         self.loop.add_signal_handler(signal.SIGHUP, hup, "SIGHUP")
         on_output_gone(lambda _why: self.loop.call_soon_threadsafe(self.stop, "output gone"))
         asked = take_stop()
@@ -138,12 +122,13 @@ class Daemon:
             log.info("watch.stopped", signal=asked)
             return 0
         if self.listener is not None:
-            await self.listener.attached(self)
+            await self.listener.attached(DaemonView(lambda: self.pipeline, self.stage_states, self.recorder))
         # Watch first, then catch up: a change made during the catch-up is not lost.
-        self.watcher = Watcher(self._changes_from_thread, self._trouble_from_thread, self.pipeline.watcher)
-        self.watcher.start()
+        self.watching = Watching(
+            self, self.loop, self.workers, self.timers, self.upkeep, self.lock, self.ground
+        )
         try:
-            await asyncio.wrap_future(self.workers.io.submit(lambda: self._replan(())))
+            await asyncio.wrap_future(self.watching.start())
         except Exception:  # watches that could not be set up are tried again at each rescan
             log.exception("daemon.internal_error", during="setting up the watches")
         if not self.stopping:  # a stop while the watches were set up: never READY after STOPPING
@@ -156,7 +141,7 @@ class Daemon:
         log.info(
             "watch.started",
             stages=len(self.pipeline.stages),
-            folders=len(self.watcher.watched),
+            folders=len(self.watching.watched),
             watcher=self.pipeline.watcher.value,
             config=str(self.pipeline.config_path),
         )
@@ -164,26 +149,19 @@ class Daemon:
         if self.notifier.watchdog_s is not None:
             self._watchdog_ping()
         self._perform(self.coordinator.start(self._now()))
-        self._arm_rescan()
+        self.watching.arm_rescan()
         if reload_asked():  # a SIGHUP came while starting: the file may have changed since read
-            self._reload("SIGHUP")
+            self.reloads.ask("SIGHUP")
 
     # --- plumbing ---
 
     def _now(self) -> Now:
         return Now(time.time(), time.monotonic())
 
-    def _arm(self, name: str, delay_s: float, callback: Callable[[], None]) -> None:
-        old = self._timers.pop(name, None)
-        if old is not None:
-            old.cancel()
-        if not self.stopping or name == "watchdog":
-            self._timers[name] = self.loop.call_later(max(0.0, delay_s), self.workers.guarded(callback))
-
     def _after_internal_error(self) -> None:
         """A bug met the error boundary: whatever it left undone, a full check puts right."""
         if not self.stopping:
-            self._perform(self.coordinator.rescan(self._now()))
+            self.rescan()
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = repr(context.get("exception"))
@@ -202,7 +180,7 @@ class Daemon:
             elif isinstance(action, Cancel):
                 self.work.cancel(action)
             elif isinstance(action, Wake):
-                self._arm("ttl", min(TTL_TICK_S, action.delay_s), self._due)
+                self.timers.arm("ttl", min(TTL_TICK_S, action.delay_s), self._due)
             elif isinstance(action, Say):
                 getattr(log, action.level)(action.event, **action.fields)
             elif isinstance(action, Idle):
@@ -215,7 +193,9 @@ class Daemon:
         self._tell(lambda listener: listener.stages_moved())
 
     def _checked(self, results: list[CheckResult]) -> None:
-        self._note_code([prepared for *_, prepared in results if prepared is not None])
+        checked = [prepared for *_, prepared in results if prepared is not None]
+        if self.upkeep.note_code(self.pipeline, checked):
+            self.watching.replan_soon()  # a module in a folder not watched yet
         verdicts = [(name, job, verdict) for name, job, verdict, _ in results]
         self._perform(self.coordinator.checked_many(verdicts, self._now()))
 
@@ -257,105 +237,24 @@ class Daemon:
         """Where each stage stands now, for a listener that answers questions about them."""
         return {name: slot.state for name, slot in self.coordinator.slots.items()}
 
-    def _note_code(self, checked: list[Prepared]) -> None:
-        """Keep the code files of module stages watched as their imports change: one new
-        impact map and one watch update for a whole batch of checks."""
-        changed: list[frozenset[str]] = []
-        for prepared in checked:
-            stage, fingerprint = prepared.stage, prepared.fingerprint
-            if stage.module is None or not self.pipeline.has_stage(stage.name):
-                continue  # a command's code is its argv; a stage a reload removed reads nothing now
-            if self.pipeline.stage(stage.name) != stage:
-                continue  # checked before a reload changed it: its next check says what it imports
-            files = frozenset(
-                str(self.root / rel) if not rel.startswith("/") else rel
-                for rel, _ in (*((fingerprint.code,) if fingerprint.code else ()), *fingerprint.deps)
-            )
-            if self.code_files.get(stage.name) != files:
-                self.code_files[stage.name] = files
-                changed.append(files)
-        if changed:
-            self.impact = self.impact.with_code(self.code_files)
-            folders = {posixpath.dirname(path) for files in changed for path in files}
-            if not all(_within_wanted(folder, self.wanted) for folder in folders):
-                self._replan_soon()  # a module in a folder not watched yet
+    # --- what the watches report ---
 
-    # --- the watcher and the debounce ---
-
-    def _replan_soon(self) -> None:
-        """One watch update for however many asks come before the I/O thread gets to it."""
-        if self.replan_queued:
-            return
-        self.replan_queued = True
-
-        def work() -> None:
-            self.replan_queued = False  # asked again from here on: another update follows
-            self._replan(())
-
-        self.workers.on_io(work)
-
-    def _replan(self, renew: tuple[str, ...]) -> None:
-        """On the I/O thread: make the watches match what the pipeline reads now."""
-        if self.lock is not None:  # a folder came or went: maybe _build/, with the lock's record
-            self.lock.refresh()
-        self.watcher.update(self._watch_plan(), renew)
-
-    def _watch_plan(self) -> dict[str, bool]:
-        self.wanted = self.impact.wanted_watches()  # replaced whole: the loop reads it
-        return plan_watches(self.wanted, within=self.impact.root)
-
-    def _changes_from_thread(self, changes: list[Change]) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing more to do
-            self.loop.call_soon_threadsafe(self.workers.guarded(self._on_changes), changes)
-
-    def _trouble_from_thread(self, reason: str) -> None:
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.workers.guarded(self._on_trouble), reason)
-
-    def _on_trouble(self, reason: str) -> None:
-        if self.stopping:
-            return
-        log.warning("watch.distrusted", reason=reason, action="full rescan")
-        renew = tuple(self.watcher.watched) if reason == "overflow" else ()
-
-        def rescan(_: object) -> None:
-            self._perform(self.coordinator.rescan(self._now()))
-
-        self.workers.offload(self.workers.io, lambda: self._replan(renew), rescan)
-
-    def _on_changes(self, changes: list[Change]) -> None:
-        # The daemon's own state.json and digests, written as it goes idle, would otherwise
-        # hold a person's next save back by a whole debounce.
-        changes = [change for change in changes if not self.impact.is_bookkeeping(change)]
-        if self.stopping or not changes:
-            return
-        delay_s = self.debounce.add(changes, self.loop.time(), self.pipeline.debounce_s)
-        self._arm("flush", delay_s, self._flush)
-
-    def _flush(self) -> None:
-        changes, impact, has_stage = self.debounce.take(), self.impact, self.pipeline.has_stage
-
-        def work() -> Batch:
-            return read_batch(changes, impact, has_stage, self.ground, self._replan)
-
-        self.workers.offload(self.workers.io, work, self._apply_batch, self._batch_failed)
-
-    def _batch_failed(self, error: BaseException) -> None:
-        log.error("daemon.internal_error", during="changes", error=repr(error), action="full rescan")
+    def rescan(self) -> None:
+        """Every stage checked again: events may have been lost."""
         self._perform(self.coordinator.rescan(self._now()))
 
-    def _apply_batch(self, batch: Batch) -> None:
+    def apply_batch(self, batch: Batch) -> None:
         if self.stopping:
             return
         if batch.ground_gone:
-            self._ground_gone()
+            self.ground_gone()
             return
         now = self._now()
         for name in batch.invalidated:
             log.info("stage.invalidated", stage=name)
             self._perform(self.coordinator.invalidated(name, now))
         if batch.reload:
-            self._reload("file changed")
+            self.reloads.ask("file changed")
         if not batch.affected:
             return
         running = self.coordinator.running()
@@ -371,7 +270,7 @@ class Daemon:
         )
         self._perform(self.coordinator.changed(batch.affected, now, notable=notable))
 
-    def _ground_gone(self) -> None:
+    def ground_gone(self) -> None:
         log.error(
             "watch.output_dir_gone",
             path=str(self.root),
@@ -382,114 +281,39 @@ class Daemon:
 
     # --- timers: reconciliation, watchdog, status ---
 
-    def _arm_rescan(self) -> None:
-        if self.pipeline.rescan_s > 0:
-            self._arm("rescan", self.pipeline.rescan_s, self._periodic_rescan)
-
-    def _periodic_rescan(self) -> None:
-        def work() -> bool:
-            if folder_identity(self.root) != self.ground[1]:
-                return False
-            self.watcher.update(self._watch_plan(), retry_failed=True)
-            return True
-
-        def then(ground: bool) -> None:
-            if not ground:
-                self._ground_gone()
-                return
-            log.debug("watch.rescan", reason="periodic")
-            self._perform(self.coordinator.rescan(self._now()))
-
-        self.workers.offload(self.workers.io, work, then)
-        self._arm_rescan()
-
     def _watchdog_ping(self) -> None:
         """WATCHDOG=1 from the loop itself: a stuck loop stops the pings, and systemd restarts us."""
         self.notifier.alive()
         assert self.notifier.watchdog_s is not None
-        self._arm("watchdog", self.notifier.watchdog_s, self._watchdog_ping)
+        self.timers.arm("watchdog", self.notifier.watchdog_s, self._watchdog_ping)
 
     def _report(self) -> None:
         self.notifier.status(status_text(self.coordinator, self._now()))
         if self.coordinator.running() and self.notifier.enabled:
-            self._arm("status", 1.0, self._report)  # keeps "running render (4 s)" counting
+            self.timers.arm("status", 1.0, self._report)  # keeps "running render (4 s)" counting
 
     # --- reload ---
 
-    def _reload(self, why: str) -> None:
-        if self.stopping:
-            return  # READY=1 after STOPPING=1 would tell systemd the opposite of the truth
-        if self.reloading:
-            self.reload_again = why  # one more read once this one is done: the file may have moved on
-            return
-        self.reloading = True
-        self.notifier.reloading()
-        path, digest = self.pipeline.config_path, self.config_digest
+    def pipeline_checked(self, problems: tuple[str, ...]) -> None:
+        self._tell(lambda listener: listener.pipeline_checked(problems))
 
-        def failed(error: BaseException) -> None:
-            self._reloaded(why, Reread(None, None, (f"{path}: could not be read again: {error!r}",)))
-
-        self.workers.offload(
-            self.workers.io,
-            lambda: reread(path, digest, always=why == "SIGHUP"),
-            lambda outcome: self._reloaded(why, outcome),
-            failed,
-        )
-
-    def _reloaded(self, why: str, outcome: Reread) -> None:
-        self.reloading = False
-        try:
-            if not self.stopping:
-                self._apply_reload(why, outcome)
-        finally:
-            if not self.stopping:
-                self.notifier.ready()
-            again, self.reload_again = self.reload_again, None
-            if again is not None:
-                self._reload(again)
-
-    def _apply_reload(self, why: str, outcome: Reread) -> None:
-        new = outcome.pipeline
-        keeping = "keeping the running config"
-        if outcome.problems:
-            self.config_invalid = True
-            log.error("config.invalid", why=why, problems=list(outcome.problems), action=keeping)
-            self._tell(lambda listener: listener.pipeline_checked(outcome.problems))
-            return
-        if new is None:
-            if self.config_invalid:  # put back as it was: say the alarm is over
-                self.config_invalid = False
-                log.info("config.restored", why=why)
-                self._tell(lambda listener: listener.pipeline_checked(()))
-            return  # touched or rewritten with the same bytes
-        if new.output_dir != self.pipeline.output_dir:
-            problem = f"{new.config_path}: output_dir cannot change while watching; restart stagewatch"
-            log.error("config.invalid", why=why, problems=[problem], action=keeping)
-            self._tell(lambda listener: listener.pipeline_checked((problem,)))
-            return
-        self.config_digest = outcome.digest
-        self.config_invalid = False
-        self._tell(lambda listener: listener.pipeline_checked(()))
-        old = self.pipeline
-        if new == old:
-            (log.info if why == "SIGHUP" else log.debug)("config.unchanged", why=why)
-            return
-        changes = stage_changes(old, new)
-        if new.watcher is not old.watcher:
+    def replace(self, why: str, decision: Replace) -> None:
+        """The pipeline file read again holds a new pipeline: it runs from now on."""
+        new, changes = decision.pipeline, decision.changes
+        if decision.watcher_changed:
             log.warning("config.not_applied", key="watcher", reason="takes effect when stagewatch restarts")
-        for name in (*changes.removed, *changes.changed):
-            self.code_files.pop(name, None)
+        for name in decision.forgotten:
             self.work.forget(name)
         self.pipeline = new
-        self.impact = ImpactMap(new, self.code_files)
+        self.upkeep.reloaded(new, decision.forgotten)
         names = set(new.names)
 
         def rewatch() -> None:
-            self._replan(())
+            self.watching.replan(())
             self.recorder.keep_only(names)
 
         self.workers.on_io(rewatch)
-        self._arm_rescan()
+        self.watching.arm_rescan()
         log.info(
             "config.reloaded",
             why=why,
@@ -508,10 +332,7 @@ class Daemon:
         self.stopping = True
         self.notifier.stopping()
         log.info("watch.stopping", signal=why, running=sorted(self.coordinator.running()))
-        for name in ("flush", "ttl", "rescan", "status"):
-            timer = self._timers.pop(name, None)
-            if timer is not None:
-                timer.cancel()
+        self.timers.stopping()
         # No run may start from here on, every run under way is stopped, and no stop waits
         # for a large file being hashed.
         self.work.stop()
@@ -525,14 +346,13 @@ class Daemon:
             self._stopped.set()
 
     async def _shutdown(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
+        self.timers.close()
         if self.listener is not None:
             try:
                 await self.listener.detached()
             except Exception:  # a stop goes on whatever the listener does
                 log.exception("daemon.listener_error")
-        await self.loop.run_in_executor(None, self.watcher.stop)
+        await self.loop.run_in_executor(None, self.watching.stop)
         self.workers.shutdown()
         await self.loop.run_in_executor(None, self._close_files)
         self.notifier.close()

@@ -28,7 +28,7 @@ from stagewatch.serve.stream import stream_file
 from stagewatch.serve.tabs import UNFINISHED, identity
 
 if TYPE_CHECKING:
-    from stagewatch.daemon.shell import Daemon
+    from stagewatch.daemon.view import DaemonView
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +95,7 @@ class SiteFiles:
         self.starts: dict[str, int] = {}  # stage -> runs started, to tell a read across a start
         self.wait_cap_s = wait_cap_from(os.environ.get(WAIT_ENV))
 
-    def attached(self, daemon: Daemon) -> None:
+    def attached(self, daemon: DaemonView) -> None:
         self.daemon = daemon
 
     # --- what the daemon does ---

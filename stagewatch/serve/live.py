@@ -23,7 +23,7 @@ from stagewatch.serve.stream import reset
 from stagewatch.serve.tabs import MISSING, Identities, Reload, SwapStylesheets, Tab, after_round
 
 if TYPE_CHECKING:
-    from stagewatch.daemon.shell import Daemon
+    from stagewatch.daemon.view import DaemonView
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +49,7 @@ class LiveTabs:
         self.identities = Identities()
         self.round_lock = asyncio.Lock()
 
-    def attached(self, daemon: Daemon, hidden: tuple[str, ...]) -> None:
+    def attached(self, daemon: DaemonView, hidden: tuple[str, ...]) -> None:
         self.daemon = daemon
         self.hidden = hidden
 

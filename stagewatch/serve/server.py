@@ -1,6 +1,7 @@
 """The preview's HTTP server, on the daemon's own loop: it listens to the daemon
-(daemon/listener.py) and routes requests to the site's files (files.py), the tabs' WebSockets
-(live.py), the live script and the status page. It alone starts and stops aiohttp.
+(daemon/listener.py), reads it through its view (daemon/view.py), and routes requests to the
+site's files (files.py), the tabs' WebSockets (live.py), the live script and the status page.
+It alone starts and stops aiohttp.
 
 Routes and the Host check live here; what a file request gets is files.py's, what a tab is told
 is live.py's. Nothing here waits on a client: a stop cuts off whatever does not keep up.
@@ -39,7 +40,7 @@ from stagewatch.serve.tabs import MISSING, identity
 from stagewatch.stage import StageState
 
 if TYPE_CHECKING:
-    from stagewatch.daemon.shell import Daemon
+    from stagewatch.daemon.view import DaemonView
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +92,7 @@ class Preview:
 
     # --- the daemon's listener ---
 
-    async def attached(self, daemon: Daemon) -> None:
+    async def attached(self, daemon: DaemonView) -> None:
         self.daemon = daemon
         self.hidden = (absolute(CACHE_DIR, posix(daemon.pipeline.output_dir)),)
         self.settings = self.told_settings = daemon.pipeline.serve
@@ -121,7 +122,7 @@ class Preview:
 
     def stage_finished(self, name: str, outcome: StageState) -> None:
         if outcome is StageState.FAILED:
-            attempt = self.daemon.recorder.state.stages.get(name)
+            attempt = self.daemon.recorded().stages.get(name)
             if attempt is not None and self.daemon.pipeline.has_stage(name):
                 code = self.daemon.pipeline.stage(name).code_label
                 self.live.failed(name, failure_view(name, code, attempt))
@@ -257,12 +258,12 @@ class Preview:
         return web.Response(body=self.client, headers=headers)
 
     def _rows(self) -> list[dict[str, Any]]:
-        state = self.daemon.recorder.state
+        recorded = self.daemon.recorded()
         return status_rows(
             self.daemon.pipeline,
             self.daemon.stage_states(),
-            dict(state.stages),
-            dict(state.failures),
+            recorded.stages,
+            recorded.failures,
             set(self.live.failures),
         )
 

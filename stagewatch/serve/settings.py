@@ -1,4 +1,9 @@
-"""The [serve] table of the pipeline file, as a value: what to serve, where to listen."""
+"""The [serve] table of the pipeline file, as a value: what to serve, where to listen.
+
+The core (config.py, pipeline.py) imports it as part of the pipeline's value, so it imports
+nothing of stagewatch and the serve package's __init__ imports nothing at all: the core loads
+no more of the preview than this file (tests/test_imports.py holds both).
+"""
 
 from __future__ import annotations
 
