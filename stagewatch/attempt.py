@@ -1,10 +1,10 @@
 """One attempt at a stage, the same for `build` and the daemon: prepare, run, settle.
 
 Prepare takes the fingerprint and decides (the key recorded is the one taken *before* the
-run: DESIGN §1). Run turns the entry into a pending one, records the start in state.json and
-runs the process, which reports what it did. Settle has the success rule (outcome.judge) turn
-that into the verdict, writes the entry it allows, records the end and says `stage.succeeded`,
-`stage.failed` or `stage.cancelled`.
+run: docs/design.md#pending-entries). Run turns the entry into a pending one, records the
+start in state.json and runs the process, which reports what it did. Settle has the success
+rule (outcome.judge) turn that into the verdict, writes the entry it allows, records the end
+and says `stage.succeeded`, `stage.failed` or `stage.cancelled`.
 """
 
 from __future__ import annotations

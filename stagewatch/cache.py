@@ -51,7 +51,7 @@ log = structlog.get_logger(__name__)
 
 
 def stage_key(name: str, code_hex: str, deps: Digests, inputs: Digests, function: str | None = None) -> str:
-    """The key, byte for byte as DESIGN §1 lays it out.
+    """The key, byte for byte as docs/design.md#the-key-byte-for-byte lays it out.
 
     A module stage that calls another function than `run` has it in its key after its code
     (`function:NAME`): the same source calling another function is other code. The default
@@ -284,7 +284,7 @@ def compute_key(stage: Stage, output_dir: Path | str) -> str | None:
 
 
 def should_skip(stage: Stage, output_dir: Path | str) -> bool:
-    """Whether the skip rule (DESIGN §1) lets the stage be skipped now."""
+    """Whether the skip rule (docs/design.md#the-skip-rule) lets the stage be skipped now."""
     workspace = Workspace(output_dir)
     try:
         return not workspace.decide(stage).run
@@ -293,7 +293,7 @@ def should_skip(stage: Stage, output_dir: Path | str) -> bool:
 
 
 def mark_done(stage: Stage, output_dir: Path | str, key: str | None = None) -> None:
-    """Record a successful run; pass the key computed before the run began (DESIGN §1)."""
+    """Record a successful run; pass the key computed before the run began (docs/design.md#the-skip-rule)."""
     workspace = Workspace(output_dir)
     try:
         fingerprint = workspace.fingerprint(stage)

@@ -34,7 +34,7 @@ STAGE_KEYS = (
 
 
 def locate_config(explicit: str | None, environ: Mapping[str, str] = os.environ) -> Path:
-    """--config, else $STAGEWATCH_CONFIG, else ./stagewatch.toml (DESIGN §2)."""
+    """--config, else $STAGEWATCH_CONFIG, else ./stagewatch.toml (docs/design.md#the-pipeline-file)."""
     if explicit:
         return Path(explicit)
     if environ.get(CONFIG_ENV):

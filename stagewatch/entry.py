@@ -1,4 +1,4 @@
-"""A stage's cache entry (DESIGN §1): its file's name, its key=value format, and what its
+"""A stage's cache entry (docs/design.md#entry-files): its file's name, its key=value format, and what its
 mtime and its deletion mean.
 
 Format and parse are pure; the reads here are the only ones of an entry, and every write goes
@@ -61,7 +61,7 @@ class CorruptEntry:
 
 
 def entry_path(cache_dir: Path, stage: str) -> Path:
-    """The stage's cache entry: its last successful run (DESIGN §1)."""
+    """The stage's cache entry: its last successful run (docs/design.md#entry-files)."""
     return cache_dir / f"{stage}{ENTRY_SUFFIX}"
 
 
@@ -77,7 +77,8 @@ def stage_of_entry(path: str, cache_dir: str) -> str | None:
 
 def invalidated_stage(path: str, gone: bool, cache_dir: str) -> str | None:
     """The stage a change invalidates: an entry that went away is always a person's
-    `invalidate` (DESIGN §1), since stagewatch itself only ever replaces entries."""
+    `invalidate` (docs/design.md#a-missing-deleted-or-damaged-entry), since stagewatch itself
+    only ever replaces entries."""
     return stage_of_entry(path, cache_dir) if gone else None
 
 

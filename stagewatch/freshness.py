@@ -74,9 +74,9 @@ class Trouble(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class FileProblem:
     """A declared file the key cannot be made without, and what is wrong with it: no key, so the
-    stage runs and its failure is reported (DESIGN §1). `path` is as declared (or the module's
-    name); `detail` is the kind of file, the error, or what is wrong with the module (in
-    runnable's words)."""
+    stage runs and its failure is reported (docs/design.md#the-skip-rule). `path` is as
+    declared (or the module's name); `detail` is the kind of file, the error, or what is
+    wrong with the module (in runnable's words)."""
 
     path: str
     trouble: Trouble = Trouble.MISSING
@@ -154,7 +154,8 @@ class TtlExpired:
 
 @dataclass(frozen=True, slots=True)
 class EntryFromTheFuture:
-    """The entry's mtime lies ahead of now: the clock stepped back since the run (DESIGN §1.4)."""
+    """The entry's mtime lies ahead of now: the clock stepped back since the run
+    (docs/design.md#ttl-and-the-clock)."""
 
     ahead_s: float
 
@@ -239,7 +240,7 @@ def decide(
     force: bool = False,
     always_run_unskippable: bool = True,
 ) -> Decision:
-    """Apply the skip rule (DESIGN §1) and collect every reason to run.
+    """Apply the skip rule (docs/design.md#the-skip-rule) and collect every reason to run.
 
     A stage with neither inputs nor ttl runs every time in a build; the daemon passes
     always_run_unskippable=False after catching up, so it reruns only when its code

@@ -33,7 +33,8 @@ class Edge:
 
 
 def output_feeds(output: str, read: str, root: str, rules: IgnoreRules) -> bool:
-    """Whether something written as `output` can be read through the input pattern `read` (DESIGN §3)."""
+    """Whether something written as `output` can be read through the input pattern `read`
+    (docs/design.md#the-graph)."""
     out = absolute(output, root)
     target = absolute(read, root)
     kind = classify(read)

@@ -1,4 +1,4 @@
-"""The success rule (DESIGN §4): what a run's observed facts make of it, and whether its entry
+"""The success rule (docs/design.md#runs): what a run's observed facts make of it, and whether its entry
 is written (pure)."""
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def leftovers_error(code: int, stopped: tuple[str, ...], grace_s: float, timed_o
 def judge(facts: RunFacts, fingerprint: Fingerprint | None = None, still_ours: bool = True) -> Outcome:
     """The whole success rule: exit 0, nothing left running, every declared output present and
     every declared file of the key there. Only a success writes an entry, with the key taken
-    before the run (DESIGN §1), and only while the run's pending entry is still there
+    before the run (docs/design.md#the-skip-rule), and only while the run's pending entry is still there
     (`still_ours`): a person who invalidated the stage meanwhile gets another run.
     """
     result = _verdict(facts, fingerprint)

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 CACHE_DIR = "_build/.cache"
 
-# Editors' temporary and backup names (see shared/REFERENCES.md, "Editors replace files").
+# Editors' temporary and backup names (docs/design.md#editors-save-by-rename).
 EDITOR_TEMP_PATTERNS = (
     "*.swp",
     "*.swx",

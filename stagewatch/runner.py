@@ -48,7 +48,7 @@ KILL_WAIT_S = 2.0  # for a SIGKILLed tree to be reaped by its keeper (a process 
 log = structlog.get_logger(__name__)
 
 
-# No run may outlive stagewatch, however it dies (DESIGN §4): every stage is started through the
+# No run may outlive stagewatch, however it dies (docs/design.md#runs): every stage is started through the
 # keeper (_bootstrap.py), which leads the stage's process group, reaps its orphans and, on the
 # parent-death signal, SIGKILLs the whole tree. A module stage's keeper is its own interpreter
 # (the worker is forked before any stage code runs); a command's keeper is a bare `python -I -S`.

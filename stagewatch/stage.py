@@ -62,7 +62,8 @@ def _as_tuple(value: object) -> tuple[str, ...]:
 
 
 DEFAULT_FUNCTION = "run"
-"""A module stage's function when the pipeline names none; its key is DESIGN §1's, byte for byte."""
+"""A module stage's function when the pipeline names none; its key is the one
+docs/design.md#the-key-byte-for-byte lays out."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Whether stagewatch runs attached to a terminal, which decides what a SIGHUP means (DESIGN §5)."""
+"""Whether stagewatch runs attached to a terminal, which decides what a SIGHUP means
+(docs/design.md#sighup-reload-or-hangup)."""
 
 from __future__ import annotations
 

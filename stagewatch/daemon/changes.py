@@ -98,7 +98,8 @@ def read_batch(
     for change in changes:
         seen[change.path] = change
         if change.is_dir and not change.gone:
-            # Files made in a new folder before its watch existed send no event (trap 2).
+            # Files made in a new folder before its watch existed send no event
+            # (docs/design.md#new-folders-race-their-watch).
             for path in walk_files(change.path, impact.rules):
                 seen.setdefault(path, Change(path, False, False))
     affected: dict[str, Touch] = {}

@@ -5,7 +5,7 @@ modules imports something that could). The shell (shell.py) turns what happens i
 with the time, and carries out the actions they return.
 
 Theory of operation. Each stage has a slot (board.py) in one of the states of `SlotState`
-(docs/design.md#the-daemons-states). Three machines share a slot:
+(docs/design.md#slot-states). Three machines share a slot:
 
 - the stage's own: idle -> candidate -> checking -> ready -> running -> idle, or failed,
   blocked (a stage above it failed) or looping. Every move a slot makes is a row of one of

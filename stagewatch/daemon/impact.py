@@ -95,7 +95,8 @@ class ImpactMap:
             want(posixpath.dirname(output), False)
         want(posixpath.dirname(self.config_path), False)
         want(self.cache_dir, False)
-        # The output folder's own parent: its deletion or move is seen there (DESIGN §5, Stop).
+        # The output folder's own parent: its deletion or move is seen there
+        # (docs/design.md#folders-that-vanish).
         want(posixpath.dirname(self.root), False)
         return wanted
 

@@ -1,8 +1,8 @@
 """What a companion on the daemon's loop hears: stages starting and ending, rounds settling.
 
-The daemon calls a listener from its loop's thread, so a listener never blocks (DESIGN §5:
-nothing slower than a `stat`) and does its I/O on its own tasks or threads. A listener's bug
-is logged and never stops the daemon. `stagewatch serve` is the one listener today.
+The daemon calls a listener from its loop's thread, so a listener never blocks (nothing slower
+than a `stat`: docs/design.md#the-loop-never-blocks) and does its I/O on its own tasks or
+threads. A listener's bug is logged and never stops the daemon. `stagewatch serve` is the one listener today.
 """
 
 from __future__ import annotations

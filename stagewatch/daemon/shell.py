@@ -7,7 +7,7 @@ timers (timers.py) are its parts; a companion reads it through a view (view.py).
 The loop's thread does nothing slower than a `stat`: hashing, folder walks, watch updates,
 entry and state writes and config parsing run on worker threads (workers.py, runs.py), so
 signals, events and WATCHDOG pings are always handled at once.
-Watchdog's thread and the workers only hand results to the loop (shared/REFERENCES.md, trap 8).
+Watchdog's thread and the workers only hand results to the loop (docs/design.md#the-dispatcher-thread).
 """
 
 from __future__ import annotations
@@ -111,8 +111,9 @@ class Daemon:
         self.loop.set_exception_handler(self._loop_error)
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
-        # SIGHUP is a hangup (stop) on a controlling terminal, else a reload (DESIGN §5); a log
-        # stream that went away stops the daemon too (cli makes the exit status 1).
+        # SIGHUP is a hangup (stop) on a controlling terminal, else a reload
+        # (docs/design.md#sighup-reload-or-hangup); a log stream that went away stops the daemon
+        # too (cli makes the exit status 1).
         hup = self.stop if sighup_stops() else self.reloads.ask
         self.loop.add_signal_handler(signal.SIGHUP, hup, "SIGHUP")
         on_output_gone(lambda _why: self.loop.call_soon_threadsafe(self.stop, "output gone"))

@@ -1,4 +1,4 @@
-"""`stagewatch serve`: the daemon plus a live-reloading preview of the site (DESIGN §10).
+"""`stagewatch serve`: the daemon plus a live-reloading preview of the site (docs/design.md#the-preview).
 
 settings   the [serve] table's value (no I/O; config.py builds it)
 site       URL paths -> files of the site folder, safely; which folder is the site

@@ -4,7 +4,7 @@ rewrites (or removed) the file or after it failed, said stale; with none, a 503 
 itself. Small files are served from memory, large ones streamed (stream.py).
 
 File reads, folder walks and digests run on worker threads: the loop is the daemon's, and does
-nothing slower than a `stat` (DESIGN §5).
+nothing slower than a `stat` (docs/design.md#the-loop-never-blocks).
 """
 
 from __future__ import annotations
