@@ -15,9 +15,8 @@ from stagewatch.entry import ENTRY_SUFFIX, ENTRY_TEMP_TAIL, MAX_STAGE_NAME
 from stagewatch.errors import ConfigError
 from stagewatch.graph import CycleError, build_graph, output_feeds
 from stagewatch.paths import CACHE_DIR, IgnoreRules, PathKind, absolute, classify, is_within, posix
-from stagewatch.pipeline import Pipeline
+from stagewatch.pipeline import DEFAULT_BIND, DEFAULT_PORT, SERVE_KEYS, Pipeline, ServeSettings
 from stagewatch.regular import FileTooLarge, NotRegularFile, read_regular
-from stagewatch.serve.settings import DEFAULT_BIND, DEFAULT_PORT, SERVE_KEYS, ServeSettings
 from stagewatch.stage import MODULE_NAME, STAGE_NAME, OnBusy, Stage, WatcherKind
 from stagewatch.suggest import did_you_mean
 

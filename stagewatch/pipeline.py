@@ -6,8 +6,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stagewatch.graph import Graph
-from stagewatch.serve.settings import ServeSettings
 from stagewatch.stage import OnBusy, Stage, WatcherKind
+
+DEFAULT_PORT = 8000
+DEFAULT_BIND = "127.0.0.1"
+SERVE_KEYS = ("root", "port", "bind")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    """The [serve] table: where the preview listens and which folder it serves (None: found
+    from the stages' outputs). Part of the pipeline's value, so the core never imports the
+    preview to read a pipeline file."""
+
+    root: str | None = None  # absolute, posix
+    port: int = DEFAULT_PORT
+    bind: str = DEFAULT_BIND
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,11 +199,10 @@ def test_the_entry_script_is_imported_by_nothing_but_main() -> None:
     ]
 
 
-def test_the_core_imports_nothing_of_the_faces_but_two_values() -> None:
-    """The [serve] table's value lives beside the preview, and the daemon's states beside the
-    daemon; the core (config, pipeline, the words of `status`) may import those two: they
-    import nothing of the faces, and the serve package's __init__ nothing at all."""
-    values = {"stagewatch.serve.settings", "stagewatch.daemon.events"}
+def test_the_core_imports_nothing_of_the_faces_but_the_daemons_states() -> None:
+    """The daemon's states are values beside the daemon, which the core's words of `status`
+    may name: they import nothing of the faces."""
+    values = {"stagewatch.daemon.events"}
     graph = import_graph()
     reaching_up = {
         name: sorted(target for target in targets if is_face(target) and target not in values)
@@ -211,6 +210,4 @@ def test_the_core_imports_nothing_of_the_faces_but_two_values() -> None:
         if not is_face(name)
     }
     assert {name: up for name, up in reaching_up.items() if up} == {}
-    assert graph["stagewatch.serve.settings"] == set()
     assert not any(is_face(target) for target in graph["stagewatch.daemon.events"])
-    assert graph["stagewatch.serve"] == set()

@@ -1,7 +1,11 @@
 """`stagewatch watch`: a pure coordinator decides, a shell on an asyncio loop carries it out.
 
-coordinator  one slot per stage; events in, actions out (no I/O, no clock)
-events       the values it speaks in: a slot, the facts events bring, the actions
+coordinator  events in, actions out (no I/O, no clock); every move a slot makes, as tables
+board        its private state: the slots and the indexes kept over them
+loops        the self-trigger guard: a stage's own writes told from a person's
+backoff      a failing stage's wait, and whether a stale stage that failed is held
+events       the values it speaks in: the slot states, the facts events bring, the actions
+plan         a pipeline as the coordinator sees it
 shell        the loop and signals; the coordinator's actions carried out; the stop
 timers       the shell's named timers on the loop
 watching     watchdog's changes -> debounced batches; the watches updated on the I/O thread
@@ -13,7 +17,7 @@ reload       the pipeline file read again while watching, what changed, and what
 impact       which stages a changed path affects, and which folders to watch
 upkeep       the watches kept in step with the pipeline and its stages' imports
 watcher      watchdog's observers -> changes; the only module importing watchdog
-scheduler    failure backoff and debounce: arithmetic on times
+scheduler    the debounce: arithmetic on times
 systemd      sd_notify
 listener     what a companion on the loop hears (stages started and ended, rounds settled)
 view         what a companion may read of the daemon: the pipeline, its stages' states, records

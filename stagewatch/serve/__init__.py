@@ -1,6 +1,5 @@
 """`stagewatch serve`: the daemon plus a live-reloading preview of the site (docs/design.md#the-preview).
 
-settings   the [serve] table's value (no I/O; config.py builds it)
 site       URL paths -> files of the site folder, safely; which folder is the site
 rules      pure decisions of the HTTP layer: Host and Origin, ranges, caching, the script's place
 tabs       open tabs, what each loaded, and what a settled round means for each

@@ -22,11 +22,11 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from stagewatch.paths import CACHE_DIR, absolute, posix
+from stagewatch.pipeline import SERVE_KEYS
 from stagewatch.serve.files import SiteFiles, in_thread
 from stagewatch.serve.live import LiveTabs
 from stagewatch.serve.pages import CLIENT_PATH, html_response, listing_identity, listing_page, own_page
 from stagewatch.serve.rules import allowed_host_names, etag_matches, host_allowed, is_loopback_bind
-from stagewatch.serve.settings import SERVE_KEYS
 from stagewatch.serve.site import Found, Kind, SiteRoot, candidates, listing, not_found_page, resolve
 from stagewatch.serve.status import (
     PIPELINE_FILE,
