@@ -165,7 +165,6 @@ class StageRunner:
         self.on_line = on_line
         self.grace_s = grace_s
         self._running: dict[int, subprocess.Popen[bytes]] = {}
-        self._by_stage: dict[str, int] = {}
         self._cancelled: set[int] = set()
         self._closing = False
         self._lock = threading.Lock()
@@ -239,14 +238,12 @@ class StageRunner:
                     run_log.write(message)
                     return RunFacts.refusal(message, time.monotonic() - started)
                 self._running[process.pid] = process
-                self._by_stage[stage.name] = process.pid
                 ticket.process = process
             try:
                 return self._supervise(stage, process, ours, token, run_log, made, started)
             finally:
                 with self._lock:
                     self._running.pop(process.pid, None)
-                    self._by_stage.pop(stage.name, None)
                     self._cancelled.discard(process.pid)
 
     def _stop_earlier_run(self, stage: Stage) -> str | None:
@@ -419,26 +416,17 @@ class StageRunner:
         except subprocess.TimeoutExpired:
             self._kill_tree(process)
 
-    def cancel(self, name: str) -> bool:
-        """Stop one stage's run (its result says cancelled); returns once it is gone."""
-        with self._lock:
-            pid = self._by_stage.get(name)
-            process = self._running.get(pid) if pid is not None else None
-            if process is None:
-                return False
-            self._cancelled.add(process.pid)
-        self._stop_group(process)
-        return True
-
-    def cancel_run(self, ticket: RunTicket) -> None:
-        """Stop the run this ticket was given to (or keep it from starting); returns once it is gone."""
+    def cancel_run(self, ticket: RunTicket) -> bool:
+        """Stop the run this ticket was given to (or keep it from starting); returns once it is
+        gone: True if it was running, False if it had not started (it never will) or was over."""
         with self._lock:
             ticket.cancelled = True
             process = ticket.process
             if process is None or process.pid not in self._running:
-                return  # not started yet (it never will be), or over
+                return False
             self._cancelled.add(process.pid)
         self._stop_group(process)
+        return True
 
     def cancel_all(self) -> None:
         """Stop every running stage and start no more; returns once they are gone."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stagewatch.runner import RunResult, StageRunner
+from stagewatch.runner import RunResult, RunTicket, StageRunner
 from stagewatch.stage import Stage
 
 
@@ -221,13 +221,14 @@ def test_cancel_stops_one_stage_and_says_so(tmp_path: Path) -> None:
     runner = StageRunner(tmp_path, grace_s=1.0)
     stage = Stage(name="long", command=("sh", "-c", "touch started; exec sleep 60"))
     results: list[RunResult] = []
-    thread = threading.Thread(target=lambda: results.append(runner.run(stage)))
+    ticket = RunTicket()
+    thread = threading.Thread(target=lambda: results.append(runner.run(stage, ticket)))
     thread.start()
     assert wait_until(lambda: (tmp_path / "started").exists())
-    assert runner.cancel("long") is True
+    assert runner.cancel_run(ticket) is True
     thread.join(10)
     assert results and results[0].cancelled and not results[0].ok
-    assert runner.cancel("long") is False
+    assert runner.cancel_run(ticket) is False
 
 
 def test_module_stage_imports_only_from_python_path(tmp_path: Path) -> None:
