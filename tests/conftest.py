@@ -2,50 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-
-@dataclass
-class Project:
-    """A pipeline folder in tmp_path: write files, run the real `stagewatch` CLI on it."""
-
-    root: Path
-
-    def write(self, rel: str, text: str) -> Path:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text), encoding="utf-8")
-        return path
-
-    def read(self, rel: str) -> str:
-        return (self.root / rel).read_text(encoding="utf-8")
-
-    def config(self, text: str) -> Path:
-        return self.write("stagewatch.toml", text)
-
-    def cli(
-        self, *args: str, timeout: float = 30, env: dict[str, str] | None = None, wrap: tuple[str, ...] = ()
-    ) -> subprocess.CompletedProcess[str]:
-        """Run `python -m stagewatch --config stagewatch.toml --log-format json ARGS` in the project
-        (behind `wrap`, a command that runs it, when given)."""
-        full_env = {**os.environ, **(env or {})}
-        full_env.pop("STAGEWATCH_CONFIG", None)
-        return subprocess.run(
-            [*wrap, sys.executable, "-m", "stagewatch", "--config", str(self.root / "stagewatch.toml"),
-             "--log-format", "json", *args],
-            cwd=self.root, capture_output=True, text=True, timeout=timeout, env=full_env,
-        )  # fmt: skip
-
-    def entry(self, stage: str) -> Path:
-        return self.root / "_build" / ".cache" / f"{stage}.hash"
+from tests.helpers.daemon import SLOW
+from tests.helpers.project import Project
 
 
 @pytest.fixture
@@ -70,3 +33,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"report_{report.when}", report)
     return report
+
+
+@pytest.fixture
+def slow(project: Project) -> Project:
+    """A stage that, while its input says "wait", holds until the file `go` exists."""
+    project.write("stages/__init__.py", "")
+    project.write(
+        "stages/slow.py",
+        """
+        import os, sys, time
+
+        def run(out):
+            text = (out / "in/slow.txt").read_text()
+            with open(out / "starts.log", "a") as log:
+                log.write(f"{os.getpid()} {text}\\n")
+            if "FAIL" in text:
+                sys.exit(3)
+            while "wait" in text and not (out / "go").exists():
+                time.sleep(0.01)
+            (out / "out").mkdir(exist_ok=True)
+            (out / "out/slow.txt").write_text(text)
+        """,
+    )
+    project.write("in/slow.txt", "first")
+    project.write("sync/token", "0")
+    project.config(SLOW.format(extra=""))
+    return project

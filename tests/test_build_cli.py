@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from stagewatch.lock import PipelineLock
-from tests.conftest import Project
+from tests.helpers.project import Project
 
 CHAIN = """
 [pipeline]

@@ -15,7 +15,7 @@ from stagewatch.config import load_pipeline, locate_config
 from stagewatch.errors import ConfigError
 from stagewatch.pipeline import Pipeline
 from stagewatch.stage import OnBusy, WatcherKind
-from tests.conftest import Project
+from tests.helpers.project import Project
 
 DURATION_FORMS = '(use seconds as a number, or "250ms", "90s", "15m", "6h", "2d")'
 

@@ -7,7 +7,7 @@ import pytest
 
 from stagewatch.daemon.coordinator import Coordinator
 from stagewatch.daemon.events import Check, Plan, SlotState, StagePlan, Start, Touch
-from tests.test_coordinator import OK, STALE, Clock, of, settle_fresh
+from tests.helpers.coordinator import OK, STALE, Clock, of, settle_fresh
 
 pytestmark = pytest.mark.timeout(10)
 

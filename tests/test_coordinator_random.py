@@ -22,7 +22,7 @@ from stagewatch.daemon.events import (
     Verdict,
 )
 from stagewatch.stage import StageState
-from tests.test_coordinator import Clock
+from tests.helpers.coordinator import Clock
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,7 +9,7 @@ import pytest
 
 from stagewatch.daemon.coordinator import Coordinator
 from stagewatch.daemon.events import Check, Plan, StagePlan
-from tests.test_coordinator import FRESH, Clock, of
+from tests.helpers.coordinator import FRESH, Clock, of
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,7 +16,7 @@ from stagewatch.daemon.events import Check
 from stagewatch.daemon.runs import CheckResult, StageWork
 from stagewatch.daemon.workers import Workers
 from stagewatch.runner import StageRunner
-from tests.conftest import Project
+from tests.helpers.project import Project
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project
-from tests.daemon_support import SYNC_STAGE, RunningDaemon
-from tests.test_daemon_lifecycle import SLOW, alive, hold_slow_stage, slow, starts, wait_until  # noqa: F401
-from tests.test_systemd import NotifySocket
+from tests.helpers.daemon import SYNC_STAGE, RunningDaemon, hold_slow_stage, starts
+from tests.helpers.project import Project
+from tests.helpers.systemd import NotifySocket
+from tests.helpers.waiting import pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -62,7 +62,7 @@ def run(out):
         project.config(stage.format(name="new"))  # renamed: the same output, another stage
         daemon.wait_event("stage.succeeded", mark, stage="new")
         assert project.read("shared.txt") == "new; old was gone"
-        assert not alive(old_pid)
+        assert not pid_alive(old_pid)
         cancelled = daemon.wait_event("stage.cancelled", mark, stage="old")
         assert cancelled < daemon.wait_event("stage.started", mark, stage="new")
         assert daemon.stop() == 0
@@ -130,7 +130,7 @@ outputs = ["out.txt"]
         assert daemon.stop() == 0
 
 
-def test_an_invalidate_during_a_run_runs_the_stage_again_after_it(slow: Project) -> None:  # noqa: F811
+def test_an_invalidate_during_a_run_runs_the_stage_again_after_it(slow: Project) -> None:
     with RunningDaemon(slow) as daemon:
         mark = daemon.ready()
         hold_slow_stage(daemon, slow, mark)
@@ -148,7 +148,7 @@ def test_an_invalidate_during_a_run_runs_the_stage_again_after_it(slow: Project)
         assert daemon.stop() == 0
 
 
-def test_an_invalidate_during_a_first_run_runs_it_again(slow: Project) -> None:  # noqa: F811
+def test_an_invalidate_during_a_first_run_runs_it_again(slow: Project) -> None:
     slow.write("in/slow.txt", "wait")
     with RunningDaemon(slow) as daemon:
         daemon.wait_event("stage.started", stage="slow")
@@ -330,7 +330,7 @@ def test_sigterm_during_a_long_check_stops_at_once(big_input: Project) -> None:
     assert state["pid"] is None
 
 
-def test_accept_of_a_stage_running_in_the_daemon_is_refused(slow: Project) -> None:  # noqa: F811
+def test_accept_of_a_stage_running_in_the_daemon_is_refused(slow: Project) -> None:
     with RunningDaemon(slow) as daemon:
         mark = daemon.ready()
         hold_slow_stage(daemon, slow, mark)
@@ -346,7 +346,7 @@ def test_accept_of_a_stage_running_in_the_daemon_is_refused(slow: Project) -> No
         assert daemon.stop() == 0
 
 
-def test_accept_of_a_running_stage_is_refused_before_state_json_says_so(slow: Project) -> None:  # noqa: F811
+def test_accept_of_a_running_stage_is_refused_before_state_json_says_so(slow: Project) -> None:
     # state.json is written a moment behind a burst of starts: the run's record says it first.
     with RunningDaemon(slow) as daemon:
         mark = daemon.ready()
@@ -364,7 +364,7 @@ def test_accept_of_a_running_stage_is_refused_before_state_json_says_so(slow: Pr
         assert daemon.stop() == 0
 
 
-def test_accept_of_a_stage_running_in_a_build_is_refused(slow: Project) -> None:  # noqa: F811
+def test_accept_of_a_stage_running_in_a_build_is_refused(slow: Project) -> None:
     slow.write("in/slow.txt", "wait")
     build = subprocess.Popen(
         [sys.executable, "-m", "stagewatch", "--config", str(slow.root / "stagewatch.toml"), "build", "slow"],
@@ -402,4 +402,4 @@ outputs = ["never.txt"]
         wait_until(lambda: len(list((project.root / "pids").iterdir())) == 2)
         grandchildren = [int(path.name) for path in (project.root / "pids").iterdir()]
         daemon.stop(signal.SIGKILL)
-    wait_until(lambda: not any(alive(pid) for pid in grandchildren))
+    wait_until(lambda: not any(pid_alive(pid) for pid in grandchildren))

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from stagewatch.lock import lock_owner
-from tests.conftest import Project
-from tests.daemon_support import SYNC_STAGE, RunningDaemon
+from tests.helpers.daemon import SYNC_STAGE, RunningDaemon
+from tests.helpers.project import Project
+from tests.helpers.waiting import pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -65,21 +66,6 @@ def ticker(project: Project) -> Project:
     project.write("sync/token", "0")
     project.config(TICKER)
     return project
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
 
 
 def stage_pids(project: Project) -> list[int]:
@@ -252,7 +238,7 @@ def test_a_hangup_of_its_terminal_stops_the_daemon_cleanly(ticker: Project) -> N
         assert time.monotonic() - began < 10
     finally:
         daemon.close()
-    wait_until(lambda: not alive(stage_pid))
+    wait_until(lambda: not pid_alive(stage_pid))
     assert lock_owner(ticker.root) is None
     ticker.write("go", "")
     assert ticker.cli("build").returncode == 0
@@ -267,7 +253,7 @@ def test_a_dead_pty_that_is_not_its_terminal_stops_the_daemon_with_status_1(tick
         assert daemon.proc.wait(timeout=DEADLINE_S) == 1
     finally:
         daemon.close()
-    wait_until(lambda: not alive(stage_pid))
+    wait_until(lambda: not pid_alive(stage_pid))
     assert lock_owner(ticker.root) is None
 
 
@@ -328,7 +314,7 @@ def test_watch_stops_when_its_stdout_pipe_is_closed(ticker: Project) -> None:
         reap(proc)
     assert stderr == "stagewatch: its output (stdout) is gone (Broken pipe); stopping\n"
     assert lock_owner(ticker.root) is None
-    wait_until(lambda: not any(alive(pid) for pid in stage_pids(ticker)))
+    wait_until(lambda: not any(pid_alive(pid) for pid in stage_pids(ticker)))
 
 
 def test_watch_stops_when_its_stdout_closes_during_a_run(ticker: Project) -> None:
@@ -343,7 +329,7 @@ def test_watch_stops_when_its_stdout_closes_during_a_run(ticker: Project) -> Non
         assert proc.wait(timeout=DEADLINE_S) == 1
     finally:
         reap(proc)
-    wait_until(lambda: not alive(stage_pid))
+    wait_until(lambda: not pid_alive(stage_pid))
     assert lock_owner(ticker.root) is None
     state = json.loads((ticker.root / "_build/.cache/state.json").read_text())
     assert state["stages"]["tick"]["result"] == "cancelled"
@@ -363,7 +349,7 @@ def test_sigterm_stops_a_watch_whose_stdout_is_gone(ticker: Project) -> None:
         assert proc.wait(timeout=DEADLINE_S) in (0, 1)
     finally:
         reap(proc)
-    wait_until(lambda: not alive(stage_pid))
+    wait_until(lambda: not pid_alive(stage_pid))
     assert lock_owner(ticker.root) is None
 
 
@@ -400,7 +386,7 @@ def test_build_stops_its_stage_when_stdout_closes_mid_run(ticker: Project) -> No
     finally:
         reap(proc)
     assert stderr == "stagewatch: its output (stdout) is gone (Broken pipe); stopping\n"
-    wait_until(lambda: not alive(stage_pid))
+    wait_until(lambda: not pid_alive(stage_pid))
     assert lock_owner(ticker.root) is None
     assert not (ticker.root / "out/tick.txt").exists()
 
@@ -419,7 +405,7 @@ def test_sigterm_stops_a_build_whose_stdout_is_gone(ticker: Project) -> None:
         assert proc.wait(timeout=DEADLINE_S) == 1
     finally:
         reap(proc)
-    wait_until(lambda: not alive(stage_pid))
+    wait_until(lambda: not pid_alive(stage_pid))
     assert lock_owner(ticker.root) is None
 
 

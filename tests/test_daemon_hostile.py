@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from tests.conftest import Project
-from tests.daemon_support import SYNC_STAGE, RunningDaemon
+from tests.helpers.daemon import SYNC_STAGE, RunningDaemon
+from tests.helpers.project import Project
 
 pytestmark = pytest.mark.timeout(60)
 

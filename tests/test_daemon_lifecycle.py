@@ -7,90 +7,15 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project
-from tests.daemon_support import SYNC_STAGE, RunningDaemon
-from tests.serve_support import make_site, serve
+from tests.helpers.daemon import SLOW, SYNC_STAGE, RunningDaemon, hold_slow_stage, starts
+from tests.helpers.project import Project
+from tests.helpers.serve import make_site, serve
+from tests.helpers.waiting import pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(90)
-
-SLOW = (
-    """
-[pipeline]
-debounce = "100ms"
-
-[[stage]]
-name = "slow"
-module = "stages.slow"
-inputs = ["in/slow.txt"]
-outputs = ["out/slow.txt"]
-{extra}
-
-"""
-    + SYNC_STAGE
-)
-
-
-@pytest.fixture
-def slow(project: Project) -> Project:
-    """A stage that, while its input says "wait", holds until the file `go` exists."""
-    project.write("stages/__init__.py", "")
-    project.write(
-        "stages/slow.py",
-        """
-        import os, sys, time
-
-        def run(out):
-            text = (out / "in/slow.txt").read_text()
-            with open(out / "starts.log", "a") as log:
-                log.write(f"{os.getpid()} {text}\\n")
-            if "FAIL" in text:
-                sys.exit(3)
-            while "wait" in text and not (out / "go").exists():
-                time.sleep(0.01)
-            (out / "out").mkdir(exist_ok=True)
-            (out / "out/slow.txt").write_text(text)
-        """,
-    )
-    project.write("in/slow.txt", "first")
-    project.write("sync/token", "0")
-    project.config(SLOW.format(extra=""))
-    return project
-
-
-def starts(project: Project) -> list[tuple[int, str]]:
-    log = project.root / "starts.log"
-    if not log.exists():
-        return []
-    return [
-        (int(pid), text) for pid, _, text in (line.partition(" ") for line in log.read_text().splitlines())
-    ]
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
-
-
-def wait_until(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
-
-
-def hold_slow_stage(daemon: RunningDaemon, slow: Project, since: int) -> int:
-    """Make the slow stage run and hold (until `go` exists); its pid, once it is inside its run."""
-    slow.write("in/slow.txt", "wait")
-    daemon.wait_event("stage.started", since, stage="slow")
-    wait_until(lambda: any(text == "wait" for _, text in starts(slow)))
-    return starts(slow)[-1][0]
 
 
 def test_sigterm_stops_a_running_stage_and_exits_0_recording_no_success(slow: Project) -> None:
@@ -101,7 +26,7 @@ def test_sigterm_stops_a_running_stage_and_exits_0_recording_no_success(slow: Pr
         assert daemon.stop(signal.SIGTERM) == 0
         assert time.monotonic() - began < 10
         daemon.wait_event("watch.stopped")
-    wait_until(lambda: not alive(stage_pid))
+    wait_until(lambda: not pid_alive(stage_pid))
     # The entry says a run began and never succeeded: no key, so nothing takes it as fresh.
     entry = slow.entry("slow").read_text()
     assert "pending=" in entry and "key=" not in entry
@@ -116,7 +41,7 @@ def test_sigkill_mid_run_kills_the_stage_and_a_restart_reruns_it(slow: Project) 
         mark = daemon.ready()
         stage_pid = hold_slow_stage(daemon, slow, mark)
         daemon.stop(signal.SIGKILL)
-    wait_until(lambda: not alive(stage_pid))  # no orphan racing the next daemon
+    wait_until(lambda: not pid_alive(stage_pid))  # no orphan racing the next daemon
     (slow.root / "go").write_text("")
     with RunningDaemon(slow) as again:
         caught_up = again.wait_event("watch.idle")
@@ -224,7 +149,7 @@ def test_on_busy_restart_stops_the_run_and_starts_again(slow: Project) -> None:
         slow.write("in/slow.txt", "restarted")
         cancelled = daemon.wait_event("stage.cancelled", mark, stage="slow")
         daemon.wait_event("stage.succeeded", cancelled, stage="slow")
-        assert not alive(first_pid)
+        assert not pid_alive(first_pid)
         assert slow.read("out/slow.txt") == "restarted"
         daemon.stop()
 

@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from tests.conftest import Project
-from tests.daemon_support import SYNC_STAGE, RunningDaemon
+from tests.helpers.daemon import SYNC_STAGE, RunningDaemon
+from tests.helpers.project import Project
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Project
-from tests.daemon_support import RunningDaemon
+from tests.helpers.daemon import RunningDaemon
+from tests.helpers.project import Project
 
 pytestmark = pytest.mark.timeout(120)
 

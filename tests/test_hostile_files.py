@@ -21,8 +21,8 @@ from structlog.testing import capture_logs
 from stagewatch.stage import StageState
 from stagewatch.state import Attempt, PipelineState, read_state, write_state
 from stagewatch.status_report import ago as _ago
-from tests.conftest import Project
-from tests.daemon_support import SYNC_STAGE, RunningDaemon
+from tests.helpers.daemon import SYNC_STAGE, RunningDaemon
+from tests.helpers.project import Project
 
 pytestmark = pytest.mark.timeout(60)
 

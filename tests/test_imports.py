@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project
+from tests.helpers.project import Project
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -211,3 +211,38 @@ def test_the_core_imports_nothing_of_the_faces_but_the_daemons_states() -> None:
     }
     assert {name: up for name, up in reaching_up.items() if up} == {}
     assert not any(is_face(target) for target in graph["stagewatch.daemon.events"])
+    assert graph["stagewatch.serve"] == set()  # importing the package loads nothing
+
+
+# --- the tests' own imports ---
+
+TESTS = Path(__file__).resolve().parent
+
+
+def imported_test_modules(tree: ast.AST) -> set[str]:
+    """The test_* modules of tests/ that one file's imports load, wherever in it they stand."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            inside = node.level > 0 or base.split(".")[0] == "tests"
+            names = [base, *(f"{base}.{alias.name}" for alias in node.names)] if inside else []
+        else:
+            continue
+        found |= {name.strip(".") for name in names if name.rsplit(".", 1)[-1].startswith("test_")}
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    """What tests share lives in tests/helpers: a test module is never imported by another."""
+    example = "import tests.test_a\nfrom tests.cli.test_b import c\nfrom . import test_d\nfrom tests import e"
+    assert imported_test_modules(ast.parse(example)) == {"tests.test_a", "tests.cli.test_b", "test_d"}
+    importing = {
+        str(path.relative_to(TESTS.parent)): sorted(
+            imported_test_modules(ast.parse(path.read_text(), str(path)))
+        )
+        for path in sorted(TESTS.rglob("*.py"))
+    }
+    assert {path: names for path, names in importing.items() if names} == {}

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import Project
+from tests.helpers.project import Project
 
 pytestmark = pytest.mark.timeout(120)
 

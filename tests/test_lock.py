@@ -12,7 +12,7 @@ import pytest
 
 from stagewatch.errors import LockHeldError
 from stagewatch.lock import PipelineLock, lock_owner
-from tests.conftest import Project
+from tests.helpers.project import Project
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from stagewatch.log import StoryRenderer
-from tests.conftest import Project
+from tests.helpers.project import Project
 
 
 @pytest.fixture

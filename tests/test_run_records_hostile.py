@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from tests.conftest import Project
-from tests.daemon_support import RunningDaemon
+from tests.helpers.daemon import RunningDaemon
+from tests.helpers.project import Project
 
 pytestmark = pytest.mark.timeout(60)
 

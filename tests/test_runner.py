@@ -14,34 +14,8 @@ import pytest
 
 from stagewatch.runner import RunResult, RunTicket, StageRunner
 from stagewatch.stage import Stage
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is dead for our purpose.
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_until(predicate: object, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def write_module(root: Path, name: str, body: str) -> None:
-    path = root / "stages" / f"{name}.py"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body)
+from tests.helpers.runner import write_module
+from tests.helpers.waiting import eventually, pid_alive
 
 
 def test_module_stage_runs_its_function_with_output_dir(tmp_path: Path) -> None:
@@ -144,7 +118,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert result.error == "timed out after 0.5s"
     assert time.monotonic() - started < 10
     child = int((tmp_path / "child.pid").read_text())
-    assert wait_until(lambda: not pid_alive(child), 5)
+    assert eventually(lambda: not pid_alive(child), 5)
 
 
 @pytest.mark.timeout(30)
@@ -163,7 +137,7 @@ def test_leftover_background_processes_do_not_outlive_the_stage(tmp_path: Path) 
     script = "sleep 60 > /dev/null 2>&1 & echo $! > child.pid"
     result = StageRunner(tmp_path, grace_s=1.0).run(Stage(name="bg", command=("sh", "-c", script)))
     child = int((tmp_path / "child.pid").read_text())
-    assert wait_until(lambda: not pid_alive(child), 5)
+    assert eventually(lambda: not pid_alive(child), 5)
     # What had to be killed may have been writing an output: the run is not a success.
     assert not result.ok
     assert result.error == (
@@ -203,14 +177,14 @@ def test_stage_dies_with_a_sigkilled_stagewatch(tmp_path: Path, stage_literal: s
     )
     parent = _start_stagewatch_running(tmp_path, stage_literal)
     try:
-        assert wait_until(
+        assert eventually(
             lambda: (tmp_path / "stage.pid").exists() and (tmp_path / "stage.pid").read_text().strip()
         )
         stage_pid = int((tmp_path / "stage.pid").read_text())
         assert pid_alive(stage_pid)
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)
-        assert wait_until(lambda: not pid_alive(stage_pid), 10), "the stage outlived its stagewatch"
+        assert eventually(lambda: not pid_alive(stage_pid), 10), "the stage outlived its stagewatch"
     finally:
         parent.kill()
         parent.wait()
@@ -224,7 +198,7 @@ def test_cancel_stops_one_stage_and_says_so(tmp_path: Path) -> None:
     ticket = RunTicket()
     thread = threading.Thread(target=lambda: results.append(runner.run(stage, ticket)))
     thread.start()
-    assert wait_until(lambda: (tmp_path / "started").exists())
+    assert eventually(lambda: (tmp_path / "started").exists())
     assert runner.cancel_run(ticket) is True
     thread.join(10)
     assert results and results[0].cancelled and not results[0].ok

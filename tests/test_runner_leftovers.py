@@ -15,10 +15,10 @@ import pytest
 from stagewatch.outcome import leftovers_error
 from stagewatch.runner import StageRunner
 from stagewatch.stage import Stage
-from tests.conftest import Project
-from tests.daemon_support import RunningDaemon
-from tests.test_runner import pid_alive, wait_until, write_module
-from tests.test_runner_tree import end_sleepers, read_pid
+from tests.helpers.daemon import RunningDaemon
+from tests.helpers.project import Project
+from tests.helpers.runner import end_sleepers, read_pid, write_module
+from tests.helpers.waiting import eventually, pid_alive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -190,15 +190,15 @@ def test_sigkill_of_stagewatch_while_a_helper_outlives_the_stage_takes_the_helpe
     )  # fmt: skip
     pid = None
     try:
-        assert wait_until(lambda: (project.root / "out.txt").exists() and read_pid(project.root / "main.pid"))
+        assert eventually(lambda: (project.root / "out.txt").exists() and read_pid(project.root / "main.pid"))
         pid = helper_pid(project.root)
         main = read_pid(project.root / "main.pid") or 0
         # The stage's main process has ended: stagewatch is giving the helper its grace period.
-        assert wait_until(lambda: not pid_alive(main))
+        assert eventually(lambda: not pid_alive(main))
         assert build.poll() is None and pid_alive(pid)
         build.kill()
         build.wait(timeout=10)
-        assert wait_until(lambda: not pid_alive(pid), 10), "the helper outlived its stagewatch"
+        assert eventually(lambda: not pid_alive(pid), 10), "the helper outlived its stagewatch"
         # And the next build (of a stage that now leaves nothing behind) is not held up by anything
         # of that run.
         project.config(
@@ -246,11 +246,11 @@ def test_a_daemon_stopped_while_a_stubborn_helper_outlives_its_stage_stops_and_t
     pid = None
     with RunningDaemon(project) as daemon:
         try:
-            assert wait_until(
+            assert eventually(
                 lambda: (project.root / "out.txt").exists() and read_pid(project.root / "main.pid")
             )
             pid = helper_pid(project.root)
-            assert wait_until(lambda: not pid_alive(read_pid(project.root / "main.pid") or 0))
+            assert eventually(lambda: not pid_alive(read_pid(project.root / "main.pid") or 0))
             started = time.monotonic()
             assert daemon.stop() == 0
             assert time.monotonic() - started < 10.0

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from stagewatch.capture import StageLog, open_log, shown_start
 from stagewatch.runner import StageRunner
 from stagewatch.stage import Stage
-from tests.conftest import Project
+from tests.helpers.project import Project
 
 pytestmark = pytest.mark.timeout(60)
 

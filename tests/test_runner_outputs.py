@@ -14,8 +14,8 @@ import pytest
 
 from stagewatch.runner import StageRunner
 from stagewatch.stage import Stage
-from tests.conftest import Project
-from tests.daemon_support import RunningDaemon
+from tests.helpers.daemon import RunningDaemon
+from tests.helpers.project import Project
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,9 +20,16 @@ from stagewatch.layout import CacheLayout
 from stagewatch.runner import StageRunner
 from stagewatch.runrecord import TOKEN_VAR, RunRecord, live_run, new_token, read_record
 from stagewatch.stage import RunResult, Stage
-from tests.conftest import Project
-from tests.test_runner import pid_alive, wait_until, write_module
-from tests.test_runner_tree import ESCAPING_SLEEPER, SLEEPER, end_sleepers, pids_when_written, read_pid
+from tests.helpers.project import Project
+from tests.helpers.runner import (
+    ESCAPING_SLEEPER,
+    SLEEPER,
+    end_sleepers,
+    pids_when_written,
+    read_pid,
+    write_module,
+)
+from tests.helpers.waiting import eventually, pid_alive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -219,7 +226,7 @@ def test_live_run_names_a_process_of_the_running_stage(tmp_path: Path) -> None:
     thread = threading.Thread(target=lambda: results.append(runner.run(stage)))
     thread.start()
     try:
-        assert wait_until(lambda: read_pid(tmp_path / "started"))
+        assert eventually(lambda: read_pid(tmp_path / "started"))
         running = live_run(tmp_path, "slow")
         # The keeper leads the stage's group, and the record names it.
         assert running is not None and running == os.getpgid(read_pid(tmp_path / "started") or 0)

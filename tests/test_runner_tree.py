@@ -8,47 +8,23 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 from stagewatch.runner import StageRunner
 from stagewatch.stage import RunResult, Stage
-from tests.test_runner import pid_alive, wait_until, write_module
+from tests.helpers.runner import (
+    ESCAPING_SLEEPER,
+    SLEEPER,
+    end_sleepers,
+    pids_when_written,
+    read_pid,
+    write_module,
+)
+from tests.helpers.waiting import eventually, pid_alive
 
 pytestmark = pytest.mark.timeout(60)
-
-# A process that says its pid in the file named by its first argument, then sleeps.
-SLEEPER = "import os, sys, time; open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid())); "
-SLEEPER += "os.rename(sys.argv[1] + '.tmp', sys.argv[1]); time.sleep(120)"
-ESCAPING_SLEEPER = "import os; os.setsid(); " + SLEEPER
-
-
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def pids_when_written(root: Path, names: list[str], timeout_s: float = 20.0) -> dict[str, int]:
-    assert wait_until(lambda: all(read_pid(root / name) for name in names), timeout_s), [
-        name for name in names if not read_pid(root / name)
-    ]
-    return {name: read_pid(root / name) or 0 for name in names}
-
-
-def end_sleepers(pids: Iterable[int | None]) -> None:
-    """Kill what a failed test left behind (only our sleepers: a pid may have been reused)."""
-    for pid in pids:
-        if pid is None:
-            continue
-        try:
-            if b"time.sleep(120)" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 def group_members(pgid: int) -> list[int]:
@@ -119,7 +95,7 @@ def test_sigkill_of_stagewatch_ends_every_process_of_every_running_stage(tmp_pat
         assert all(pid_alive(pid) for pid in everything)
         build.send_signal(signal.SIGKILL)
         build.wait(timeout=10)
-        assert wait_until(lambda: not any(pid_alive(pid) for pid in everything), 10), [
+        assert eventually(lambda: not any(pid_alive(pid) for pid in everything), 10), [
             pid for pid in everything if pid_alive(pid)
         ]
     finally:

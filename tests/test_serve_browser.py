@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Project
-from tests.serve_support import SHORT_WAIT, SITE_CONFIG, Served, make_site, serve, until
+from tests.helpers.project import Project
+from tests.helpers.serve import SHORT_WAIT, SITE_CONFIG, Served, make_site, serve, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 

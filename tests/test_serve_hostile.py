@@ -14,8 +14,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from tests.conftest import Project
-from tests.serve_support import (
+from tests.helpers.project import Project
+from tests.helpers.serve import (
     BIG,
     MAKE_BIG,
     Served,

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import Project
-from tests.daemon_support import RunningDaemon
-from tests.serve_support import (
+from tests.helpers.daemon import RunningDaemon
+from tests.helpers.project import Project
+from tests.helpers.serve import (
     BIG,
     MAKE_BIG,
     SHORT_WAIT,

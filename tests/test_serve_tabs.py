@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Project
-from tests.serve_support import Served, make_site, serve, until, ws_frame, ws_open, ws_receive, ws_send
+from tests.helpers.project import Project
+from tests.helpers.serve import Served, make_site, serve, until, ws_frame, ws_open, ws_receive, ws_send
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from stagewatch import Stage, compute_key
-from tests.conftest import Project
-from tests.daemon_support import SYNC_STAGE, RunningDaemon
+from tests.helpers.daemon import SYNC_STAGE, RunningDaemon
+from tests.helpers.project import Project
 
 MODULE = """\
 from pathlib import Path

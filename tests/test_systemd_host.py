@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.systemd_host_support import Host, booted_sandbox, guide_commands, wait_until, why_no_sandbox
+from tests.helpers.systemd_host import Host, booted_sandbox, guide_commands, wait_in_sandbox, why_no_sandbox
 
 # The first test to run also builds the Debian root if it is not cached yet (about a minute
 # and a half, more on a slow mirror); each check has a deadline of its own well inside this.
@@ -58,7 +58,7 @@ def _if(properties: dict[str, str], **expected: str) -> dict[str, str] | None:
 
 
 def idle_and_active(host: Host) -> dict[str, str]:
-    return wait_until(
+    return wait_in_sandbox(
         lambda: _if(host.properties(UNIT, "ActiveState", "StatusText", "MainPID"),
                     ActiveState="active", StatusText=IDLE),
         f"{UNIT} active and {IDLE!r}",
@@ -92,7 +92,7 @@ def said_by_systemd(host: Host, unit: str, after: int) -> list[str]:
 def failed_for_good(host: Host, unit: str, exit_status: str) -> dict[str, str]:
     """The unit failed with this exit status and nothing will start it again: not waiting to
     restart (that is SubState auto-restart), and no job queued."""
-    properties = wait_until(
+    properties = wait_in_sandbox(
         lambda: _if(host.properties(unit, "ActiveState", "SubState", "ExecMainStatus", "NRestarts"),
                     ActiveState="failed", SubState="failed", ExecMainStatus=exit_status),
         f"{unit} failed with exit status {exit_status}",
@@ -144,7 +144,7 @@ def test_reload_goes_reloading_then_active_and_rereads_the_pipeline_file(host: H
     before = host.mark()
     with host.active_states(UNIT) as states:
         host.sandbox.run(f"systemctl reload {UNIT}")
-        wait_until(lambda: "reloading" in states and states[-1] == "active", "reloading, then active")
+        wait_in_sandbox(lambda: "reloading" in states and states[-1] == "active", "reloading, then active")
     host.wait_event(
         UNIT, before,
         lambda e: e.get("event") in ("config.unchanged", "config.reloaded") and e.get("why") == "SIGHUP",
@@ -160,7 +160,7 @@ def test_stop_while_a_long_stage_runs_exits_0_and_leaves_no_process(host: Host) 
     add_stage(host, "slow", """command = ['sh', '-c', 'trap "" TERM; sleep 600']""")
     stage_event(host, before, "stage.started", "slow")
     find_sleep = "pgrep -u stagewatch -x sleep"
-    sleeping = wait_until(lambda: host.sandbox.run(find_sleep, check=False).stdout, "the stage's sleep")
+    sleeping = wait_in_sandbox(lambda: host.sandbox.run(find_sleep, check=False).stdout, "the stage's sleep")
     began = time.monotonic()
     host.sandbox.run(f"systemctl stop {UNIT}")
     took_s = time.monotonic() - began
@@ -180,7 +180,7 @@ def test_a_stopped_daemon_is_restarted_by_the_watchdog(host: Host) -> None:
     restarts = int(host.properties(UNIT, "NRestarts")["NRestarts"])
     before = host.mark()
     host.sandbox.run(f"kill -STOP {stopped_pid}")
-    again = wait_until(  # WatchdogSec=30s, then RestartSec=5s
+    again = wait_in_sandbox(  # WatchdogSec=30s, then RestartSec=5s
         lambda: _if(host.properties(UNIT, "ActiveState", "MainPID", "NRestarts"),
                     ActiveState="active", NRestarts=str(restarts + 1)),
         "restarted by the watchdog", timeout_s=60, every_s=0.5,
@@ -240,7 +240,7 @@ def test_a_missing_output_folder_fails_the_instance_without_a_restart_loop(host:
     assert shown["NRestarts"] == "0", shown
     # Said by the service's own process before its exec, which reaches the journal on a path of
     # its own: it may come after systemd's lines about the failure.
-    wait_until(
+    wait_in_sandbox(
         lambda: (
             "/srv/stagewatch/blog: No such file or directory"
             in host.sandbox.run(f"journalctl -u {instance} -o cat").stdout

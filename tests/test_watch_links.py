@@ -15,7 +15,7 @@ from stagewatch.daemon.impact import FolderLinks, ImpactMap
 from stagewatch.daemon.watcher import Watcher, plan_watches
 from stagewatch.paths import IgnoreRules
 from stagewatch.stage import Change, WatcherKind
-from tests.conftest import Project
+from tests.helpers.project import Project
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -18,8 +18,8 @@ from stagewatch.config import load_pipeline
 from stagewatch.daemon.impact import ImpactMap
 from stagewatch.daemon.watcher import Watcher, plan_watches
 from stagewatch.stage import Change, WatcherKind
-from tests.conftest import Project
-from tests.daemon_support import SYNC_STAGE, RunningDaemon
+from tests.helpers.daemon import SYNC_STAGE, RunningDaemon
+from tests.helpers.project import Project
 
 
 def test_plan_watches_parents_too_and_skips_folders_inside_recursive_ones() -> None:

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from tests.conftest import Project
-from tests.daemon_support import RunningDaemon
+from tests.helpers.daemon import RunningDaemon
+from tests.helpers.project import Project
 
 # Renders content/<name>.md to site/<name>.html: its first line is the page's text. A line
 # BROKEN fails the stage (after some output); a line SLOW writes the page in two halves, a

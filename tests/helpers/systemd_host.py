@@ -12,10 +12,11 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+
+from tests.helpers.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "docs" / "operations.md"
@@ -119,17 +120,10 @@ def why_no_sandbox() -> str | None:
     return None
 
 
-def wait_until(fact: Callable[[], T | None], what: str, timeout_s: float = 30.0, every_s: float = 0.1) -> T:
-    """The first truthy value of fact(), asked until the deadline; fails naming what was awaited."""
-    deadline = time.monotonic() + timeout_s
-    last: T | None = None
-    while True:
-        last = fact()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:g} s: {what} (last seen: {last!r})")
-        time.sleep(every_s)
+def wait_in_sandbox(fact: Callable[[], T], what: str, timeout_s: float = 30.0, every_s: float = 0.1) -> T:
+    """wait_until at the sandbox's pace: each look runs a command in it, and systemd's own delays
+    are seconds long."""
+    return wait_until(fact, timeout_s, what, every_s)
 
 
 class Sandbox:
@@ -306,7 +300,7 @@ class Host:
             return next((event for event in self.events(unit, after) if match(event)), None)
 
         try:
-            return wait_until(first_match, what, timeout_s)
+            return wait_in_sandbox(first_match, what, timeout_s)
         except AssertionError as missing:
             recent = self.sandbox.run(f"journalctl -u {unit} -n 30 -o cat --no-pager", check=False).stdout
             raise AssertionError(f"{missing}\nthe unit's last journal lines:\n{recent}") from None

@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.conftest import Project
+from tests.helpers.project import Project
+from tests.helpers.waiting import wait_until
 
 Event = dict[str, Any]
 DEADLINE_S = 20.0
@@ -145,3 +146,37 @@ class RunningDaemon:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self._close()
+
+
+SLOW = (
+    """
+[pipeline]
+debounce = "100ms"
+
+[[stage]]
+name = "slow"
+module = "stages.slow"
+inputs = ["in/slow.txt"]
+outputs = ["out/slow.txt"]
+{extra}
+
+"""
+    + SYNC_STAGE
+)
+
+
+def starts(project: Project) -> list[tuple[int, str]]:
+    log = project.root / "starts.log"
+    if not log.exists():
+        return []
+    return [
+        (int(pid), text) for pid, _, text in (line.partition(" ") for line in log.read_text().splitlines())
+    ]
+
+
+def hold_slow_stage(daemon: RunningDaemon, slow: Project, since: int) -> int:
+    """Make the slow stage run and hold (until `go` exists); its pid, once it is inside its run."""
+    slow.write("in/slow.txt", "wait")
+    daemon.wait_event("stage.started", since, stage="slow")
+    wait_until(lambda: any(text == "wait" for _, text in starts(slow)))
+    return starts(slow)[-1][0]
