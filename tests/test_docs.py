@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.paths import REPO
+
 pytestmark = pytest.mark.timeout(10)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 CITED = re.compile(r"docs/design\.md#([a-z0-9-]+)")
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.paths import PACKAGE, TESTS
 from tests.helpers.project import Project
 
 pytestmark = pytest.mark.timeout(60)
 
 DAEMON_ONLY = ("asyncio", "ssl", "watchdog", "aiohttp")
-PACKAGE = Path(__file__).resolve().parent.parent / "stagewatch"
 # What sits on top: the command line, the entry script, the daemon and the preview.
 FACES = (
     "stagewatch.__main__",
@@ -215,8 +215,6 @@ def test_the_core_imports_nothing_of_the_faces_but_the_daemons_states() -> None:
 
 
 # --- the tests' own imports ---
-
-TESTS = Path(__file__).resolve().parent
 
 
 def imported_test_modules(tree: ast.AST) -> set[str]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from stagewatch.log import StoryRenderer
 from stagewatch.sentences import SENTENCES, Paint, sentence
+from tests.helpers.paths import PACKAGE
 
-PACKAGE = Path(__file__).resolve().parent.parent / "stagewatch"
 LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
 EVENT = re.compile(r"[a-z_]+(\.[a-z_]+)+")
 

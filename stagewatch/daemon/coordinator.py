@@ -1,6 +1,6 @@
 """The daemon's decisions, as a pure state machine: one slot per stage, events in, actions out.
 
-The law: nothing here does I/O or reads a clock (tests/test_coordinator.py fails if one of these
+The law: nothing here does I/O or reads a clock (tests/coordinator/test_coordinator.py fails if one of these
 modules imports something that could). The shell (shell.py) turns what happens into calls, each
 with the time, and carries out the actions they return.
 

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.helpers.paths import REPO
 from tests.helpers.waiting import wait_until
 
-REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "docs" / "operations.md"
 SANDBOX_TOOL = REPO / "tests" / "sandbox" / "systemd-sandbox"
 # The guide's one placeholder: where the checkout is. The sandbox copies it to /root/src.

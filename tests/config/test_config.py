@@ -15,6 +15,7 @@ from stagewatch.config import load_pipeline, locate_config
 from stagewatch.errors import ConfigError
 from stagewatch.pipeline import Pipeline
 from stagewatch.stage import OnBusy, WatcherKind
+from tests.helpers.paths import REPO
 from tests.helpers.project import Project
 
 DURATION_FORMS = '(use seconds as a number, or "250ms", "90s", "15m", "6h", "2d")'
@@ -1111,7 +1112,7 @@ def test_inputs_may_live_outside_output_dir(tmp_path: Path) -> None:
 
 
 def test_bundled_example_config_is_valid() -> None:
-    example = Path(__file__).resolve().parents[1] / "config.example.toml"
+    example = REPO / "config.example.toml"
     pipeline = load_pipeline(example)
     assert pipeline.names == ("pages", "stats", "assets", "index")
     assert pipeline.output_dir == example.parent / "examples" / "site"

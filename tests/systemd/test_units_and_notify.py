@@ -19,10 +19,9 @@ from structlog.testing import capture_logs
 
 from stagewatch.daemon.systemd import Notifier, notify_address, watchdog_interval_s
 from tests.helpers.daemon import SYNC_STAGE, RunningDaemon
+from tests.helpers.paths import REPO
 from tests.helpers.project import Project
 from tests.helpers.systemd import NotifySocket
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
