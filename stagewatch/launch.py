@@ -2,8 +2,9 @@
 
 A signal that comes before a command is ready is not fatal: the register (signals.py) notes
 it, and the command acts on it at its next safe point with one line. One-shot commands get a
-stand-in for asyncio, which they never await. Only `python -m stagewatch` (__main__.py)
-imports this module, before anything else of stagewatch but the register.
+stand-in for asyncio, which they never await. Only the `stagewatch` console script and
+`python -m stagewatch` (__main__.py) import this module; it loads nothing of stagewatch but
+the register (and terminal.py, which it reads) before its handlers are in place.
 """
 
 from __future__ import annotations

@@ -280,7 +280,7 @@ class Daemon:
         self.exit_code = 1
         self.stop("output folder gone")
 
-    # --- timers: reconciliation, watchdog, status ---
+    # --- timers: watchdog, status (the periodic rescan is watching.py's) ---
 
     def _watchdog_ping(self) -> None:
         """WATCHDOG=1 from the loop itself: a stuck loop stops the pings, and systemd restarts us."""

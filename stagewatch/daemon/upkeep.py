@@ -2,7 +2,7 @@
 
 The decisions live here: which code files a check found for each module stage, whether they
 lie in folders not watched yet, which watches an overflow renews, and what a reload forgets.
-The shell carries them out: the watch plan is made, and the watcher updated, on its I/O thread.
+watching.py carries them out: the watch plan is made, and the watcher updated, on the I/O thread.
 """
 
 from __future__ import annotations
