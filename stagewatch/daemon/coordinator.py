@@ -47,11 +47,9 @@ from stagewatch.daemon.events import (
     Verdict,
     Wake,
 )
-from stagewatch.daemon.loops import LOOP_PAUSE_S, SELF_TRIGGER_RUNS, Trigger, written_by_own_run
+from stagewatch.daemon.loops import Trigger, written_by_own_run
 from stagewatch.stage import StageState
 from stagewatch.ttl import ttl_due_at
-
-__all__ = ["LOOP_PAUSE_S", "SELF_TRIGGER_RUNS", "Coordinator", "status_text"]
 
 # Checks handed out at once, carried out as one batch: enough that a catch-up costs the loop
 # a dispatch per batch, few enough that a flush of new changes is not queued behind a whole

@@ -13,10 +13,8 @@ from stagewatch.daemon.coordinator import (
     AFTER_CHECK,
     AFTER_RUN,
     CANDIDATE_TURN,
-    LOOP_PAUSE_S,
     ON_NUDGE,
     READY_TURN,
-    SELF_TRIGGER_RUNS,
     CandidateTurn,
     CheckOutcome,
     Coordinator,
@@ -42,6 +40,7 @@ from stagewatch.daemon.events import (
     Verdict,
     Wake,
 )
+from stagewatch.daemon.loops import LOOP_PAUSE_S, SELF_TRIGGER_RUNS
 from tests.helpers.coordinator import (
     CANCELLED,
     FAILED,
