@@ -1,6 +1,7 @@
 """Keep one stage run: lead its process group, start the stage, take its whole tree down with stagewatch.
 
-Started by the runner as `python -c <this file> FD module MODULE FUNCTION` (a stage function) or
+Started by the runner as `python -c <this file> FD module MODULE FUNCTION [NAME VALUE]` (a stage
+function, with a pattern stage instance's placeholder and value) or
 `python -I -S -c <this file> FD command ARGV...` (a command). This process, the keeper, is the
 group leader; it waits for the runner's go on FD, forks the worker (which calls the function or
 execs the command), reaps every descendant (it is their subreaper), reports the worker's exit
@@ -145,7 +146,9 @@ def print_user_traceback(error: BaseException) -> None:
     traceback.print_exception(type(error), error, tb)
 
 
-def call_stage_function(module_name: str, function_name: str) -> int:
+def call_stage_function(module_name: str, function_name: str, arguments: list[str]) -> int:
+    """Import the module and call its function; `arguments` are a pattern stage instance's
+    placeholder and value, passed as a keyword (run(output_dir, page="guide/intro"))."""
     import importlib
     import pathlib
     import types
@@ -157,7 +160,8 @@ def call_stage_function(module_name: str, function_name: str) -> int:
             where = getattr(module, "__file__", module_name)
             sys.stderr.write(f"stagewatch: {where} has no function {function_name!r} to call\n")
             return 1
-        result = function(pathlib.Path(os.environ["STAGEWATCH_OUTPUT_DIR"]))
+        keywords = dict(zip(arguments[::2], arguments[1::2], strict=True))
+        result = function(pathlib.Path(os.environ["STAGEWATCH_OUTPUT_DIR"]), **keywords)
         if isinstance(result, types.CoroutineType):
             # An `async def run` did nothing yet: the run is its coroutine run to its end.
             import asyncio
@@ -219,7 +223,7 @@ def keep(fd: int, argv: list[str]) -> int:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
         os.close(fd)
         if argv[0] == "module":
-            return call_stage_function(argv[1], argv[2])
+            return call_stage_function(argv[1], argv[2], argv[3:])
         exec_command(argv[1:])
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
     code: int | None = None

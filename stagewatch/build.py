@@ -52,21 +52,36 @@ def data_upstream(graph: Graph, name: str) -> set[str]:
 
 
 def require_stages(pipeline: Pipeline, names: Iterable[str]) -> None:
-    """UsageError naming each unknown stage, with the closest known name."""
+    """UsageError naming each unknown stage, with the closest known name (an instance's
+    fellows when the pattern stage is right)."""
     problems = []
     for name in names:
-        if not pipeline.has_stage(name):
-            problems.append(f'no stage named "{name}"{did_you_mean(name, pipeline.names)}')
+        if pipeline.knows(name):
+            continue
+        pattern, separator, _ = name.partition(":")
+        if separator and pipeline.is_pattern(pattern):
+            hint = did_you_mean(name, pipeline.instances_of(pattern))
+            problems.append(f'no instance named "{name}" of pattern stage "{pattern}"{hint}')
+        else:
+            problems.append(f'no stage named "{name}"{did_you_mean(name, pipeline.declared_names)}')
     if problems:
-        raise UsageError("; ".join(problems) + f"; stages: {', '.join(pipeline.names)}")
+        raise UsageError("; ".join(problems) + f"; stages: {', '.join(pipeline.declared_names)}")
+
+
+def resolve_stages(pipeline: Pipeline, names: Iterable[str]) -> list[str]:
+    """The stages the names given to a command mean, each once: a pattern stage's name is all
+    of its instances (docs/design.md#pattern-stages)."""
+    wanted = list(names)
+    require_stages(pipeline, wanted)
+    return list(dict.fromkeys(stage for name in wanted for stage in pipeline.resolve(name)))
 
 
 def select_stages(pipeline: Pipeline, graph: Graph, names: Iterable[str]) -> list[str]:
     """The named stages and everything upstream of them, in graph order; all when none are named."""
-    wanted = list(names)
-    require_stages(pipeline, wanted)
-    if not wanted:
+    given = list(names)
+    if not given:
         return list(graph.order)
+    wanted = resolve_stages(pipeline, given)
     keep = set(wanted) | graph.ancestors(wanted)
     return [name for name in graph.order if name in keep]
 

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from stagewatch.build import BuildRound, plan, require_stages, select_stages
+from stagewatch.build import BuildRound, plan, resolve_stages, select_stages
 from stagewatch.build_signals import OutputGone, Stopped, stopped_by_signals_and_lost_output
 from stagewatch.cache import Workspace, check_cache_dir
 from stagewatch.codedeps import nearby_module, resolve_module_source
@@ -40,6 +40,7 @@ from stagewatch.log import (
 from stagewatch.paths import PathKind, absolute, classify, glob_base, is_within, label, posix
 from stagewatch.pipeline import Pipeline
 from stagewatch.regular import kind_of
+from stagewatch.retire import gone_instances, retire
 from stagewatch.runnable import ModuleTrouble, module_problems
 from stagewatch.runner import StageRunner
 from stagewatch.signals import restore_defaults, say_stopped, stop_status, take_stop
@@ -140,8 +141,7 @@ def _has_file_prefix(exc: StagewatchError) -> bool:
 
 
 def _stage_names(pipeline: Pipeline, names: Sequence[str]) -> list[str]:
-    require_stages(pipeline, names)
-    return list(names)
+    return resolve_stages(pipeline, names)
 
 
 def cmd_watch(
@@ -191,8 +191,11 @@ def cmd_build(
     workspace = Workspace(pipeline.output_dir, persistent_digests=True)
     try:
         # --force forces the named stages (all, when none are named); upstream is brought up to date.
-        forced = frozenset((args.stages or selected) if args.force else ())
+        forced = frozenset((resolve_stages(pipeline, args.stages) or selected) if args.force else ())
+        gone = gone_instances(pipeline)
         if args.dry_run:
+            for name in gone:
+                print(f"remove {name}  its file is gone: its outputs and entry would be removed")
             _print_plan(plan(pipeline, graph, workspace, selected, forced))
             return 0
         with PipelineLock(pipeline.output_dir) as lock:
@@ -200,6 +203,9 @@ def cmd_build(
             with stopped_by_signals_and_lost_output():
                 state = StateRecorder(pipeline.output_dir, "build")
                 try:
+                    if gone:  # before the round: what reads the site folder sees the page gone
+                        retire(pipeline, gone)
+                        state.forget(gone)
                     sink = line_sink(fmt, stream, quiet=_verbosity(args) < 0)
                     runner = StageRunner(pipeline.output_dir, on_line=sink)
                     report = BuildRound(pipeline, graph, workspace, runner, state).run(
@@ -262,17 +268,24 @@ def cmd_status(
 def cmd_explain(
     args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
 ) -> int:
-    name = _stage_names(pipeline, [args.stage])[0]
-    stage = pipeline.stage(name)
+    names = _stage_names(pipeline, [args.stage])
     workspace = Workspace(pipeline.output_dir, persistent_digests=True)
+    fresh = 0
     try:
-        fingerprint = workspace.fingerprint(stage)
-        decision = workspace.decide_with(stage, fingerprint)
-        entry = workspace.read_entry(name)
+        for name in names:
+            stage = pipeline.stage(name)
+            fingerprint = workspace.fingerprint(stage)
+            decision = workspace.decide_with(stage, fingerprint)
+            if len(names) > 1 and not decision.run:
+                fresh += 1  # a pattern stage's fresh instances are counted, not each explained
+                continue
+            entry = workspace.read_entry(name)
+            upstream = sorted(graph.upstream[name])
+            print("\n".join(explain_lines(stage, decision, entry, fingerprint, upstream)))
     finally:
         workspace.close()
-    upstream = sorted(graph.upstream[name])
-    print("\n".join(explain_lines(stage, decision, entry, fingerprint, upstream)))
+    if len(names) != 1:
+        print(f"{args.stage}: {fresh} of {_count(len(names), 'instance')} fresh")
     return 0
 
 

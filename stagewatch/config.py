@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import posixpath
 import tomllib
@@ -13,8 +14,17 @@ from typing import Any
 from stagewatch.durations import parse_duration
 from stagewatch.entry import ENTRY_SUFFIX, ENTRY_TEMP_TAIL, MAX_STAGE_NAME
 from stagewatch.errors import ConfigError
-from stagewatch.graph import CycleError, build_graph, output_feeds
+from stagewatch.graph import CycleError, Graph, build_graph, output_feeds
 from stagewatch.paths import CACHE_DIR, IgnoreRules, PathKind, absolute, classify, is_within, posix
+from stagewatch.patterns import (
+    Listing,
+    driver,
+    driver_of,
+    driver_overlaps,
+    expand,
+    list_drivers,
+    placeholder_problems,
+)
 from stagewatch.pipeline import DEFAULT_BIND, DEFAULT_PORT, SERVE_KEYS, Pipeline, ServeSettings
 from stagewatch.regular import FileTooLarge, NotRegularFile, read_regular
 from stagewatch.stage import MODULE_NAME, STAGE_NAME, OnBusy, Stage, WatcherKind
@@ -177,18 +187,17 @@ def parse_pipeline(data: Mapping[str, Any], path: Path) -> Pipeline:
         raw["name"] for raw in raw_stages if isinstance(raw, dict) and isinstance(raw.get("name"), str)
     ]
     _check_references(problems, file, stages, declared, settings.root)
+    _check_drivers(problems, file, stages, settings.root)
     if problems:
         raise ConfigError(problems)
-    try:
-        graph = build_graph(stages, settings.output_dir.as_posix(), settings.ignore)
-    except CycleError as exc:
-        via = "; ".join(f"{e.upstream} -> {e.downstream}: {e.via}" for e in exc.edges)
-        raise ConfigError(f'{file}: stage "{exc.cycle[0]}": cycle {" -> ".join(exc.cycle)} ({via})') from None
+    listing = list_drivers(stages, settings.root, IgnoreRules(settings.root, settings.ignore))
+    instances = expand(stages, listing)
     return Pipeline(
         config_path=Path(os.path.abspath(path)),
         output_dir=settings.output_dir,
-        stages=tuple(stages),
-        graph=graph,
+        stages=instances,
+        declared=tuple(stages),
+        graph=_graph(file, instances, settings.root, settings.ignore),
         jobs=settings.jobs,
         debounce_s=settings.debounce_s,
         ignore=settings.ignore,
@@ -198,6 +207,23 @@ def parse_pipeline(data: Mapping[str, Any], path: Path) -> Pipeline:
         python_path=settings.python_path,
         serve=serve,
     )
+
+
+def _graph(file: str, stages: tuple[Stage, ...], root: str, ignore: tuple[str, ...]) -> Graph:
+    """The stages' graph; a cycle is the pipeline file's problem, said with the edges on it."""
+    try:
+        return build_graph(stages, root, ignore)
+    except CycleError as exc:
+        via = "; ".join(f"{e.upstream} -> {e.downstream}: {e.via}" for e in exc.edges)
+        raise ConfigError(f'{file}: stage "{exc.cycle[0]}": cycle {" -> ".join(exc.cycle)} ({via})') from None
+
+
+def with_listing(pipeline: Pipeline, listing: Listing) -> Pipeline:
+    """The pipeline with its pattern stages' instances made from another listing (files came
+    or went); ConfigError when the new instances close a cycle."""
+    stages = expand(pipeline.declared, listing)
+    graph = _graph(str(pipeline.config_path), stages, pipeline.output_dir.as_posix(), pipeline.ignore)
+    return dataclasses.replace(pipeline, stages=stages, graph=graph)
 
 
 def _top_level_problems(data: Mapping[str, Any], file: str) -> list[str]:
@@ -334,6 +360,9 @@ def _parse_stage(
     timeout_s = reader.duration("timeout", None, positive=True)
     on_busy = reader.choice("on_busy", OnBusy)
     _check_outputs(reader, outputs, context.root)
+    placeholder, misuse = placeholder_problems(inputs, outputs, sources, command)
+    for problem in misuse:
+        reader.problem(problem)
     if len(problems) > before or not isinstance(name, str):
         return None
     # Only of outputs that are themselves sound: their problems above say more.
@@ -354,6 +383,7 @@ def _parse_stage(
         python_path=context.python_path,
         ignore=context.ignore,
         on_busy=on_busy,
+        placeholder=placeholder,
     )
 
 
@@ -455,6 +485,24 @@ def _check_own_outputs_unread(
                         if classify(read) is PathKind.GLOB
                         else ""
                     )
+                )
+                break
+
+
+def _check_drivers(problems: list[str], file: str, stages: list[Stage], root: str) -> None:
+    """A pattern stage's driver matches no stage's outputs: instances would come and go with
+    another stage's runs."""
+    for stage in stages:
+        if not stage.is_template:
+            continue
+        found = driver(stage, root)
+        for other in stages:
+            clash = next((out for out in other.outputs if driver_overlaps(found, out, root)), None)
+            if clash is not None:
+                problems.append(
+                    f'{file}: stage "{stage.name}": "inputs": the driver "{driver_of(stage)}" of'
+                    f' {{{stage.placeholder}}} matches "{clash}", an output of stage "{other.name}";'
+                    " a driver must match only files people write"
                 )
                 break
 

@@ -66,13 +66,20 @@ def entry_path(cache_dir: Path, stage: str) -> Path:
 
 
 def stage_of_entry(path: str, cache_dir: str) -> str | None:
-    """The stage name an entry path belongs to (any name; the caller checks it is a stage)."""
-    if posixpath.dirname(path) != cache_dir:
+    """The stage name an entry path belongs to (any name; the caller checks it is a stage).
+
+    A pattern stage's instance "page:guide/intro" keeps its entry in folders below the cache
+    ("page:guide/intro.hash"): the first folder is the one holding the instance separator.
+    """
+    if not path.startswith(cache_dir + "/"):
         return None
-    name = posixpath.basename(path)
+    relative = path[len(cache_dir) + 1 :]
+    if "/" in relative and ":" not in relative.partition("/")[0]:
+        return None
+    name = posixpath.basename(relative)
     if not name.endswith(ENTRY_SUFFIX) or name == ENTRY_SUFFIX:
         return None
-    return name[: -len(ENTRY_SUFFIX)]
+    return relative[: -len(ENTRY_SUFFIX)]
 
 
 def invalidated_stage(path: str, gone: bool, cache_dir: str) -> str | None:

@@ -56,7 +56,9 @@ def stage_argv(stage: Stage, status_fd: int) -> list[str]:
     if stage.command is not None:
         return [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(status_fd), "command", *stage.command]
     assert stage.module is not None
-    return [sys.executable, "-c", BOOTSTRAP, str(status_fd), "module", stage.module, stage.function]
+    arguments = [part for pair in stage.call_arguments.items() for part in pair]
+    code = [sys.executable, "-c", BOOTSTRAP, str(status_fd), "module", stage.module, stage.function]
+    return code + arguments
 
 
 def stage_env(stage: Stage, output_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:

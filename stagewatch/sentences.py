@@ -134,6 +134,14 @@ _STAGES: dict[str, Sentence] = {
         f"{f.get('stage', '')}: processes it started outlive its run (pid {_pids(f)});"
         " they are stopped before it runs again"
     ),
+    "stage.instance_removed": lambda f, _p: (
+        f"{f.get('stage', '')}: its file is gone; removed"
+        + (f" {', '.join(map(str, f.get('outputs') or ()))} and" if f.get("outputs") else "")
+        + " its entry"
+    ),
+    "stage.output_not_removed": lambda f, _p: (
+        f"could not remove {f.get('path', '')} of a gone instance: {f.get('problem', '')}"
+    ),
     "stage.blocked": lambda f, p: (
         f"{p.yellow('⊘')} {p.bold(f.get('stage', ''))} not run: upstream {f.get('by')} failed"
     ),

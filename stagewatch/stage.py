@@ -83,6 +83,10 @@ class Stage:
     python_path: tuple[str, ...] = (".",)
     ignore: tuple[str, ...] = ()
     on_busy: OnBusy | None = None
+    # A pattern stage (docs/design.md#pattern-stages): its declaration has a placeholder and
+    # no value; each of its instances has both, and the name "PATTERN:VALUE".
+    placeholder: str | None = None
+    value: str | None = None
 
     def __post_init__(self) -> None:
         # Library callers may pass lists; the value stays hashable and immutable either way.
@@ -90,8 +94,13 @@ class Stage:
             object.__setattr__(self, name, _as_tuple(getattr(self, name)))
         if self.command is not None:
             object.__setattr__(self, "command", _as_tuple(self.command))
-        if not STAGE_NAME.fullmatch(self.name):
+        if not STAGE_NAME.fullmatch(self.pattern or self.name):
             raise ValueError(f"invalid stage name {self.name!r}: use letters, digits, '_', '-' and '.'")
+        if self.placeholder is not None and not self.placeholder.isidentifier():
+            raise ValueError(f"stage {self.name!r}: placeholder {self.placeholder!r} is not an identifier")
+        named = self.name == f"{self.pattern}:{self.value}"
+        if self.value is not None and (self.placeholder is None or not named):
+            raise ValueError(f"stage {self.name!r}: an instance is named PATTERN:VALUE and has a placeholder")
         if (self.module is None) == (self.command is None):
             raise ValueError(f"stage {self.name!r}: give exactly one of module or command")
         if self.module is not None and not MODULE_NAME.fullmatch(self.module):
@@ -104,6 +113,23 @@ class Stage:
             raise ValueError(f"stage {self.name!r}: ttl must be > 0")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ValueError(f"stage {self.name!r}: timeout must be > 0")
+
+    @property
+    def pattern(self) -> str | None:
+        """The pattern stage an instance belongs to; None for any other stage."""
+        return self.name.partition(":")[0] if self.value is not None else None
+
+    @property
+    def is_template(self) -> bool:
+        """A pattern stage's declaration: what its instances are made from, never run itself."""
+        return self.placeholder is not None and self.value is None
+
+    @property
+    def call_arguments(self) -> dict[str, str]:
+        """The keyword arguments a module stage's function is called with beside output_dir."""
+        if self.placeholder is None or self.value is None:
+            return {}
+        return {self.placeholder: self.value}
 
     @property
     def skippable(self) -> bool:

@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -284,6 +285,15 @@ class StateRecorder:
             for table in (self.state.stages, self.state.failures):
                 for name in set(table) - names:
                     del table[name]
+            save = self._save()
+        self._write(save)
+
+    def forget(self, names: Iterable[str]) -> None:
+        """Forget stages that are gone (a pattern stage's instances whose file was deleted)."""
+        with self._lock:
+            for table in (self.state.stages, self.state.failures):
+                for name in names:
+                    table.pop(name, None)
             save = self._save()
         self._write(save)
 
