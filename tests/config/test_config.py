@@ -1114,7 +1114,8 @@ def test_inputs_may_live_outside_output_dir(tmp_path: Path) -> None:
 def test_bundled_example_config_is_valid() -> None:
     example = REPO / "config.example.toml"
     pipeline = load_pipeline(example)
-    assert pipeline.names == ("pages", "stats", "assets", "index")
+    assert pipeline.names == ("page:about", "page:hello", "page:notes", "stats", "assets", "index")
+    assert pipeline.patterns == ("page",)
     assert pipeline.output_dir == example.parent / "examples" / "site"
 
 
