@@ -7,7 +7,7 @@ Runs `stagewatch serve` on a copy of the bundled example (debounce 100 ms), open
 pages in Chromium (/usr/bin/chromium, driven by Playwright), then saves the page's markdown
 again and again. Each latency is from just before the write to the moment the reloaded page's
 DOM was ready (`performance.timeOrigin + DOMContentLoaded`), both wall-clock on this machine:
-it holds the debounce, the `pages` and `index` runs, the round settling, the reload and the
+it holds the debounce, the page's instance and `index` runs, the round settling, the reload and the
 request. Also prints the pip-installed size of what `serve` added (aiohttp and its dependencies).
 """
 
