@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import stat
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -25,10 +23,7 @@ from stagewatch.entry import (
     CorruptEntry,
     Digests,
     Entry,
-    entry_path,
-    format_entry,
-    format_invalidation,
-    format_pending,
+    EntryFiles,
     read_entry,
 )
 from stagewatch.errors import StagewatchError
@@ -41,7 +36,7 @@ from stagewatch.freshness import (
 )
 from stagewatch.hashing import DigestCache, sha256_bytes
 from stagewatch.inputs import expand, missing_outputs
-from stagewatch.layout import CacheLayout, write_atomic
+from stagewatch.layout import CacheLayout
 from stagewatch.paths import IgnoreRules, label, posix
 from stagewatch.regular import NotRegularFile, kind_of
 from stagewatch.runnable import ModuleProblem, ModuleTrouble, module_problems
@@ -119,6 +114,7 @@ class Workspace:
         self.root = posix(self.output_dir)
         self.layout = CacheLayout(self.output_dir)
         self.cache_dir = self.layout.dir
+        self.entries = EntryFiles(self.cache_dir, self.output_dir)
         db = self.layout.digests if persistent_digests else None
         if db is not None:
             check_cache_dir(self.layout)
@@ -197,7 +193,7 @@ class Workspace:
         return missing_outputs(stage.outputs, self.root)
 
     def entry_path(self, name: str) -> Path:
-        return entry_path(self.cache_dir, name)
+        return self.entries.path(name)
 
     def read_entry(self, name: str) -> Entry | CorruptEntry | None:
         entry = read_entry(self.entry_path(name))
@@ -233,8 +229,7 @@ class Workspace:
         self, stage: Stage, key: str, fingerprint: Fingerprint | None, duration_s: float | None
     ) -> None:
         """Write the entry of a successful run: the key it started from, details if they match."""
-        text = format_entry(key, fingerprint, datetime.now(UTC), duration_s)
-        write_atomic(self.entry_path(stage.name), text, within=self.output_dir)
+        self.entries.record(stage.name, key, fingerprint, duration_s)
 
     def begin_run(self, stage: Stage) -> str | None:
         """Before a run touches the outputs, make the stage's entry a pending one (no key).
@@ -246,29 +241,17 @@ class Workspace:
         pending entry's text (None when there was no entry: a failure writes none);
         OSError, naming the entry, when it cannot be written: then the run must not start.
         """
-        previous = self.read_entry(stage.name)
-        if not isinstance(previous, Entry):
-            return None
-        text = format_pending(previous, datetime.now(UTC), secrets.token_hex(8))
-        write_atomic(self.entry_path(stage.name), text, within=self.output_dir)
-        return text
+        return self.entries.begin_run(stage.name, self.read_entry(stage.name))
 
     def announce_invalidation(self, name: str) -> None:
-        """Write an entry with no key and remove it again: a running daemon sees the removal
-        (an `invalidate`) even when the stage had no entry to remove."""
-        text = format_invalidation(datetime.now(UTC))
-        write_atomic(self.entry_path(name), text, within=self.output_dir)
-        self.remove_entry(name)
+        self.entries.announce_invalidation(name)
 
     def remove_entry(self, name: str) -> bool:
         try:
-            self.entry_path(name).unlink()
-        except FileNotFoundError:
-            return False
+            return self.entries.remove(name)
         except NotADirectoryError:
             check_cache_dir(self.layout)
             raise
-        return True
 
 
 # --- The library API, with the seed's names. ---

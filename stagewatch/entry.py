@@ -1,19 +1,23 @@
-"""A stage's cache entry (docs/design.md#entry-files): its file's name, its key=value format, and what its
-mtime and its deletion mean.
+"""A stage's cache entry (docs/design.md#entry-files), the whole protocol: its file's name (a
+pattern stage instance's below a folder of the cache), its key=value format, the pending entry
+of a run under way, the legacy one-line entry, what its mtime and its deletion mean, and every
+read, write and removal of one (EntryFiles).
 
-Format and parse are pure; the reads here are the only ones of an entry, and every write goes
-through layout.write_atomic (so its temporary file, too, is named here for the name limit).
+Format and parse are pure; every write goes through layout.write_atomic (so its temporary
+file, too, is named here for the name limit).
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from stagewatch.layout import write_atomic
 from stagewatch.regular import read_regular
 from stagewatch.stage import DEFAULT_FUNCTION
 
@@ -265,3 +269,60 @@ def parse_entry(text: str, path: str, mtime: float) -> Entry | CorruptEntry:
         pending=pending,
         function=None if code is None or code[0] == ARGV_LABEL else fields.get("function", DEFAULT_FUNCTION),
     )
+
+
+# --- Writing and removing one: the only places an entry file changes. ---
+
+
+class EntryFiles:
+    """The entries of one cache folder: read, written (atomically, only below an output folder
+    that is still there), turned pending, removed."""
+
+    def __init__(self, cache_dir: Path, output_dir: Path) -> None:
+        self.cache_dir = cache_dir
+        self.output_dir = output_dir
+
+    def path(self, stage: str) -> Path:
+        return entry_path(self.cache_dir, stage)
+
+    def read(self, stage: str) -> Entry | CorruptEntry | None:
+        return read_entry(self.path(stage))
+
+    def record(self, stage: str, key: str, fingerprint: Observed | None, duration_s: float | None) -> None:
+        """Write the entry of a successful run: the key it started from, details if they match."""
+        text = format_entry(key, fingerprint, datetime.now(UTC), duration_s)
+        write_atomic(self.path(stage), text, within=self.output_dir)
+
+    def begin_run(self, stage: str, previous: Entry | CorruptEntry | None) -> str | None:
+        """Make the stage's entry a pending one (no key) before a run touches its outputs; its
+        text, or None when there was no entry to turn (docs/design.md#pending-entries)."""
+        if not isinstance(previous, Entry):
+            return None
+        text = format_pending(previous, datetime.now(UTC), secrets.token_hex(8))
+        write_atomic(self.path(stage), text, within=self.output_dir)
+        return text
+
+    def announce_invalidation(self, stage: str) -> None:
+        """Write an entry with no key and remove it again: a running daemon sees the removal
+        (an `invalidate`) even when the stage had no entry to remove."""
+        write_atomic(self.path(stage), format_invalidation(datetime.now(UTC)), within=self.output_dir)
+        self.remove(stage)
+
+    def remove(self, stage: str) -> bool:
+        """Remove the entry (an invalidation); an instance's folders left empty go with it.
+        NotADirectoryError when something in the cache's place is no folder."""
+        path = self.path(stage)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            removed = False
+        else:
+            removed = True
+        folder = path.parent
+        while folder != self.cache_dir and self.cache_dir in folder.parents:
+            try:
+                folder.rmdir()  # only when empty: a log or another instance's entry keeps it
+            except OSError:
+                break
+            folder = folder.parent
+        return removed

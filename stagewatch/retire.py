@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from stagewatch.entry import ENTRY_SUFFIX
+from stagewatch.entry import ENTRY_SUFFIX, EntryFiles
 from stagewatch.layout import LOG_SUFFIX, CacheLayout
 from stagewatch.paths import absolute, is_within, posix
 from stagewatch.patterns import instantiate
@@ -69,6 +69,7 @@ def retire(pipeline: Pipeline, names: Iterable[str]) -> list[str]:
     """
     root = posix(pipeline.output_dir)
     layout = CacheLayout(pipeline.output_dir)
+    entries = EntryFiles(layout.dir, pipeline.output_dir)
     declared_now = {absolute(out, root) for stage in pipeline.stages for out in stage.outputs}
     removed: list[str] = []
     for name in names:
@@ -87,10 +88,10 @@ def retire(pipeline: Pipeline, names: Iterable[str]) -> list[str]:
                 # folder the pattern writes into stays, whatever reads it.
                 stop = _literal_folder(declared, "{" + (template.placeholder or "") + "}", root)
                 _prune_empty(Path(path), Path(stop))
-        for kept in (layout.dir / f"{name}{ENTRY_SUFFIX}", layout.log(name)):
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                kept.unlink()
-        _prune_empty(layout.dir / name, layout.dir)
+        with contextlib.suppress(OSError):
+            layout.log(name).unlink()
+        with contextlib.suppress(OSError):
+            entries.remove(name)  # its folders in the cache go with it, once empty
         log.info("stage.instance_removed", stage=name, outputs=removed)
     return removed
 
