@@ -512,7 +512,14 @@ class _MadeIndex:
 
     def __init__(self, outputs: Iterable[str]) -> None:
         self.paths = set(outputs)
-        self.folders = {folder for path in self.paths for folder in _folders_above(path)}
+        self.folders: set[str] = set()
+        for path in self.paths:
+            folder = posixpath.dirname(path)
+            while folder not in self.folders:  # its own folders are known once it is
+                self.folders.add(folder)
+                if folder == "/":
+                    break
+                folder = posixpath.dirname(folder)
 
     def covers(self, path: str) -> bool:
         """Some stage writes `path`, or a folder it lies in."""
@@ -557,7 +564,7 @@ def _input_warnings(
                     " stagewatch never reads it, so the stage fails until it is one"
                 )
             continue
-        if not made.covers(path):
+        if not made.meets(path):  # a file input may be a folder that stages write in, as in the graph
             warnings.append(f'input "{pattern}" does not exist (yet), and no stage makes it')
     return warnings
 
