@@ -6,10 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
 
+from stagewatch.cli import _runnable_problems
+from stagewatch.config import load_pipeline, with_listing
+from stagewatch.graph_render import fold_patterns
+from stagewatch.status_report import folded_rows, pattern_summaries
 from tests.helpers.project import Project
 from tests.helpers.waiting import wait_until
 
@@ -258,3 +263,32 @@ def test_accept_a_pattern_stage_records_every_instance_whose_outputs_exist(built
     assert built.entry("page:a").exists() and built.entry("page:b").exists()
     assert not built.entry("page:guide/intro").exists()
     assert table(built.cli("status"))["page"][1] == "2 fresh, 1 failed"
+
+
+@pytest.mark.timeout(60)
+def test_the_views_of_ten_thousand_instances_are_built_in_one_pass(project: Project) -> None:
+    """What check, graph and status add to loading the pipeline stays small at 10,000 instances."""
+    write_pages(project)
+    values = [f"section{i % 100}/page{i}" for i in range(10_000)]
+    pipeline = with_listing(load_pipeline(project.root / "stagewatch.toml"), {"page": values})
+    rows = [
+        {
+            "name": name,
+            "state": "failed" if name.endswith("7") else "fresh",
+            "last_success": None,
+            "ttl_left_s": None,
+        }
+        for name in pipeline.graph.order
+    ]
+    started = time.monotonic()
+    folded, counts = fold_patterns(pipeline.graph, pipeline)
+    problems, _ = _runnable_problems(pipeline)
+    summaries = pattern_summaries(
+        rows, lambda name: pipeline.stage(name).pattern, {"page": "content/{page}.md"}
+    )
+    table_rows = folded_rows(rows, lambda name: pipeline.stage(name).pattern, summaries)
+    took = time.monotonic() - started
+    assert folded.order == ("page", "index") and counts == {"page": 10_000} and problems == []
+    assert [row["name"] for row in table_rows] == ["page", "index"]
+    assert table_rows[0]["state"] == "9000 fresh, 1000 failed"
+    assert took < 0.5, f"{took:.2f} s"
