@@ -6,9 +6,10 @@ import argparse
 import contextlib
 import json
 import os
+import posixpath
 import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -25,7 +26,7 @@ from stagewatch.durations import format_duration
 from stagewatch.errors import ConfigError, LockHeldError, StagewatchError, UsageError
 from stagewatch.freshness import Decision
 from stagewatch.graph import Graph
-from stagewatch.graph_render import render_graph
+from stagewatch.graph_render import fold_patterns, render_graph
 from stagewatch.layout import CacheLayout
 from stagewatch.lock import DAEMON_ROLES, PipelineLock, lock_owner
 from stagewatch.log import (
@@ -37,15 +38,25 @@ from stagewatch.log import (
     say_failure,
     say_on_stderr,
 )
-from stagewatch.paths import PathKind, absolute, classify, glob_base, is_within, label, posix
+from stagewatch.paths import PathKind, absolute, classify, glob_base, label, posix
+from stagewatch.patterns import driver_of
 from stagewatch.pipeline import Pipeline
 from stagewatch.regular import kind_of
 from stagewatch.retire import gone_instances, retire
 from stagewatch.runnable import ModuleTrouble, module_problems
 from stagewatch.runner import StageRunner
 from stagewatch.signals import restore_defaults, say_stopped, stop_status, take_stop
+from stagewatch.stage import Stage
 from stagewatch.state import StateRecorder, read_state, running_stages
-from stagewatch.status_report import explain_lines, status_document, status_lines, status_row
+from stagewatch.status_report import (
+    NAMED_PER_STATE,
+    explain_lines,
+    folded_rows,
+    pattern_summaries,
+    status_document,
+    status_lines,
+    status_row,
+)
 from stagewatch.terminal import has_controlling_terminal
 
 log = structlog.get_logger(__name__)
@@ -244,13 +255,17 @@ def _print_plan(decisions: list[tuple[str, Decision]]) -> None:
 def cmd_status(
     args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
 ) -> int:
+    named = resolve_stages(pipeline, args.stages) if args.stages else None
     owner = lock_owner(pipeline.output_dir)
     state = read_state(pipeline.output_dir)
     now = datetime.now(UTC)
     workspace = Workspace(pipeline.output_dir, persistent_digests=True)
+    chosen = set(named) if named is not None else None
     rows: list[dict[str, Any]] = []
     try:
         for name in graph.order:
+            if chosen is not None and name not in chosen:
+                continue
             stage = pipeline.stage(name)
             entry = workspace.read_entry(name)
             decision = workspace.decide_with(stage, workspace.fingerprint(stage), entry=entry)
@@ -258,11 +273,24 @@ def cmd_status(
             rows.append(status_row(name, decision, entry, attempt, failure, owner is not None))
     finally:
         workspace.close()
+    # Summed over all of a pattern's instances: every pattern, or the patterns named in full.
+    summed = [p for p in pipeline.patterns if named is None or p in args.stages]
+    drivers = {pattern: driver_of(pipeline.template(pattern)) for pattern in summed}
+    summaries = pattern_summaries(rows, _pattern_of(pipeline), drivers)
     if args.json:
-        print(json.dumps(status_document(pipeline.config_path, owner, rows), indent=1))
+        print(
+            json.dumps(status_document(pipeline.config_path, owner, rows, list(summaries.values())), indent=1)
+        )
     else:
-        print("\n".join(status_lines(rows, owner, now)))
+        # Named stages are listed instance by instance; the whole pipeline, a pattern in one row.
+        table = rows if named is not None else folded_rows(rows, _pattern_of(pipeline), summaries)
+        print("\n".join(status_lines(table, owner, now)))
     return 0
+
+
+def _pattern_of(pipeline: Pipeline) -> Callable[[str], str | None]:
+    """The pattern stage a stage's name is an instance of; None for a plain stage."""
+    return lambda name: pipeline.stage(name).pattern
 
 
 def cmd_explain(
@@ -376,7 +404,8 @@ def cmd_accept(
 def cmd_graph(
     args: argparse.Namespace, pipeline: Pipeline, graph: Graph, fmt: Resolved, stream: TextIO
 ) -> int:
-    for line in render_graph(graph, args.format):
+    folded, instances = fold_patterns(graph, pipeline)
+    for line in render_graph(folded, args.format, instances):
         print(line)
     return 0
 
@@ -390,12 +419,18 @@ def cmd_check(
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 2
-    stages = _count(len(pipeline.stages), "stage")
+    stages = _count(len(pipeline.declared), "stage")
+    if pipeline.patterns:
+        instances = sum(len(pipeline.instances_of(pattern)) for pattern in pipeline.patterns)
+        stages += f", {_count(instances, 'instance')} of {_count(len(pipeline.patterns), 'pattern stage')}"
     print(f"{pipeline.config_path}: valid, {stages}, output_dir {pipeline.output_dir}")
-    for index, name in enumerate(graph.order, start=1):
-        stage = pipeline.stage(name)
+    folded, counts = fold_patterns(graph, pipeline)
+    for index, name in enumerate(folded.order, start=1):
+        stage = pipeline.template(name) if name in counts else pipeline.stage(name)
         extra = f", ttl {format_duration(stage.ttl_s)}" if stage.ttl_s is not None else ""
         files = f"{_count(len(stage.inputs), 'input')}, {_count(len(stage.outputs), 'output')}{extra}"
+        if name in counts:
+            files = f"{_count(counts[name], 'instance')} of {driver_of(stage)}; {files}"
         print(f"{index:>3}. {name}: {stage.code_label} ({files})")
     return 0
 
@@ -403,50 +438,135 @@ def cmd_check(
 def _runnable_problems(pipeline: Pipeline) -> tuple[list[str], list[str]]:
     """What the file cannot say by itself: modules that cannot be found or that the standard
     library shadows (problems), and declared input files that exist nowhere and that no stage
-    makes, or that are no regular file (warnings)."""
+    makes, or that are no regular file (warnings). A pattern stage's module is looked at once,
+    as declared; an input that holds its placeholder, for each instance."""
     root = posix(pipeline.output_dir)
-    problems, warnings = [], []
-    made = {absolute(output, root) for stage in pipeline.stages for output in stage.outputs}
-    for stage in pipeline.stages:
-        where = f'{pipeline.config_path}: stage "{stage.name}"'
-        if stage.module is not None:
-            search = stage.search_path(root)
-            source = resolve_module_source(stage.module, search)
-            found = module_problems(stage.module, source, search, stage.function)
-            if found:  # the weightiest alone: the others follow from it, or wait for its fix
-                problem = found[0]
-                said = f'{where}: "{problem.key}": {stage.module} {problem.sentence}'
-                if problem.trouble is ModuleTrouble.NOT_FOUND:
-                    near = nearby_module(stage.module, search)
-                    said += f' (did you mean "{near}"?)' if near is not None else ""
-                elif problem.source is not None:
-                    said += f" ({label(problem.source, root)})"
-                problems.append(said)
-        for pattern in stage.inputs:
-            path = absolute(pattern, root)
-            if classify(pattern) is PathKind.GLOB:
-                base = glob_base(path)
-                made_there = any(is_within(output, base) or is_within(base, output) for output in made)
-                if not os.path.isdir(base) and not made_there:
-                    warnings.append(
-                        f'{where}: input "{pattern}" matches nothing: {label(base, root)} is no folder'
-                        f" (yet), and no stage makes it (paths are relative to {root})"
-                    )
-                continue
-            try:
-                mode = os.stat(path).st_mode
-            except OSError:
-                pass
-            else:
-                if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-                    warnings.append(
-                        f'{where}: input "{pattern}" is not a regular file ({kind_of(mode)}):'
-                        " stagewatch never reads it, so the stage fails until it is one"
-                    )
-                continue
-            if not any(is_within(path, output) for output in made):
-                warnings.append(f'{where}: input "{pattern}" does not exist (yet), and no stage makes it')
+    problems: list[str] = []
+    warnings: list[str] = []
+    made = _MadeIndex(absolute(output, root) for stage in pipeline.stages for output in stage.outputs)
+    for declared in pipeline.declared:
+        where = f'{pipeline.config_path}: stage "{declared.name}"'
+        if declared.module is not None:
+            problem = _module_problem(declared, root)
+            if problem is not None:
+                problems.append(f"{where}: {problem}")
+        if not declared.is_template:
+            warnings.extend(f"{where}: {said}" for said in _input_warnings(declared, root, made))
+            continue
+        instances = [pipeline.stage(name) for name in pipeline.instances_of(declared.name)]
+        if not instances:
+            warnings.append(
+                f'{where}: input "{driver_of(declared)}" matches no file: it has no instances (yet)'
+            )
+        warnings.extend(_instance_warnings(pipeline, declared, instances, root, made))
     return problems, warnings
+
+
+def _module_problem(stage: Stage, root: str) -> str | None:
+    """The weightiest problem of a module stage's module, said for people; the others follow
+    from it, or wait for its fix."""
+    assert stage.module is not None
+    search = stage.search_path(root)
+    source = resolve_module_source(stage.module, search)
+    found = module_problems(stage.module, source, search, stage.function)
+    if not found:
+        return None
+    problem = found[0]
+    said = f'"{problem.key}": {stage.module} {problem.sentence}'
+    if problem.trouble is ModuleTrouble.NOT_FOUND:
+        near = nearby_module(stage.module, search)
+        said += f' (did you mean "{near}"?)' if near is not None else ""
+    elif problem.source is not None:
+        said += f" ({label(problem.source, root)})"
+    return said
+
+
+def _instance_warnings(
+    pipeline: Pipeline, template: Stage, instances: Sequence[Stage], root: str, made: _MadeIndex
+) -> list[str]:
+    """A pattern stage's input warnings: an input without the placeholder once, as declared;
+    one with it for a few instances by name, the others counted. The driver's files exist."""
+    token = "{" + str(template.placeholder) + "}"
+    driver = driver_of(template)
+    shared = tuple(text for text in template.inputs if token not in text)
+    where = f'{pipeline.config_path}: stage "{template.name}"'
+    said = [f"{where}: {line}" for line in _input_warnings(template, root, made, shared)]
+    for position, text in enumerate(template.inputs):
+        if token not in text or text == driver:
+            continue
+        found = [
+            (instance.name, line)
+            for instance in instances
+            for line in _input_warnings(instance, root, made, (instance.inputs[position],))
+        ]
+        shown = found[:NAMED_PER_STATE]
+        said.extend(f'{pipeline.config_path}: stage "{name}": {line}' for name, line in shown)
+        if len(found) > len(shown):
+            said.append(f'{where}: input "{text}": the same for {len(found) - len(shown)} more instances')
+    return said
+
+
+class _MadeIndex:
+    """The paths the stages write, so that whether one lies at, above or below a path is a few
+    set lookups, not a scan of ten thousand outputs."""
+
+    def __init__(self, outputs: Iterable[str]) -> None:
+        self.paths = set(outputs)
+        self.folders: set[str] = set()
+        for path in self.paths:
+            folder = posixpath.dirname(path)
+            while folder not in self.folders:  # its own folders are known once it is
+                self.folders.add(folder)
+                if folder == "/":
+                    break
+                folder = posixpath.dirname(folder)
+
+    def covers(self, path: str) -> bool:
+        """Some stage writes `path`, or a folder it lies in."""
+        return path in self.paths or any(folder in self.paths for folder in _folders_above(path))
+
+    def meets(self, folder: str) -> bool:
+        """Some stage writes in `folder`, or writes a folder it lies in."""
+        return folder in self.folders or self.covers(folder)
+
+
+def _folders_above(path: str) -> list[str]:
+    found = []
+    while path != "/":
+        path = posixpath.dirname(path)
+        found.append(path)
+    return found
+
+
+def _input_warnings(
+    stage: Stage, root: str, made: _MadeIndex, inputs: Sequence[str] | None = None
+) -> list[str]:
+    """What is wrong with the stage's declared inputs (or `inputs` of them) on disk now."""
+    warnings = []
+    for pattern in stage.inputs if inputs is None else inputs:
+        path = absolute(pattern, root)
+        if classify(pattern) is PathKind.GLOB:
+            base = glob_base(path)
+            if not os.path.isdir(base) and not made.meets(base):
+                warnings.append(
+                    f'input "{pattern}" matches nothing: {label(base, root)} is no folder'
+                    f" (yet), and no stage makes it (paths are relative to {root})"
+                )
+            continue
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            pass
+        else:
+            if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+                warnings.append(
+                    f'input "{pattern}" is not a regular file ({kind_of(mode)}):'
+                    " stagewatch never reads it, so the stage fails until it is one"
+                )
+            continue
+        if not made.meets(path):  # a file input may be a folder that stages write in, as in the graph
+            warnings.append(f'input "{pattern}" does not exist (yet), and no stage makes it')
+    return warnings
 
 
 _COMMANDS: dict[str, Command] = {

@@ -45,8 +45,10 @@ COMMAND_HELP: dict[str, CommandHelp] = {
     "status": CommandHelp(
         "one row per stage: fresh, stale, ...",
         "Each stage's state (fresh, stale, never run, failed, running), why, its last run and"
-        " TTL left, and whether a daemon is watching.",
-        ("stagewatch status", "stagewatch status --json"),
+        " TTL left, and whether a daemon is watching. A pattern stage is one row that counts its"
+        " instances by state and names those failing or running; named stages (or --json) list"
+        " each instance on its own row.",
+        ("stagewatch status", "stagewatch status page", "stagewatch status --json"),
     ),
     "explain": CommandHelp(
         "why a stage would run",
@@ -172,6 +174,12 @@ def _build_options(build: argparse.ArgumentParser) -> None:
 
 
 def _status_options(status: argparse.ArgumentParser) -> None:
+    status.add_argument(
+        "stages",
+        nargs="*",
+        metavar="STAGE",
+        help="only these stages (a pattern stage's name: each of its instances)",
+    )
     status.add_argument("--json", action="store_true", help="machine-readable")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,10 +62,110 @@ def status_row(
     }  # fmt: skip
 
 
-def status_document(config_path: Path, owner: Owner, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """`status --json`: the pipeline file, who holds it, and the rows."""
+def status_document(
+    config_path: Path, owner: Owner, rows: list[dict[str, Any]], patterns: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """`status --json`: the pipeline file, who holds it, the rows (one per stage, instances
+    included) and a summary of each pattern stage (pattern_summaries)."""
     locked_by = {"pid": owner[0], "mode": owner[1]} if owner else None
-    return {"config": str(config_path), "locked_by": locked_by, "stages": rows}
+    return {"config": str(config_path), "locked_by": locked_by, "stages": rows, "patterns": list(patterns)}
+
+
+# --- A pattern stage as one row (docs/design.md#pattern-stages) ---
+
+_COUNTED_FIRST = ("fresh", "stale", "never run", "failed", "running")
+"""The order a pattern's counts are said in; a state not listed follows them."""
+
+NAMED_PER_STATE = 3
+"""Failing or running instances a pattern's row names before it counts the rest."""
+
+
+def pattern_summaries(
+    rows: Iterable[dict[str, Any]], pattern_of: Callable[[str], str | None], drivers: Mapping[str, str]
+) -> dict[str, dict[str, Any]]:
+    """Each pattern stage (`drivers`: its name -> its driver, in file order) summed over its
+    instances' rows, in one pass: how many stand in each state, which are failing or running,
+    its newest success and the soonest TTL; a pattern with no instance has zeros."""
+    found: dict[str, dict[str, Any]] = {
+        name: {"name": name, "driver": driver, "instances": 0, "counts": {}, "failing": [], "running": [],
+               "last_success": None, "ttl_left_s": None}
+        for name, driver in drivers.items()
+    }  # fmt: skip
+    successes: dict[str, list[str]] = {name: [] for name in drivers}
+    for row in rows:
+        pattern = pattern_of(row["name"])
+        if pattern is None or pattern not in found:
+            continue
+        summary = found[pattern]
+        summary["instances"] += 1
+        state = row["state"]
+        summary["counts"][state] = summary["counts"].get(state, 0) + 1
+        if state in ("failed", "running"):
+            summary["failing" if state == "failed" else "running"].append(row["name"])
+        if row["last_success"]:
+            successes[pattern].append(row["last_success"])
+        ttl = row["ttl_left_s"]
+        if ttl is not None and (summary["ttl_left_s"] is None or ttl < summary["ttl_left_s"]):
+            summary["ttl_left_s"] = ttl
+    for name, summary in found.items():
+        counts = summary["counts"]
+        ordered = [state for state in _COUNTED_FIRST if state in counts]
+        summary["counts"] = {
+            state: counts[state] for state in [*ordered, *sorted(set(counts) - set(ordered))]
+        }
+        summary["last_success"] = _newest(successes[name])
+    return found
+
+
+def _newest(times: Sequence[str]) -> str | None:
+    """The latest of recorded times; one that is no time at all counts as the oldest."""
+
+    def when(iso: str) -> datetime:
+        try:
+            then = datetime.fromisoformat(iso)
+        except ValueError:
+            return datetime.min.replace(tzinfo=UTC)
+        return then if then.tzinfo is not None else then.replace(tzinfo=UTC)
+
+    return max(times, key=when) if times else None
+
+
+def _some(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:NAMED_PER_STATE])
+    return shown + (f" and {len(names) - NAMED_PER_STATE} more" if len(names) > NAMED_PER_STATE else "")
+
+
+def pattern_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """A pattern's line of the `status` table, as a row: its counts in the STATE column, the
+    instances failing and running by name in WHY."""
+    if not summary["instances"]:
+        state, reasons = "no instances", [f'its driver "{summary["driver"]}" matches no file']
+    else:
+        state = ", ".join(f"{count} {word}" for word, count in summary["counts"].items())
+        named = (("failed", summary["failing"]), ("running", summary["running"]))
+        reasons = [f"{word}: {_some(names)}" for word, names in named if names]
+    return {"name": summary["name"], "state": state, "reasons": reasons,
+            "last_success": summary["last_success"], "ttl_left_s": summary["ttl_left_s"]}  # fmt: skip
+
+
+def folded_rows(
+    rows: Iterable[dict[str, Any]],
+    pattern_of: Callable[[str], str | None],
+    summaries: Mapping[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The table's rows: a plain stage's as it is, each pattern's one row where its first
+    instance stands (one with no instance at the end)."""
+    table: list[dict[str, Any]] = []
+    shown: set[str] = set()
+    for row in rows:
+        pattern = pattern_of(row["name"])
+        if pattern is None or pattern not in summaries:
+            table.append(row)
+        elif pattern not in shown:
+            shown.add(pattern)
+            table.append(pattern_row(summaries[pattern]))
+    table.extend(pattern_row(summary) for name, summary in summaries.items() if name not in shown)
+    return table
 
 
 def _ttl_text(ttl_left_s: float | None) -> str:
