@@ -101,9 +101,10 @@ class ImpactMap:
         for output, _ in self.outputs:
             want(posixpath.dirname(output), False)
         want(posixpath.dirname(self.config_path), False)
-        # Recursively: an instance's entry may lie in a folder of its own ("page:guide/intro.hash"),
-        # and its removal is an `invalidate`.
-        want(self.cache_dir, True)
+        # Recursively with pattern stages: an instance's entry may lie in a folder of its own
+        # ("page:guide/intro.hash"), and its removal is an `invalidate`. Without them the cache
+        # holds no folder an entry lies in.
+        want(self.cache_dir, bool(self.drivers))
         # The output folder's own parent: its deletion or move is seen there
         # (docs/design.md#folders-that-vanish).
         want(posixpath.dirname(self.root), False)

@@ -8,6 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from stagewatch.config import load_pipeline
+from stagewatch.daemon.impact import ImpactMap
+from stagewatch.stage import Change
 from tests.helpers.daemon import SYNC_STAGE, RunningDaemon
 from tests.helpers.project import Project
 from tests.helpers.waiting import wait_until
@@ -162,3 +165,63 @@ def test_a_page_deleted_while_stopped_leaves_at_start(site: Project) -> None:
         wait_until(lambda: index(site) == ["a.html", "b.html"], what="the index without the page")
         assert second.named("stage.failed") == []
         assert second.stop() == 0
+
+
+# Every page reads what gen writes, and gen reads the special page: that page closes a cycle.
+CYCLE = (
+    SITE.replace('inputs = ["content/{page}.md"]', 'inputs = ["content/{page}.md", "_build/gen/*.txt"]')
+    + """
+[[stage]]
+name = "gen"
+command = ["sh", "-c", "mkdir -p _build/gen && echo gen > _build/gen/special.txt"]
+inputs = ["_build/site/special*.html"]
+outputs = ["_build/gen/special.txt"]
+"""
+)
+
+
+def test_a_page_that_closes_a_cycle_is_refused_and_the_running_stages_go_on(site: Project) -> None:
+    site.config(CYCLE)
+    with RunningDaemon(site) as daemon:
+        mark = daemon.ready()
+        site.write("content/special.md", "loops through gen")
+        refused = daemon.wait_event("pattern.instances_refused", mark)
+        assert "cycle" in " ".join(daemon.events[refused]["problems"])
+        site.write("content/a.md", "still here")
+        daemon.wait_event("stage.succeeded", refused, stage="page:a")
+        assert "page:special" not in daemon.started(mark)
+        assert daemon.stop() == 0
+
+
+# --- which changes make the daemon list the drivers again (ImpactMap.alters_listing) ---
+
+
+@pytest.mark.parametrize(
+    ("path", "is_dir", "gone", "alters"),
+    [
+        ("content/new.md", False, False, True),  # a new page
+        ("content/guide/new.md", False, False, True),  # a new page in a folder
+        ("content/a.md", False, False, False),  # a page saved
+        ("content/a.md", False, True, True),  # a page deleted, or renamed away
+        ("content/never.md", False, True, False),  # made and deleted before it was listed
+        ("content/a.txt", False, False, False),  # not what the driver matches
+        ("content/.a.md.swp", False, False, False),  # an editor's temp file
+        ("content/guide", True, True, True),  # a folder of pages deleted
+        ("content/more", True, False, True),  # a folder made (moved in)
+        ("content", True, True, True),  # the driver's folder itself
+        ("elsewhere", True, False, False),  # a folder no driver looks in
+        ("elsewhere/new.md", False, False, False),
+    ],
+)
+def test_which_changes_list_the_drivers_again(
+    site: Project, path: str, is_dir: bool, gone: bool, alters: bool
+) -> None:
+    impact = ImpactMap(load_pipeline(site.root / "stagewatch.toml"), {})
+    change = Change(str(site.root / path), is_dir, gone)
+    assert impact.alters_listing(change) is alters
+
+
+def test_driver_folders_and_the_cache_are_watched_recursively(site: Project) -> None:
+    wanted = ImpactMap(load_pipeline(site.root / "stagewatch.toml"), {}).wanted_watches()
+    assert wanted[str(site.root / "content")] is True
+    assert wanted[str(site.root / "_build/.cache")] is True
