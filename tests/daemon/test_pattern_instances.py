@@ -225,3 +225,35 @@ def test_driver_folders_and_the_cache_are_watched_recursively(site: Project) -> 
     wanted = ImpactMap(load_pipeline(site.root / "stagewatch.toml"), {}).wanted_watches()
     assert wanted[str(site.root / "content")] is True
     assert wanted[str(site.root / "_build/.cache")] is True
+
+
+HOLDING_PAGE = """
+import time
+
+
+def run(output_dir, page):
+    source = (output_dir / "content" / f"{page}.md").read_text()
+    target = output_dir / "_build" / "site" / f"{page}.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("<p>" + source + "</p>")
+    if source == "wait":  # written its page, it holds until told to go
+        (output_dir / "holding").write_text(page)
+        deadline = time.monotonic() + 20
+        while not (output_dir / "go").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+"""
+
+
+def test_a_page_deleted_while_its_run_holds_is_retired_once_the_run_ends(site: Project) -> None:
+    site.write("pipeline/page.py", HOLDING_PAGE)
+    with RunningDaemon(site) as daemon:
+        mark = daemon.ready()
+        site.write("content/slow.md", "wait")
+        wait_until(lambda: (site.root / "holding").exists(), what="the page's run holding")
+        (site.root / "content/slow.md").unlink()
+        daemon.wait_event("stage.instance_removed", mark, stage="page:slow")
+        assert not (site.root / html(site, "slow")).exists()
+        assert not site.entry("page:slow").exists()
+        wait_until(lambda: "slow.html" not in index(site), what="the index without the page")
+        assert daemon.named("stage.failed", mark) == []
+        assert daemon.stop() == 0
