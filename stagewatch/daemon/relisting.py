@@ -19,7 +19,7 @@ from typing import Protocol
 import structlog
 
 from stagewatch.config import with_listing
-from stagewatch.daemon.reload import Replace, stage_changes
+from stagewatch.daemon.reload import Replace, StageChanges, stage_changes
 from stagewatch.daemon.workers import Workers
 from stagewatch.errors import ConfigError
 from stagewatch.paths import IgnoreRules, posix
@@ -78,6 +78,20 @@ def retire_files(pipeline: Pipeline, names: list[str], recorder: StateRecorder) 
     if names:
         retire(pipeline, names)
         recorder.forget(name for name in names if not pipeline.has_stage(name))
+
+
+def say_replaced(why: str, changes: StageChanges) -> None:
+    """What a new pipeline put in place changed: instances, when its drivers' files came or went."""
+    if why == FILES:
+        log.info("pattern.instances_changed", added=list(changes.added), removed=list(changes.removed))
+        return
+    log.info(
+        "config.reloaded",
+        why=why,
+        added=list(changes.added),
+        changed=list(changes.changed),
+        removed=list(changes.removed),
+    )
 
 
 class RelistHost(Protocol):

@@ -39,7 +39,7 @@ from stagewatch.daemon.events import (
 )
 from stagewatch.daemon.listener import DaemonListener
 from stagewatch.daemon.plan import plan_for
-from stagewatch.daemon.relisting import FILES, Relistings
+from stagewatch.daemon.relisting import FILES, Relistings, say_replaced
 from stagewatch.daemon.reload import Replace, config_digest
 from stagewatch.daemon.reloading import Reloads
 from stagewatch.daemon.runs import CheckResult, StageWork
@@ -328,17 +328,9 @@ class Daemon:
         self.workers.on_io(rewatch)
         # Queued on the I/O thread before the checks below: they see the removed pages gone.
         self.relistings.retire(new, changes.removed, self.coordinator.running())
-        if why == FILES:
-            log.info("pattern.instances_changed", added=list(changes.added), removed=list(changes.removed))
-        else:
+        if why != FILES:  # a reread may bring another rescan period
             self.watching.arm_rescan()
-            log.info(
-                "config.reloaded",
-                why=why,
-                added=list(changes.added),
-                changed=list(changes.changed),
-                removed=list(changes.removed),
-            )
+        say_replaced(why, changes)
         plan = plan_for(new, self._jobs(new))
         self._perform(self.coordinator.reloaded(plan, changes.changed, self._now()))
 
