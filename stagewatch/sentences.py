@@ -273,6 +273,20 @@ def _config_reloaded(f: Fields, p: Paint) -> str:
     return f"{p.green('config reloaded')} ({f.get('why')}): {what}"
 
 
+def _instances_changed(f: Fields, _p: Paint) -> str:
+    def shown(names: list[str]) -> str:
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        return ", ".join(names[:5]) + more
+
+    parts = [f"{k} {shown(list(f[k]))}" for k in ("added", "removed") if f.get(k)]
+    return f"files came or went: {'; '.join(parts) or 'no instance changed'}"
+
+
+def _instances_refused(f: Fields, p: Paint) -> str:
+    problems = "\n  ".join(f.get("problems", ()))
+    return f"{p.red('the files now make a pipeline that cannot run')}, keeping the running one:\n  {problems}"
+
+
 def _config_invalid(f: Fields, p: Paint) -> str:
     problems = "\n  ".join(f.get("problems", ()))
     return f"{p.red('config invalid')}, keeping the running one:\n  {problems}"
@@ -294,6 +308,8 @@ _FILES: dict[str, Sentence] = {
     "config.restored": lambda _f, p: f"{p.green('config valid again')}: the same as the running one",
     "config.unchanged": _template("config unchanged ({why})"),
     "config.invalid": _config_invalid,
+    "pattern.instances_changed": _instances_changed,
+    "pattern.instances_refused": _instances_refused,
     "config.not_applied": _template('"{key}" changed but is not applied: {reason}'),
     "command.failed": _command_failed,
     "cache.entry_corrupt": _template("{stage}: its cache entry {path} is damaged ({problem}); it runs again"),

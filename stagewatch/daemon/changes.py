@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stagewatch.daemon.events import Touch
 from stagewatch.daemon.impact import ImpactMap
+from stagewatch.daemon.relisting import Relisted, relist
 from stagewatch.daemon.scheduler import Burst, start_burst
 from stagewatch.entry import invalidated_stage
 from stagewatch.inputs import walk_files
@@ -44,6 +45,7 @@ class Batch:
     echoes: tuple[str, ...]  # changed paths that stages wrote
     reload: bool  # the pipeline file changed
     ground_gone: bool  # the output folder was deleted or moved away
+    relisted: Relisted | None = None  # files came or went where pattern stages' drivers look
 
 
 def folder_identity(folder: Path | str) -> tuple[int, int] | None:
@@ -76,7 +78,8 @@ def read_batch(
     ground: tuple[Path, tuple[int, int] | None],
     watch_new_folders: Callable[[tuple[str, ...]], None],
 ) -> Batch:
-    """On the I/O thread: watch new folders, walk them, and find what the changes touch.
+    """On the I/O thread: watch new folders, walk them, find what the changes touch, and list
+    the pattern stages' drivers again if files came or went there.
 
     `ground` is the output folder and its identity when the daemon started.
     """
@@ -114,6 +117,14 @@ def read_batch(
         for name in names:
             known = affected.get(name)
             affected[name] = Touch(change.path, written, written) if known is None else widen(known, written)
+    # One listing for the whole burst (a checkout of 500 pages), after the walks above.
+    relisted = relist(impact.pipeline) if any(impact.alters_listing(c) for c in changes) else None
     return Batch(
-        tuple(dict.fromkeys(invalidated)), affected, tuple(sources), tuple(echoes), reload, ground_gone
+        tuple(dict.fromkeys(invalidated)),
+        affected,
+        tuple(sources),
+        tuple(echoes),
+        reload,
+        ground_gone,
+        relisted,
     )

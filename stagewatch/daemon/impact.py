@@ -13,6 +13,7 @@ from stagewatch.entry import invalidated_stage
 from stagewatch.file_identity import FileIdentity, identity_of, settled
 from stagewatch.graph import ReadIndex
 from stagewatch.paths import IgnoreRules, PathKind, absolute, classify, glob_base, is_within, split
+from stagewatch.patterns import Driver, driver, instance_name
 from stagewatch.pipeline import Pipeline
 from stagewatch.stage import Change
 
@@ -49,6 +50,9 @@ class ImpactMap:
         self.outputs = [
             (absolute(output, self.root), stage.name) for stage in pipeline.stages for output in stage.outputs
         ]
+        self.drivers: list[Driver] = [
+            driver(pipeline.template(pattern), self.root) for pattern in pipeline.patterns
+        ]
 
     def with_code(self, code_files: Mapping[str, Iterable[str]]) -> ImpactMap:
         """The same map with other code files: the read index is kept, not built again."""
@@ -79,6 +83,9 @@ class ImpactMap:
                     want(path, True)
                 else:
                     want(posixpath.dirname(path), False)
+        for found in self.drivers:
+            # A driver is no instance's input until its file exists: a new file is seen anywhere below.
+            want(found.base, True)
         for root in [folder for folder, recursive in wanted.items() if recursive]:
             for link in self.folder_links.below(root, self.rules):
                 want(link, True)
@@ -94,7 +101,10 @@ class ImpactMap:
         for output, _ in self.outputs:
             want(posixpath.dirname(output), False)
         want(posixpath.dirname(self.config_path), False)
-        want(self.cache_dir, False)
+        # Recursively with pattern stages: an instance's entry may lie in a folder of its own
+        # ("page:guide/intro.hash"), and its removal is an `invalidate`. Without them the cache
+        # holds no folder an entry lies in.
+        want(self.cache_dir, bool(self.drivers))
         # The output folder's own parent: its deletion or move is seen there
         # (docs/design.md#folders-that-vanish).
         want(posixpath.dirname(self.root), False)
@@ -122,6 +132,26 @@ class ImpactMap:
         """The stage whose entry this change removed (a `stagewatch invalidate`), if any."""
         name = invalidated_stage(change.path, change.gone, self.cache_dir)
         return name if name is not None and self.pipeline.has_stage(name) else None
+
+    def alters_listing(self, change: Change) -> bool:
+        """Whether the change can add or remove a pattern stage's instance: a file the driver
+        matches that is no instance yet, an instance's driver file gone, or a folder that came
+        or went below (or above) a driver's base. What the drivers leave out (editor temp
+        files, the cache, `ignore`) never makes an instance."""
+        if not self.drivers or self.rules.ignores(change.path, change.is_dir):
+            return False
+        for found in self.drivers:
+            if change.is_dir:
+                if is_within(change.path, found.base) or is_within(found.base, change.path):
+                    return True
+                continue
+            value = found.value_of(change.path)
+            if value is None:
+                continue
+            known = self.pipeline.has_stage(instance_name(found.stage, value))
+            if known == change.gone:
+                return True
+        return False
 
     def affected(self, change: Change) -> set[str]:
         """Stages whose key or outputs this change may touch."""

@@ -39,6 +39,7 @@ from stagewatch.daemon.events import (
 )
 from stagewatch.daemon.listener import DaemonListener
 from stagewatch.daemon.plan import plan_for
+from stagewatch.daemon.relisting import FILES, Relistings, say_replaced
 from stagewatch.daemon.reload import Replace, config_digest
 from stagewatch.daemon.reloading import Reloads
 from stagewatch.daemon.runs import CheckResult, StageWork
@@ -92,6 +93,7 @@ class Daemon:
         self.recorder = StateRecorder(pipeline.output_dir, "watch")
         self.reloads = Reloads(self, self.notifier, config_digest(pipeline.config_path))
         self.upkeep = WatchUpkeep(pipeline)
+        self.relistings = Relistings(self)
         self.coordinator = Coordinator(plan_for(pipeline, self._jobs(pipeline)))
         self.stopping = False
         self.exit_code = 0
@@ -129,6 +131,8 @@ class Daemon:
             self, self.loop, self.workers, self.timers, self.upkeep, self.lock, self.ground
         )
         try:
+            # Instances whose file went while nobody watched leave before anything is checked.
+            await asyncio.wrap_future(self.workers.io.submit(self.relistings.retire_gone))
             await asyncio.wrap_future(self.watching.start())
         except Exception:  # watches that could not be set up are tried again at each rescan
             log.exception("daemon.internal_error", during="setting up the watches")
@@ -149,6 +153,9 @@ class Daemon:
         self.notifier.ready()
         if self.notifier.watchdog_s is not None:
             self._watchdog_ping()
+        # Files that came or went between reading the pipeline and watching count too; listed
+        # before the catch-up's checks are queued, so its answer is in place before theirs.
+        self.relistings.ask()
         self._perform(self.coordinator.start(self._now()))
         self.watching.arm_rescan()
         if reload_asked():  # a SIGHUP came while starting: the file may have changed since read
@@ -202,6 +209,7 @@ class Daemon:
 
     def _finished(self, name: str, job: int, finished: Finished) -> None:
         self._tell(lambda listener: listener.stage_finished(name, finished.outcome))
+        self.relistings.run_ended(name)
         self._perform(self.coordinator.finished(name, job, finished, self._now()))
 
     def _due(self) -> None:
@@ -241,8 +249,8 @@ class Daemon:
     # --- what the watches report ---
 
     def rescan(self) -> None:
-        """Every stage checked again: events may have been lost."""
-        self._perform(self.coordinator.rescan(self._now()))
+        """Every stage checked again, the drivers listed again first: events may have been lost."""
+        self.relistings.ask(lambda: self._perform(self.coordinator.rescan(self._now())))
 
     def apply_batch(self, batch: Batch) -> None:
         if self.stopping:
@@ -250,6 +258,9 @@ class Daemon:
         if batch.ground_gone:
             self.ground_gone()
             return
+        if batch.relisted is not None:
+            # First: the changes that removed an instance must not make it run.
+            self.relistings.take(batch.relisted)
         now = self._now()
         for name in batch.invalidated:
             log.info("stage.invalidated", stage=name)
@@ -299,7 +310,8 @@ class Daemon:
         self._tell(lambda listener: listener.pipeline_checked(problems))
 
     def replace(self, why: str, decision: Replace) -> None:
-        """The pipeline file read again holds a new pipeline: it runs from now on."""
+        """A new pipeline (the pipeline file read again, or its drivers' files came or went):
+        it runs from now on. The instances it removed are retired."""
         new, changes = decision.pipeline, decision.changes
         if decision.watcher_changed:
             log.warning("config.not_applied", key="watcher", reason="takes effect when stagewatch restarts")
@@ -314,14 +326,11 @@ class Daemon:
             self.recorder.keep_only(names)
 
         self.workers.on_io(rewatch)
-        self.watching.arm_rescan()
-        log.info(
-            "config.reloaded",
-            why=why,
-            added=list(changes.added),
-            changed=list(changes.changed),
-            removed=list(changes.removed),
-        )
+        # Queued on the I/O thread before the checks below: they see the removed pages gone.
+        self.relistings.retire(new, changes.removed, self.coordinator.running())
+        if why != FILES:  # a reread may bring another rescan period
+            self.watching.arm_rescan()
+        say_replaced(why, changes)
         plan = plan_for(new, self._jobs(new))
         self._perform(self.coordinator.reloaded(plan, changes.changed, self._now()))
 
