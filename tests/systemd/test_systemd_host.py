@@ -21,7 +21,7 @@ UNIT = "stagewatch.service"
 CONFIG = "/etc/stagewatch/stagewatch.toml"
 SITE = "/srv/stagewatch/site"
 STAGEWATCH = f"/opt/stagewatch/bin/stagewatch --config {CONFIG}"
-IDLE = "idle, 3 stages fresh"  # the guide's pipeline: pages, stats, index
+IDLE = "idle, 5 stages fresh"  # the guide's pipeline: 3 pages (the page pattern's instances), stats, index
 PRIORITY_OF_LEVEL = {"debug": "7", "info": "6", "warning": "4", "error": "3", "critical": "2"}
 
 Event = dict[str, Any]
@@ -135,7 +135,7 @@ def test_an_input_edit_reruns_the_stage_and_its_downstream(host: Host) -> None:
     assert '"repos": 3' in host.sandbox.run(f"cat {SITE}/_build/stats.json").stdout
     assert "3 repositories, 50 stars" in host.sandbox.run(f"cat {SITE}/_build/site/index.html").stdout
     started = [e["stage"] for e in host.events(UNIT, before) if e.get("event") == "stage.started"]
-    assert sorted(started) == ["index", "stats"]  # pages reads nothing that changed
+    assert sorted(started) == ["index", "stats"]  # no page reads anything that changed
     idle_and_active(host)
 
 
@@ -221,7 +221,7 @@ def test_a_broken_pipeline_file_fails_the_unit_once_with_a_json_error(host: Host
     assert [line.get("event") for line in lines] == ["config.invalid"], lines
     assert lines[0]["_priority"] == "3" and lines[0]["level"] == "error"
     problems = host.sandbox.run(guide_block(6, '"config.invalid"')).stdout.splitlines()
-    assert f'{CONFIG}: stage "pages": unknown key "output" (did you mean "outputs"?)' in problems, problems
+    assert f'{CONFIG}: stage "page": unknown key "output" (did you mean "outputs"?)' in problems, problems
     errors = host.sandbox.run(guide_block(5, "-p err")).stdout
     assert '"event": "config.invalid"' in errors, errors
     running_as_installed(host)  # the guide's way out: fix the file, then restart
