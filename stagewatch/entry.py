@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from stagewatch.layout import write_atomic
+from stagewatch.layout import remove_emptied_folders, write_atomic
 from stagewatch.regular import read_regular
 from stagewatch.stage import DEFAULT_FUNCTION
 
@@ -318,11 +318,6 @@ class EntryFiles:
             removed = False
         else:
             removed = True
-        folder = path.parent
-        while folder != self.cache_dir and self.cache_dir in folder.parents:
-            try:
-                folder.rmdir()  # only when empty: a log or another instance's entry keeps it
-            except OSError:
-                break
-            folder = folder.parent
+        # Only when empty: a log or another instance's entry keeps an instance's folder.
+        remove_emptied_folders(path, self.cache_dir)
         return removed

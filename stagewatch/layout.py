@@ -49,6 +49,18 @@ class CacheLayout:
         return self.dir / LOCK_NAME
 
 
+def remove_emptied_folders(path: Path, stop: Path) -> None:
+    """Remove the folders above a removed `path` that it left empty, up to `stop` (kept): a
+    folder that still holds anything ends the climb."""
+    folder = path.parent
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
 def write_atomic(path: Path, text: str, within: Path | None = None, durable: bool = True) -> None:
     """Write a file so that a crash leaves the old one or the new one, never half of either.
 

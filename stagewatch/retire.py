@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 
 from stagewatch.entry import ENTRY_SUFFIX, EntryFiles
-from stagewatch.layout import LOG_SUFFIX, CacheLayout
+from stagewatch.layout import LOG_SUFFIX, CacheLayout, remove_emptied_folders
 from stagewatch.paths import absolute, is_within, posix
 from stagewatch.patterns import instantiate
 from stagewatch.pipeline import Pipeline
@@ -87,7 +87,7 @@ def retire(pipeline: Pipeline, names: Iterable[str]) -> list[str]:
                 # Folders the value made ("guide/" of "guide/intro") go when left empty; the
                 # folder the pattern writes into stays, whatever reads it.
                 stop = _literal_folder(declared, "{" + (template.placeholder or "") + "}", root)
-                _prune_empty(Path(path), Path(stop))
+                remove_emptied_folders(Path(path), Path(stop))
         with contextlib.suppress(OSError):
             layout.log(name).unlink()
         with contextlib.suppress(OSError):
@@ -115,14 +115,3 @@ def _literal_folder(declared: str, token: str, root: str) -> str:
     literal = absolute(declared, root)
     literal = literal[: literal.index(token)] if token in literal else literal
     return literal.rstrip("/") if literal.endswith("/") else os.path.dirname(literal)
-
-
-def _prune_empty(start: Path, stop: Path) -> None:
-    """Remove the folders above a removed file that it left empty, below `stop` (kept)."""
-    folder = start.parent
-    while folder != stop and is_within(str(folder), str(stop)):
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-        folder = folder.parent
